@@ -1,0 +1,50 @@
+# keiko: `make demo` runs the main job, `make test` runs every test; both set everything up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export KEIKO_HOME ?= $(CURDIR)/.keiko
+export AIRFLOW_HOME ?= $(KEIKO_HOME)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__UNIT_TEST_MODE := False
+
+DEMO_DATE ?= 2026-11-21
+DEMO_DAYS ?= 14
+DEMO_ROWS ?= 300000
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint lock bench serve clean
+
+$(BIN)/activate: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check uv==0.13.9
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -r requirements.txt
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
+	touch $(BIN)/activate
+
+install: $(BIN)/activate
+
+demo: install
+	DEMO_DATE=$(DEMO_DATE) DEMO_DAYS=$(DEMO_DAYS) DEMO_ROWS=$(DEMO_ROWS) scripts/demo.sh
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+serve: install
+	$(BIN)/keiko serve --model $(or $(MODEL),ctr) --port $(or $(PORT),8601)
+
+bench: install
+	$(BIN)/python bench/pipeline.py
+
+# Re-resolve requirements.in into the fully pinned requirements.txt.
+lock: install
+	$(BIN)/uv pip compile requirements.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.txt
+
+clean:
+	rm -rf $(KEIKO_HOME)

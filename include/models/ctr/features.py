@@ -1,0 +1,58 @@
+"""ctr features: hashed categorical fields, crosses, hour of day and floor-price buckets.
+
+Imported by the features stage (millions of rows) and by the model server (a few rows per
+request): one definition, so training and serving cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keiko.hashing import hash_values, slot_index
+
+INPUT_SCHEMA = {
+    "event_time": "timestamp",
+    "app_id": "int",
+    "media_id": "int",
+    "ad_id": "int",
+    "campaign_id": "int",
+    "advertiser_category": "str",
+    "os": "str",
+    "device_model": "str",
+    "country": "str",
+    "position": "int",
+    "floor_price": "float",
+}
+
+SLOTS: dict[str, tuple[str, ...]] = {
+    "app_id": ("app_id",),
+    "media_id": ("media_id",),
+    "ad_id": ("ad_id",),
+    "campaign_id": ("campaign_id",),
+    "advertiser_category": ("advertiser_category",),
+    "os": ("os",),
+    "device_model": ("device_model",),
+    "country": ("country",),
+    "position": ("position",),
+    "hour": ("hour",),
+    "floor_bucket": ("floor_bucket",),
+    "advertiser_category_x_os": ("advertiser_category", "os"),
+    "app_id_x_advertiser_category": ("app_id", "advertiser_category"),
+    "position_x_os": ("position", "os"),
+}
+
+FLOOR_BUCKET_WIDTH = 0.1  # in log(price): ~10% wide buckets
+
+
+def derived(columns: dict) -> dict:
+    hour = (columns["event_time"].astype("int64") // 3_600_000_000) % 24
+    floor = np.clip(columns["floor_price"], 1e-4, None)
+    floor_bucket = np.floor(np.log(np.nan_to_num(floor, nan=1e-4)) / FLOOR_BUCKET_WIDTH).astype(np.int64)
+    return {"hour": hour, "floor_bucket": floor_bucket}
+
+
+def transform(columns: dict, *, hash_bits: int) -> dict[str, np.ndarray]:
+    """One int32 bucket index per slot and row, in [0, 2**hash_bits)."""
+    values = {**columns, **derived(columns)}
+    hashes = {name: hash_values(values[name]) for name in {c for cols in SLOTS.values() for c in cols}}
+    return {slot: slot_index(slot, [hashes[c] for c in cols], hash_bits) for slot, cols in SLOTS.items()}

@@ -1,0 +1,3 @@
+from keiko.cli import main
+
+raise SystemExit(main())

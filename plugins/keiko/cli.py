@@ -1,0 +1,187 @@
+"""The `keiko` command line. Also the container contract: stage pods run `keiko stage <name> ...`.
+
+User mistakes (unknown model, bad date, missing partition) print one line and exit 2; a stage that
+decides to do nothing exits 99 (the Airflow task is then skipped); bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from keiko.errors import KeikoError, StageSkipped
+from keiko.stages import STAGES
+
+EXIT_USER_ERROR = 2
+EXIT_SKIPPED = 99
+RESULT_PREFIX = "keiko-result: "
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from keiko.config import settings
+    from keiko.synth import write_warehouse
+
+    directory = settings().warehouse_dir
+    print(
+        f"writing {args.days} days x {args.rows_per_day:,} rows ending {args.end_date} "
+        f"to {directory} (seed {args.seed})"
+    )
+    started = time.monotonic()
+    write_warehouse(directory, args.end_date, args.days, args.rows_per_day, args.seed)
+    print(f"done in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from keiko.stages.context import StageContext, peak_rss_mb
+
+    ctx = StageContext.create(args.model, args.ds)
+    module = importlib.import_module(f"keiko.stages.{args.stage}")
+    ctx.log(f"keiko stage {args.stage} --model {args.model} --ds {args.ds}: starting")
+    started = time.monotonic()
+    result = module.run(ctx)
+    result["seconds"] = round(time.monotonic() - started, 3)
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    ctx.store.write_json(ctx.uri(f"stages/{args.stage}.json"), result)
+    ctx.log(f"{args.stage} done in {result['seconds']:.1f}s, peak RSS {result['peak_rss_mb']:,.0f} MB")
+    print(RESULT_PREFIX + json.dumps(result, sort_keys=True, default=str), flush=True)
+    return 0
+
+
+def _print_versions(versions: list, as_json: bool, aliases: dict[str, int]) -> None:
+    if as_json:
+        print(json.dumps([v.to_dict() for v in versions], indent=2, default=str))
+        return
+    by_version = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(version, []).append(alias)
+    print(
+        f"{'version':>7}  {'status':<10} {'ds':<10}  {'window':<23} "
+        f"{'test logloss':>12} {'AUC':>6}  {'sha256':<12}  aliases"
+    )
+    for v in versions:
+        test = v.metrics.get("test", {})
+        print(
+            f"{v.version:>7}  {v.status:<10} {v.ds:<10}  {v.window_start}..{v.window_end} "
+            f"{test.get('logloss', float('nan')):>12.5f} {test.get('auc', float('nan')):>6.3f}  "
+            f"{v.artifact_sha256[:12]}  {','.join(by_version.get(v.version, []))}"
+        )
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from keiko.config import settings
+    from keiko.modeldef import load_model
+    from keiko.registry import Registry
+
+    load_model(args.model)  # unknown model -> clear error
+    registry = Registry(settings().registry_url)
+    aliases = registry.aliases_of(args.model)
+    if args.models_command == "list":
+        _print_versions(registry.list(args.model), args.json, aliases)
+        return 0
+    entry = registry.get(args.model, args.version)
+    data = {**entry.to_dict(), "aliases": [a for a, v in aliases.items() if v == entry.version]}
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        for key, value in data.items():
+            if key != "metrics":
+                print(f"{key:>16}: {value}")
+        print(f"{'metrics':>16}: {json.dumps(entry.metrics, indent=2, default=str)}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from keiko.modeldef import load_model
+    from keiko.serving.app import create_app
+
+    load_model(args.model)
+    print(f"serving {args.model} on http://{args.host}:{args.port}", flush=True)
+    uvicorn.run(create_app(args.model), host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from keiko.summary import print_summary
+
+    print_summary(args.model, args.ds)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keiko", description="Keeps production ML models fresh.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    synth = sub.add_parser("synth", help="write the synthetic DSP warehouse under $KEIKO_HOME/warehouse")
+    synth.add_argument("--end-date", type=_date, required=True, help="last day to write (YYYY-MM-DD)")
+    synth.add_argument("--days", type=_positive, required=True, help="number of days ending with --end-date")
+    synth.add_argument("--rows-per-day", type=_positive, required=True, help="impressions per day")
+    synth.add_argument("--seed", type=int, default=7, help="same seed and day, same rows (default 7)")
+    synth.set_defaults(func=cmd_synth)
+
+    stage = sub.add_parser("stage", help="run one pipeline stage for one model and day")
+    stage.add_argument("stage", choices=STAGES)
+    stage.add_argument("--model", required=True)
+    stage.add_argument("--ds", type=_date, required=True, help="the run's day: last day of the data window")
+    stage.set_defaults(func=cmd_stage)
+
+    models = sub.add_parser("models", help="read the model registry")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    listing = models_sub.add_parser("list", help="versions of a model")
+    listing.add_argument("model")
+    listing.add_argument("--json", action="store_true")
+    show = models_sub.add_parser("show", help="one version with its lineage")
+    show.add_argument("model")
+    show.add_argument("version", type=_positive)
+    show.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
+
+    serve = sub.add_parser("serve", help="run a model server")
+    serve.add_argument("--model", required=True)
+    serve.add_argument("--port", type=int, required=True)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.set_defaults(func=cmd_serve)
+
+    summary = sub.add_parser("summary", help="what a run produced: rows, metrics, versions, a live prediction")
+    summary.add_argument("--model", required=True)
+    summary.add_argument("--ds", type=_date, required=True)
+    summary.set_defaults(func=cmd_summary)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StageSkipped as exc:
+        print(f"skipped: {exc}", flush=True)
+        return EXIT_SKIPPED
+    except KeikoError as exc:
+        print(f"keiko: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,53 @@
+"""Where keiko keeps things: every location is an environment variable with an embedded default.
+
+Read at call time (never cached at import) so tests and the CLI can point KEIKO_HOME elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _default_project_dir() -> Path:
+    # plugins/keiko/ -> project root, when running from a checkout or an editable install.
+    candidate = _PACKAGE_DIR.parents[1]
+    return candidate if (candidate / "include").is_dir() else Path.cwd()
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    project_dir: Path
+    artifact_root: str
+    warehouse_dir: Path
+    registry_url: str
+
+    @property
+    def models_dir(self) -> Path:
+        return self.project_dir / "include" / "models"
+
+    @property
+    def sql_dir(self) -> Path:
+        return self.project_dir / "include" / "sql"
+
+    def serving_urls(self, model: str, default_port: int) -> list[str]:
+        """Model-server base URLs for `model`: KEIKO_SERVING_URLS_<MODEL> (comma-separated) or loopback."""
+        raw = os.environ.get(f"KEIKO_SERVING_URLS_{model.upper()}", "")
+        urls = [u.strip().rstrip("/") for u in raw.split(",") if u.strip()]
+        return urls or [f"http://127.0.0.1:{default_port}"]
+
+
+def settings() -> Settings:
+    home = Path(os.environ.get("KEIKO_HOME", ".keiko")).resolve()
+    project_dir = Path(os.environ.get("KEIKO_PROJECT_DIR") or _default_project_dir()).resolve()
+    return Settings(
+        home=home,
+        project_dir=project_dir,
+        artifact_root=os.environ.get("KEIKO_ARTIFACT_ROOT", (home / "artifacts").as_uri()).rstrip("/"),
+        warehouse_dir=Path(os.environ.get("KEIKO_WAREHOUSE_DIR", home / "warehouse")).resolve(),
+        registry_url=os.environ.get("KEIKO_REGISTRY_URL", f"sqlite:///{home / 'registry.db'}"),
+    )

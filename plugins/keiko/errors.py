@@ -1,0 +1,21 @@
+"""User-facing errors: the CLI prints their message on one line and exits non-zero."""
+
+
+class KeikoError(Exception):
+    """A mistake the user can fix (bad input, missing data, unknown model)."""
+
+
+class ModelConfigError(KeikoError):
+    """A model's model.yaml is missing or invalid."""
+
+
+class MissingDataError(KeikoError):
+    """A warehouse partition or an upstream artifact does not exist."""
+
+
+class RegistryError(KeikoError):
+    """The registry refused an operation (unknown version, bad alias move)."""
+
+
+class StageSkipped(Exception):
+    """The stage decided, correctly, to do nothing: the Airflow task shows as skipped, not failed."""

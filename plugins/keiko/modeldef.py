@@ -1,0 +1,148 @@
+"""A model's definition: include/models/<name>/model.yaml, validated, plus its feature module.
+
+Parsed when the DAG folder is parsed, so this module stays light: pydantic and yaml only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib.util
+import re
+import sys
+from functools import cached_property
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from keiko.config import settings
+from keiko.errors import KeikoError, ModelConfigError
+
+MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Algorithm(_Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Thresholds(_Strict):
+    min_auc: float = Field(gt=0.5, le=1.0)
+    max_logloss: float = Field(gt=0.0)
+    calibration_tolerance: float = Field(gt=0.0, lt=1.0, description="|sum pred / sum true - 1| allowed")
+    max_regression: float = Field(ge=0.0, description="relative test logloss increase over production still deployed")
+
+
+class Resources(_Strict):
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+
+class Serving(_Strict):
+    port: int = Field(ge=1024, le=65535)
+    replicas: int = Field(default=1, ge=1)
+
+
+class ModelConfig(_Strict):
+    owner: str = Field(min_length=1)
+    description: str = ""
+    schedule: str = Field(min_length=1, description="cron expression, UTC; the run for day D starts after D ends")
+    start_date: dt.date
+    window_days: int = Field(ge=3, le=90, description="days of data per run: train, then one valid day, one test day")
+    label: str = Field(min_length=1, description="label column produced by extract.sql")
+    features: str = Field(default="features.py", description="feature module in the model folder")
+    feature_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of transform()")
+    truth_column: str | None = Field(
+        default=None, description="column of the synthetic warehouse's hidden `truth` table (Bayes-optimal logloss)"
+    )
+    slices: list[str] = Field(default_factory=list, description="raw columns to report per-value metrics for")
+    algorithm: Algorithm
+    thresholds: Thresholds
+    resources: Resources = Resources()
+    serving: Serving
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter  # an Airflow dependency: same parser the scheduler uses
+
+        presets = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly"}
+        if value not in presets and (len(value.split()) != 5 or not croniter.is_valid(value)):
+            raise ValueError(f"not a 5-field cron expression or @daily-style preset: {value!r}")
+        return value
+
+
+class ModelDefinition:
+    """A validated model.yaml with the paths and code that go with it."""
+
+    def __init__(self, name: str, directory: Path, config: ModelConfig, raw: bytes) -> None:
+        self.name = name
+        self.directory = directory
+        self.config = config
+        self.config_sha256 = hashlib.sha256(raw).hexdigest()
+
+    @property
+    def sql_path(self) -> Path:
+        return self.directory.parents[1] / "sql" / self.name / "extract.sql"
+
+    @cached_property
+    def features(self) -> ModuleType:
+        """The model's feature code: the same module is imported by the features stage and the server."""
+        path = self.directory / self.config.features
+        module_name = f"keiko_features_{self.name}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None or not path.is_file():
+            raise ModelConfigError(f"{path}: feature module not found")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    @cached_property
+    def features_sha256(self) -> str:
+        return hashlib.sha256((self.directory / self.config.features).read_bytes()).hexdigest()
+
+
+def _format_validation_error(path: Path, error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        problems.append(f"{field}: {item['msg']}")
+    return f"{path}: " + "; ".join(problems)
+
+
+def load_model(name: str, models_dir: Path | None = None) -> ModelDefinition:
+    models_dir = models_dir or settings().models_dir
+    if not MODEL_NAME.match(name):
+        raise KeikoError(f"invalid model name {name!r}: use lowercase letters, digits and _")
+    directory = models_dir / name
+    path = directory / "model.yaml"
+    if not path.is_file():
+        known = ", ".join(model_names(models_dir)) or "none"
+        raise KeikoError(f"unknown model {name!r} (no {path}); known models: {known}")
+    raw = path.read_bytes()
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ModelConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        config = ModelConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ModelConfigError(_format_validation_error(path, exc)) from None
+    return ModelDefinition(name, directory, config, raw)
+
+
+def model_names(models_dir: Path | None = None) -> list[str]:
+    models_dir = models_dir or settings().models_dir
+    if not models_dir.is_dir():
+        return []
+    return sorted(p.parent.name for p in models_dir.glob("*/model.yaml"))

@@ -1,0 +1,71 @@
+"""KeikoStageOperator: runs `keiko stage <name> --model M --ds D` and streams its output to the task log.
+
+The command is the container contract: here it runs as a local subprocess (the embedded default);
+in production the same command runs in a pod from the project image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.standard.hooks.subprocess import SubprocessHook
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+
+from keiko.cli import EXIT_SKIPPED, RESULT_PREFIX
+from keiko.config import settings
+
+
+class KeikoStageOperator(BaseOperator):
+    """Run one keiko stage for one model and day.
+
+    :param model: model name (a folder under include/models/)
+    :param stage: stage name (extract, features, train, evaluate, register, deploy)
+    :param ds: the run's day, YYYY-MM-DD (templated; defaults to the logical date)
+    :param env: extra environment for the stage process (templated)
+    """
+
+    template_fields: Sequence[str] = ("model", "ds", "env")
+    ui_color = "#e8f1fb"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        stage: str,
+        ds: str = "{{ ds }}",
+        env: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.stage = stage
+        self.ds = ds
+        self.env = env or {}
+
+    @cached_property
+    def hook(self) -> SubprocessHook:
+        return SubprocessHook()
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "keiko", "stage", self.stage, "--model", self.model, "--ds", self.ds]
+
+    def execute(self, context: Any) -> dict[str, Any] | None:
+        env = {**os.environ, **self.env, "KEIKO_RUN_ID": str(context.get("run_id", ""))}
+        result = self.hook.run_command(self.command, env=env, cwd=str(settings().project_dir))
+        if result.exit_code == EXIT_SKIPPED:
+            raise AirflowSkipException(result.output)
+        if result.exit_code != 0:
+            raise AirflowException(f"keiko stage {self.stage} failed (exit {result.exit_code}): {result.output}")
+        if result.output.startswith(RESULT_PREFIX):
+            return json.loads(result.output[len(RESULT_PREFIX) :])
+        return None
+
+    def on_kill(self) -> None:
+        self.hook.send_sigterm()

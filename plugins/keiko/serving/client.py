@@ -1,0 +1,61 @@
+"""HTTP client for a model server (used by deploy, the demo summary and tests)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from keiko.errors import KeikoError
+
+
+class ModelServerClient:
+    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def __enter__(self) -> ModelServerClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.http.close()
+
+    def _get(self, path: str) -> httpx.Response:
+        try:
+            return self.http.get(path)
+        except httpx.TransportError as exc:
+            raise KeikoError(f"model server {self.base_url} unreachable: {exc}") from None
+
+    def version(self) -> dict[str, Any]:
+        return self._get("/version").json()
+
+    def ready(self) -> bool:
+        return self._get("/readyz").status_code == 200
+
+    def load(self, version: int) -> dict[str, Any]:
+        try:
+            response = self.http.post("/admin/load", json={"version": version})
+        except httpx.TransportError as exc:
+            raise KeikoError(f"model server {self.base_url} unreachable: {exc}") from None
+        if response.status_code != 200:
+            raise KeikoError(
+                f"{self.base_url} refused to load v{version}: {response.json().get('error', response.text)}"
+            )
+        return response.json()
+
+    def wait_until_serving(self, version: int, *, timeout: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = self.version()
+            if status.get("version") == version and self.ready():
+                return status
+            time.sleep(0.2)
+        raise KeikoError(f"{self.base_url} did not serve v{version} within {timeout:.0f}s (it reports {status})")
+
+    def predict(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        response = self.http.post("/predict", json={"rows": rows})
+        if response.status_code != 200:
+            raise KeikoError(f"{self.base_url} /predict answered {response.status_code}: {response.text[:300]}")
+        return response.json()

@@ -1,0 +1,82 @@
+"""What a stage runs against: the model, the run's day, and the resources (store, registry, warehouse)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import keiko
+from keiko.config import Settings, settings
+from keiko.modeldef import ModelDefinition, load_model
+from keiko.registry import Registry
+from keiko.storage import ArtifactStore
+from keiko.warehouse import DuckDBWarehouse, data_window
+
+
+@dataclass
+class StageContext:
+    model: ModelDefinition
+    ds: dt.date
+    settings: Settings
+    run_id: str = ""
+
+    @classmethod
+    def create(cls, model: str, ds: dt.date, run_id: str = "") -> StageContext:
+        return cls(load_model(model), ds, settings(), run_id or os.environ.get("KEIKO_RUN_ID", ""))
+
+    @cached_property
+    def store(self) -> ArtifactStore:
+        return ArtifactStore(self.settings.artifact_root)
+
+    @cached_property
+    def registry(self) -> Registry:
+        return Registry(self.settings.registry_url)
+
+    @cached_property
+    def warehouse(self) -> DuckDBWarehouse:
+        return DuckDBWarehouse(self.settings.warehouse_dir)
+
+    @property
+    def window(self) -> tuple[dt.date, dt.date]:
+        return data_window(self.ds, self.model.config.window_days)
+
+    def uri(self, name: str) -> str:
+        return self.store.uri(self.model.name, self.ds.isoformat(), name)
+
+    def stage_result(self, stage: str) -> dict[str, Any]:
+        return self.store.read_json(self.uri(f"stages/{stage}.json"))
+
+    @cached_property
+    def started(self) -> float:
+        return time.monotonic()
+
+    def log(self, message: str) -> None:
+        elapsed = time.monotonic() - self.started
+        print(f"[{elapsed:7.1f}s] {message}", flush=True)
+
+
+def code_version() -> str:
+    """Package version plus the checkout's commit when there is one (lineage, not identity)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=settings().project_dir,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "nogit"
+    return f"{keiko.__version__}+{commit}"
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

@@ -1,0 +1,123 @@
+"""evaluate: score the candidate and the production model on the same out-of-time test day.
+
+Writes evaluation.json: metrics of both, the Bayes-optimal logloss of the day (from the
+synthetic warehouse's hidden truth, when it exists), per-slice metrics, and the comparison
+that decides whether the candidate may replace production.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from keiko.algorithms import load_model_bytes
+from keiko.columns import from_arrow
+from keiko.metrics import logloss, summary
+from keiko.stages.context import StageContext
+from keiko.stages.train import feature_arrays
+
+
+def slice_metrics(raw_test: pa.Table, columns: list[str], y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for column in columns:
+        values = np.asarray(raw_test.column(column).to_pandas().astype(str))
+        out[column] = {str(v): summary(y[values == v], p[values == v]) for v in sorted(set(values))}
+    return out
+
+
+def compare(candidate: dict, production: dict | None, max_regression: float) -> dict[str, Any]:
+    """Is the candidate good enough to replace production on this test set?"""
+    if production is None:
+        return {"production_exists": False, "candidate_not_worse": True, "reason": "no production model yet"}
+    regression = (candidate["logloss"] - production["logloss"]) / production["logloss"]
+    not_worse = regression <= max_regression
+    verb = "within" if not_worse else "exceeds"
+    return {
+        "production_exists": True,
+        "candidate_not_worse": bool(not_worse),
+        "logloss_regression": regression,
+        "reason": (
+            f"candidate logloss {candidate['logloss']:.5f} vs production {production['logloss']:.5f} "
+            f"({regression:+.3%}, {verb} the allowed {max_regression:+.3%})"
+        ),
+    }
+
+
+def bayes_optimal(ctx: StageContext, ids: np.ndarray, y: np.ndarray) -> float | None:
+    column = ctx.model.config.truth_column
+    if column is None or "truth" not in ctx.warehouse.tables():
+        return None
+    truth = ctx.warehouse.query(f"SELECT impression_id, {column} FROM truth WHERE dt = '{ctx.ds.isoformat()}'")
+    position = pd.Index(truth.column("impression_id").to_numpy()).get_indexer(ids)
+    if (position < 0).any():
+        return None
+    return logloss(y, truth.column(column).to_numpy()[position])
+
+
+def production_predictions(ctx: StageContext, raw_test: pa.Table) -> tuple[int, np.ndarray] | None:
+    version = ctx.registry.alias(ctx.model.name, "production")
+    if version is None:
+        return None
+    entry = ctx.registry.get(ctx.model.name, version)
+    model = load_model_bytes(ctx.store.read_verified(entry.artifact_uri, entry.artifact_sha256))
+    # Production's own feature parameters, so a change of hashing in the candidate is compared fairly.
+    features = ctx.model.features.transform(
+        from_arrow(raw_test, ctx.model.features.INPUT_SCHEMA), **model.feature_params
+    )
+    return version, model.predict(features)
+
+
+def run(ctx: StageContext) -> dict:
+    config = ctx.model.config
+    trained = ctx.stage_result("train")
+    test_table = ctx.store.read_table(ctx.uri("test.parquet"))
+    features, y = feature_arrays(test_table)
+    ids = test_table.column("impression_id").to_numpy()
+    ctx.log(f"evaluate {ctx.model.name}: {len(y):,} test rows of {ctx.ds}")
+
+    candidate_model = load_model_bytes(ctx.store.read_verified(trained["model_uri"], trained["model_sha256"]))
+    p_candidate = candidate_model.predict(features)
+    candidate = summary(y, p_candidate)
+
+    raw = ctx.store.read_table(ctx.uri("raw.parquet"))
+    raw_test = raw.filter(pc.equal(raw.column("dt"), ctx.ds.isoformat()))
+    production = None
+    scored = production_predictions(ctx, raw_test)
+    if scored is not None:
+        production_version, p_production = scored
+        production = {"version": production_version, **summary(y, p_production)}
+        ctx.log(f"production v{production_version}: logloss {production['logloss']:.5f}, AUC {production['auc']:.4f}")
+    else:
+        ctx.log("no production model yet: the candidate is judged on absolute metrics alone")
+
+    bayes = bayes_optimal(ctx, ids, y)
+    evaluation = {
+        "model": ctx.model.name,
+        "ds": ctx.ds.isoformat(),
+        "test_rows": len(y),
+        "candidate": candidate,
+        "production": production,
+        "bayes_optimal_logloss": bayes,
+        "candidate_gap_to_bayes": (candidate["logloss"] / bayes - 1) if bayes else None,
+        "slices": slice_metrics(raw_test, config.slices, y, p_candidate),
+        "comparison": compare(candidate, production, config.thresholds.max_regression),
+    }
+    ctx.log(
+        f"candidate: logloss {candidate['logloss']:.5f}, AUC {candidate['auc']:.4f}, "
+        f"calibration {candidate['calibration']:.3f}"
+        + (f"; Bayes-optimal logloss {bayes:.5f} (gap {evaluation['candidate_gap_to_bayes']:+.2%})" if bayes else "")
+    )
+    ctx.log(evaluation["comparison"]["reason"])
+    uri = ctx.uri("evaluation.json")
+    return {
+        "evaluation_uri": uri,
+        "evaluation_sha256": ctx.store.write_json(uri, evaluation),
+        "candidate_logloss": candidate["logloss"],
+        "candidate_auc": candidate["auc"],
+        "bayes_optimal_logloss": bayes,
+        "candidate_not_worse": evaluation["comparison"]["candidate_not_worse"],
+    }

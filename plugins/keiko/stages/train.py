@@ -1,0 +1,49 @@
+"""train: fit the algorithm named in model.yaml on train, early-stopping on valid; save without pickle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from keiko.algorithms import get_algorithm
+from keiko.stages.context import StageContext
+
+NON_FEATURE_COLUMNS = ("label", "impression_id")
+
+
+def feature_arrays(table: pa.Table) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    features = {name: table.column(name).to_numpy() for name in table.column_names if name not in NON_FEATURE_COLUMNS}
+    return features, table.column("label").to_numpy().astype(np.float64)
+
+
+def run(ctx: StageContext) -> dict:
+    config = ctx.model.config
+    train, y_train = feature_arrays(ctx.store.read_table(ctx.uri("train.parquet")))
+    valid, y_valid = feature_arrays(ctx.store.read_table(ctx.uri("valid.parquet")))
+    ctx.log(
+        f"train {ctx.model.name}: {config.algorithm.name} on {len(y_train):,} rows, "
+        f"early stopping on {len(y_valid):,} valid rows, params {config.algorithm.params}"
+    )
+    algorithm = get_algorithm(config.algorithm.name)
+    model, log = algorithm.fit(
+        train,
+        y_train,
+        valid,
+        y_valid,
+        params=config.algorithm.params,
+        feature_params=config.feature_params,
+        progress=ctx.log,
+    )
+    ctx.log(f"best epoch {log.best_epoch}; stopped: {log.stopped_because}")
+    data = model.to_bytes()
+    model_uri = ctx.uri("model.npz")
+    sha256 = ctx.store.write_bytes(model_uri, data)
+    ctx.store.write_json(ctx.uri("training_log.json"), log.to_dict())
+    return {
+        "model_uri": model_uri,
+        "model_sha256": sha256,
+        "model_bytes": len(data),
+        "algorithm": model.algorithm,
+        "best_epoch": log.best_epoch,
+        "describe": model.describe(),
+    }

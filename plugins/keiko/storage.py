@@ -1,0 +1,96 @@
+"""The artifact store: `{artifact_root}/{model}/{ds}/{name}` on any fsspec filesystem.
+
+Writes are atomic (temporary name, then rename; a single PUT on object stores) so a retried
+or killed stage never leaves a half-written artifact under its final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import uuid
+from functools import cached_property
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from keiko.errors import KeikoError, MissingDataError
+
+
+class IntegrityError(KeikoError):
+    """An artifact's content does not match its recorded sha256."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ArtifactStore:
+    def __init__(self, root_uri: str) -> None:
+        self.root_uri = root_uri.rstrip("/")
+
+    @cached_property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        fs, _ = fsspec.url_to_fs(self.root_uri)
+        return fs
+
+    @cached_property
+    def _is_local(self) -> bool:
+        return "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+
+    def uri(self, model: str, ds: str, name: str) -> str:
+        return f"{self.root_uri}/{model}/{ds}/{name}"
+
+    def _path(self, uri: str) -> str:
+        return fsspec.core.strip_protocol(uri) if self._is_local else uri
+
+    def exists(self, uri: str) -> bool:
+        return self.fs.exists(self._path(uri))
+
+    def write_bytes(self, uri: str, data: bytes) -> str:
+        """Write atomically; returns the sha256 of what was written."""
+        path = self._path(uri)
+        parent = path.rsplit("/", 1)[0]
+        if self._is_local:
+            self.fs.makedirs(parent, exist_ok=True)
+            tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
+            with self.fs.open(tmp, "wb") as f:
+                f.write(data)
+            self.fs.mv(tmp, path)
+        else:
+            self.fs.pipe_file(path, data)
+        return sha256_bytes(data)
+
+    def read_bytes(self, uri: str) -> bytes:
+        try:
+            return self.fs.cat_file(self._path(uri))
+        except FileNotFoundError:
+            raise MissingDataError(f"artifact not found: {uri}") from None
+
+    def read_verified(self, uri: str, sha256: str) -> bytes:
+        """Read an artifact only if its content still has the sha256 recorded for it."""
+        data = self.read_bytes(uri)
+        actual = sha256_bytes(data)
+        if actual != sha256:
+            raise IntegrityError(f"sha256 mismatch for {uri}: registry has {sha256[:12]}, file has {actual[:12]}")
+        return data
+
+    def write_json(self, uri: str, obj: Any) -> str:
+        return self.write_bytes(uri, json.dumps(obj, indent=2, sort_keys=True, default=str).encode() + b"\n")
+
+    def read_json(self, uri: str) -> Any:
+        return json.loads(self.read_bytes(uri))
+
+    def write_table(self, uri: str, table: pa.Table) -> str:
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        return self.write_bytes(uri, buffer.getvalue())
+
+    def read_table(self, uri: str, columns: list[str] | None = None) -> pa.Table:
+        if not self.exists(uri):
+            raise MissingDataError(f"artifact not found: {uri} (did the upstream stage run for this date?)")
+        with self.fs.open(self._path(uri), "rb") as f:
+            return pq.read_table(f, columns=columns)

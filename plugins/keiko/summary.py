@@ -1,0 +1,58 @@
+"""A short account of one run: data, metrics against production and the Bayes-optimal ceiling, versions, live answer."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow.compute as pc
+
+from keiko.errors import KeikoError, MissingDataError
+from keiko.serving.client import ModelServerClient
+from keiko.stages.context import StageContext
+
+
+def sample_rows(ctx: StageContext, n: int = 3) -> list[dict]:
+    raw = ctx.store.read_table(ctx.uri("raw.parquet"), columns=[*ctx.model.features.INPUT_SCHEMA, "dt"])
+    rows = raw.filter(pc.equal(raw.column("dt"), ctx.ds.isoformat())).slice(0, n).drop_columns(["dt"]).to_pylist()
+    return [{k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in row.items()} for row in rows]
+
+
+def print_summary(model: str, ds: dt.date) -> None:
+    ctx = StageContext.create(model, ds)
+    extracted = ctx.stage_result("extract")
+    evaluation = ctx.store.read_json(ctx.uri("evaluation.json"))
+    registered = ctx.stage_result("register")
+    candidate, production = evaluation["candidate"], evaluation["production"]
+    bayes = evaluation["bayes_optimal_logloss"]
+
+    print(f"\n== keiko {model} for {ds} ==")
+    print(
+        f"data      {extracted['rows']:,} rows, window {extracted['window_start']}..{extracted['window_end']}, "
+        f"test day {evaluation['test_rows']:,} rows"
+    )
+    print(f"{'':10}{'logloss':>10} {'AUC':>8} {'calib':>7}")
+    print(f"candidate {candidate['logloss']:>10.5f} {candidate['auc']:>8.4f} {candidate['calibration']:>7.3f}")
+    if production:
+        print(
+            f"prod v{production['version']:<4}{production['logloss']:>10.5f} {production['auc']:>8.4f} "
+            f"{production['calibration']:>7.3f}"
+        )
+    else:
+        print("prod      (none before this run)")
+    if bayes:
+        print(f"bayes-opt {bayes:>10.5f}   (candidate is {candidate['logloss'] / bayes - 1:+.2%} above the ceiling)")
+    print(f"decision  {evaluation['comparison']['reason']}")
+    print(
+        f"registered v{registered['version']}" + ("" if registered["created"] else " (existing version, same artifact)")
+    )
+    print(f"deployed  production alias -> v{ctx.registry.alias(model, 'production')}")
+
+    url = ctx.settings.serving_urls(model, ctx.model.config.serving.port)[0]
+    try:
+        rows = sample_rows(ctx)
+        with ModelServerClient(url, timeout=5) as server:
+            answer = server.predict(rows)
+        shown = ", ".join(f"{p:.5f}" for p in answer["predictions"])
+        print(f"live      {url} v{answer['model_version']} predicts [{shown}] for the first {len(rows)} test rows")
+    except (KeikoError, MissingDataError) as exc:
+        print(f"live      no answer: {exc}")

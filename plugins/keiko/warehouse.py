@@ -1,0 +1,97 @@
+"""The warehouse: extract SQL rendered for a run's data window and run on DuckDB over Parquet.
+
+The SQL names plain tables (impressions, clicks, ...). Here they are DuckDB views over the
+`dt=` partitions; on Athena they are the Glue tables of the same names, so one template serves both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import cached_property
+from pathlib import Path
+
+import jinja2
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from keiko.errors import KeikoError, MissingDataError
+
+SQL_DIALECT = "trino"  # templates must parse as Trino (Athena) and run on DuckDB
+
+
+def data_window(ds: dt.date, window_days: int) -> tuple[dt.date, dt.date]:
+    """The run for day `ds` uses the `window_days` days ending with `ds` (inclusive)."""
+    return ds - dt.timedelta(days=window_days - 1), ds
+
+
+def render_sql(path: Path, *, ds: dt.date, window_days: int, model: str) -> str:
+    start, end = data_window(ds, window_days)
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    try:
+        template = environment.from_string(path.read_text())
+        return template.render(
+            ds=ds.isoformat(), window_start=start.isoformat(), window_end=end.isoformat(), model=model
+        )
+    except FileNotFoundError:
+        raise KeikoError(f"extract SQL not found: {path}") from None
+    except jinja2.TemplateError as exc:
+        raise KeikoError(f"{path}: cannot render: {exc}") from None
+
+
+def referenced_tables(sql: str) -> set[str]:
+    try:
+        tree = sqlglot.parse_one(sql, read=SQL_DIALECT)
+    except sqlglot.errors.ParseError as exc:
+        raise KeikoError(f"extract SQL does not parse as {SQL_DIALECT}: {exc}") from None
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    return {t.name for t in tree.find_all(exp.Table)} - ctes
+
+
+class DuckDBWarehouse:
+    """Parquet partitions `<dir>/<table>/dt=YYYY-MM-DD/*.parquet`, queried through DuckDB views."""
+
+    def __init__(self, directory: Path, *, memory_limit: str = "3GB", threads: int | None = None) -> None:
+        self.directory = directory
+        self.memory_limit = memory_limit
+        self.threads = threads
+
+    def tables(self) -> list[str]:
+        return sorted(p.name for p in self.directory.iterdir() if p.is_dir()) if self.directory.is_dir() else []
+
+    def missing_partitions(self, tables: set[str], days: list[dt.date]) -> list[str]:
+        missing = []
+        for table in sorted(tables):
+            for day in days:
+                partition = self.directory / table / f"dt={day.isoformat()}"
+                if not any(partition.glob("*.parquet")):
+                    missing.append(f"{table}/dt={day.isoformat()}")
+        return missing
+
+    @cached_property
+    def connection(self):
+        import duckdb
+
+        connection = duckdb.connect(config={"memory_limit": self.memory_limit})
+        if self.threads:
+            connection.execute(f"SET threads = {int(self.threads)}")
+        for table in self.tables():
+            glob = (self.directory / table / "dt=*" / "*.parquet").as_posix().replace("'", "''")
+            connection.execute(
+                f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{glob}', "
+                "hive_partitioning = true, hive_types = {'dt': VARCHAR})"
+            )
+        return connection
+
+    def query(self, sql: str) -> pa.Table:
+        return self.connection.sql(sql).to_arrow_table()
+
+    def check_window(self, sql: str, start: dt.date, end: dt.date) -> None:
+        days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+        missing = self.missing_partitions(referenced_tables(sql), days)
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise MissingDataError(
+                f"missing warehouse partitions under {self.directory}: {shown} "
+                f"(data window {start}..{end}; run `keiko synth` or wait for the logs to land)"
+            )
