@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from dataclasses import asdict, dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -128,8 +129,11 @@ class Registry:
 
     @cached_property
     def engine(self) -> Engine:
-        engine = create_engine(self.url, future=True)
+        engine = create_engine(self.url)
         if engine.dialect.name == "sqlite":
+            if engine.url.database and engine.url.database != ":memory:":
+                Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+
             # Concurrent writers (parallel DAG runs, the CLI) wait for the lock instead of failing.
             @event.listens_for(engine, "connect")
             def _sqlite_pragmas(dbapi_connection, _record):

@@ -111,12 +111,14 @@ class HashedLogisticRegression:
             loss="log_loss",
             penalty="l2",
             alpha=float(params.get("alpha", 1e-6)),
-            # A constant step converges in a few epochs on one-hot hashed data; "optimal" overshoots
-            # wildly at small alpha (measured: test logloss 0.228 vs 0.125 after 8 epochs).
+            # A constant step converges in a few epochs on one-hot hashed data ("optimal" overshoots
+            # at small alpha: test logloss 0.228 vs 0.125). Its last steps leave the weights noisy
+            # (calibration 1.23), so weights are averaged from `average_from_epoch` on (ASGD):
+            # calibration 0.98 and +0.9% over the Bayes-optimal logloss on the demo data.
             learning_rate=params.get("learning_rate", "constant"),
             eta0=float(params.get("eta0", 0.01)),
             power_t=float(params.get("power_t", 0.25)),
-            average=bool(params.get("average", False)),
+            average=max(0, int(float(params.get("average_from_epoch", 1)) * len(y_train))) or False,
             random_state=int(params.get("seed", 0)),
             shuffle=True,
         )

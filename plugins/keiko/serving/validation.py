@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -41,7 +42,8 @@ def describe_errors(errors: list[dict[str, Any]], limit: int = 20) -> list[dict[
                 item["field"] = ".".join(str(p) for p in loc[2:])
         else:
             item["field"] = ".".join(str(p) for p in loc) or "(body)"
-        if "input" in error and not isinstance(error["input"], (dict, list)):
-            item["got"] = error["input"]
+        value = error.get("input")
+        if isinstance(value, (str, int, float, bool)):
+            item["got"] = value if not isinstance(value, float) or math.isfinite(value) else str(value)
         described.append(item)
     return described

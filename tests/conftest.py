@@ -1,0 +1,99 @@
+"""Shared fixtures: an isolated Airflow home, a small synthetic warehouse and one pipeline run.
+
+Airflow writes airflow.cfg into AIRFLOW_HOME on first import, so the environment is set here,
+before any test module imports airflow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="keiko-tests-"))
+os.environ["AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["KEIKO_HOME"] = str(_SESSION_DIR / "default-home")
+os.environ.pop("KEIKO_PROJECT_DIR", None)
+
+END_DATE = dt.date(2026, 11, 21)
+DS = END_DATE.isoformat()
+ROWS_PER_DAY = 30_000
+DAYS = 8
+
+
+@pytest.fixture(scope="session")
+def warehouse_dir() -> Path:
+    from keiko.synth import write_warehouse
+
+    directory = _SESSION_DIR / "warehouse"
+    write_warehouse(directory, END_DATE, DAYS, ROWS_PER_DAY, seed=7, progress=lambda _msg: None)
+    return directory
+
+
+@pytest.fixture
+def keiko_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warehouse_dir: Path) -> Path:
+    """An empty KEIKO_HOME (artifacts, registry) reading the shared session warehouse."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("KEIKO_HOME", str(home))
+    monkeypatch.setenv("KEIKO_WAREHOUSE_DIR", str(warehouse_dir))
+    return home
+
+
+def run_stages(*stages: str, ds: str = DS, model: str = "ctr") -> None:
+    from keiko.cli import main
+
+    for stage in stages:
+        code = main(["stage", stage, "--model", model, "--ds", ds])
+        assert code == 0, f"stage {stage} exited {code}"
+
+
+@pytest.fixture(scope="session")
+def pipeline_home(warehouse_dir: Path) -> Path:
+    """A home where extract..register ran once for DS (v1 registered, nothing deployed)."""
+    home = _SESSION_DIR / "pipeline-home"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KEIKO_HOME", str(home))
+        patch.setenv("KEIKO_WAREHOUSE_DIR", str(warehouse_dir))
+        run_stages("extract", "features", "train", "evaluate", "register")
+    return home
+
+
+@pytest.fixture
+def run_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pipeline_home: Path, warehouse_dir: Path) -> Path:
+    """A private copy of `pipeline_home` (tests may change its registry and artifacts)."""
+    home = tmp_path / "home"
+    shutil.copytree(pipeline_home, home)
+    # Artifact URIs in the registry are absolute: point the copied registry at the copied files.
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{home / 'registry.db'}")
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE model_versions SET artifact_uri = replace(artifact_uri, :old, :new)"),
+            {"old": pipeline_home.as_uri(), "new": home.as_uri()},
+        )
+    engine.dispose()
+    monkeypatch.setenv("KEIKO_HOME", str(home))
+    monkeypatch.setenv("KEIKO_WAREHOUSE_DIR", str(warehouse_dir))
+    return home
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of include/ that a test may edit; KEIKO_PROJECT_DIR points at it."""
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "include", project / "include")
+    monkeypatch.setenv("KEIKO_PROJECT_DIR", str(project))
+    return project
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)

@@ -1,0 +1,38 @@
+import datetime as dt
+
+import numpy as np
+import pyarrow.parquet as pq
+from conftest import DS, run_stages
+
+from keiko.stages.features import split_masks
+
+
+def test_split_is_by_time_with_the_last_day_as_test():
+    days = np.array(["2026-11-19", "2026-11-20", "2026-11-21", "2026-11-18"])
+    masks = split_masks(days, dt.date(2026, 11, 21))
+    assert masks["test"].tolist() == [False, False, True, False]
+    assert masks["valid"].tolist() == [False, True, False, False]
+    assert masks["train"].tolist() == [True, False, False, True]
+
+
+def test_features_stage_writes_splits_and_profile(pipeline_home):
+    day = pipeline_home / "artifacts" / "ctr" / DS
+    test = pq.read_table(day / "test.parquet")
+    train = pq.read_table(day / "train.parquet")
+    assert {"label", "impression_id", "app_id", "advertiser_category_x_os"} <= set(test.column_names)
+    assert test.num_rows == 30_000 and train.num_rows == 5 * 30_000
+    assert not set(test.column("impression_id").to_pylist()) & set(train.column("impression_id").to_pylist())
+    import json
+
+    profile = json.loads((day / "profile.json").read_text())
+    assert profile["columns"]["os"]["distinct"] == 2
+    assert len(profile["columns"]["floor_price"]["quantiles"]) == 21
+    assert 0.01 < profile["label_rate"]["train"] < 0.06
+
+
+def test_rerun_produces_identical_artifacts(run_home):
+    day = run_home / "artifacts" / "ctr" / DS
+    before = {name: (day / name).read_bytes() for name in ("raw.parquet", "train.parquet", "model.npz")}
+    run_stages("extract", "features", "train")
+    for name, content in before.items():
+        assert (day / name).read_bytes() == content, name

@@ -1,0 +1,51 @@
+"""User mistakes print one line and exit non-zero; never a traceback."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import DS
+
+from keiko.cli import main
+
+
+def keiko(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "keiko", *args], capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["stage", "extract", "--model", "nope", "--ds", DS], "unknown model 'nope'"),
+        (["stage", "extract", "--model", "ctr", "--ds", "2026-13-01"], "not a date (YYYY-MM-DD): '2026-13-01'"),
+        (["stage", "extract", "--model", "ctr", "--ds", "2027-01-10"], "missing warehouse partitions"),
+        (["synth", "--end-date", DS, "--days", "0", "--rows-per-day", "10"], "expected a positive integer"),
+        (["models", "show", "ctr", "42"], "ctr has no version 42"),
+    ],
+)
+def test_user_errors_are_one_clear_line(args, message, keiko_home):
+    result = keiko(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_models_list_and_show(run_home, capsys):
+    assert main(["models", "list", "ctr", "--json"]) == 0
+    versions = json.loads(capsys.readouterr().out)
+    assert [v["version"] for v in versions] == [1]
+    assert main(["models", "show", "ctr", "1", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["window_start"] == "2026-11-15" and shown["window_end"] == DS
+    assert shown["metrics"]["test"]["rows"] == 30_000
+    assert main(["models", "list", "ctr"]) == 0
+    assert "registered" in capsys.readouterr().out
+
+
+def test_stage_prints_a_machine_readable_result_last(run_home):
+    result = keiko("stage", "register", "--model", "ctr", "--ds", DS)
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("keiko-result: ")
+    assert json.loads(last.removeprefix("keiko-result: "))["version"] == 1

@@ -1,0 +1,84 @@
+"""Training and serving must compute identical features from the same rows."""
+
+import datetime as dt
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from keiko.columns import from_arrow, from_rows
+from keiko.modeldef import load_model
+
+ROWS = [
+    {
+        "event_time": dt.datetime(2026, 11, 21, 13, 5, 7),
+        "app_id": 1003,
+        "media_id": 100_010,
+        "ad_id": 500_123,
+        "campaign_id": 7001,
+        "advertiser_category": "IAB3",
+        "os": "ios",
+        "device_model": "ios-model-4",
+        "country": "JP",
+        "position": 2,
+        "floor_price": 0.73,
+    },
+    {
+        "event_time": dt.datetime(2026, 11, 21, 23, 59, 59),
+        "app_id": 1200,
+        "media_id": 100_900,
+        "ad_id": 500_001,
+        "campaign_id": 7100,
+        "advertiser_category": "IAB19",
+        "os": "android",
+        "device_model": "android-model-0",
+        "country": "US",
+        "position": 4,
+        "floor_price": 2.5,
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def ctr():
+    return load_model("ctr")
+
+
+def test_rows_and_warehouse_table_give_the_same_features(ctr):
+    schema = ctr.features.INPUT_SCHEMA
+    table = pa.Table.from_pylist(ROWS)
+    from_table = ctr.features.transform(from_arrow(table, schema), hash_bits=20)
+    from_request = ctr.features.transform(from_rows(ROWS, schema), hash_bits=20)
+    assert from_table.keys() == from_request.keys()
+    for slot in from_table:
+        np.testing.assert_array_equal(from_table[slot], from_request[slot], err_msg=slot)
+
+
+def test_timezone_aware_timestamps_are_read_as_utc(ctr):
+    aware = [{**ROWS[0], "event_time": dt.datetime(2026, 11, 21, 22, 5, 7, tzinfo=dt.timezone(dt.timedelta(hours=9)))}]
+    features = ctr.features.transform(from_rows(aware, ctr.features.INPUT_SCHEMA), hash_bits=20)
+    expected = ctr.features.transform(from_rows(ROWS[:1], ctr.features.INPUT_SCHEMA), hash_bits=20)
+    assert features["hour"][0] == expected["hour"][0]
+
+
+def test_feature_hashes_are_stable_across_processes(ctr):
+    """Python's hash() is salted per process; keiko's hashing must not be."""
+    here = ctr.features.transform(from_rows(ROWS, ctr.features.INPUT_SCHEMA), hash_bits=20)
+    code = (
+        "import datetime, json; from keiko.columns import from_rows; from keiko.modeldef import load_model;"
+        f"rows = {ROWS!r}; m = load_model('ctr');"
+        "f = m.features.transform(from_rows(rows, m.features.INPUT_SCHEMA), hash_bits=20);"
+        "print(json.dumps({k: v.tolist() for k, v in f.items()}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == {k: v.tolist() for k, v in here.items()}
+
+
+def test_indices_stay_inside_the_hash_space(ctr):
+    features = ctr.features.transform(from_rows(ROWS, ctr.features.INPUT_SCHEMA), hash_bits=8)
+    assert all(((v >= 0) & (v < 256)).all() for v in features.values())
+    # Different slots of the same row land in different buckets (slots are salted by name).
+    assert len({int(v[0]) for v in features.values()}) > len(features) // 2

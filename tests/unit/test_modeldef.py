@@ -1,0 +1,50 @@
+import pytest
+
+from keiko.errors import KeikoError, ModelConfigError
+from keiko.modeldef import load_model, model_names
+
+
+def test_shipped_ctr_definition_is_valid():
+    ctr = load_model("ctr")
+    assert ctr.config.label == "clicked"
+    assert ctr.sql_path.is_file()
+    assert ctr.config_sha256 and ctr.features_sha256
+    assert "ctr" in model_names()
+
+
+def _write(project, text):
+    (project / "include" / "models" / "ctr" / "model.yaml").write_text(text)
+
+
+def test_invalid_field_error_names_the_file_and_the_field(project_copy):
+    path = project_copy / "include" / "models" / "ctr" / "model.yaml"
+    _write(project_copy, path.read_text().replace("min_auc: 0.65", "min_auc: high"))
+    with pytest.raises(ModelConfigError) as error:
+        load_model("ctr")
+    assert str(path) in str(error.value)
+    assert "thresholds.min_auc" in str(error.value)
+
+
+def test_unknown_fields_are_refused_not_ignored(project_copy):
+    path = project_copy / "include" / "models" / "ctr" / "model.yaml"
+    _write(project_copy, path.read_text() + "windw_days: 3\n")
+    with pytest.raises(ModelConfigError, match="windw_days: Extra inputs are not permitted"):
+        load_model("ctr")
+
+
+def test_bad_cron_and_bad_yaml(project_copy):
+    path = project_copy / "include" / "models" / "ctr" / "model.yaml"
+    original = path.read_text()
+    _write(project_copy, original.replace('schedule: "0 2 * * *"', 'schedule: "every night"'))
+    with pytest.raises(ModelConfigError, match="schedule"):
+        load_model("ctr")
+    _write(project_copy, "owner: [unclosed\n")
+    with pytest.raises(ModelConfigError, match="not valid YAML"):
+        load_model("ctr")
+
+
+def test_unknown_model_lists_the_known_ones():
+    with pytest.raises(KeikoError, match="unknown model 'nope'.*known models: ctr"):
+        load_model("nope")
+    with pytest.raises(KeikoError, match="invalid model name"):
+        load_model("../etc")
