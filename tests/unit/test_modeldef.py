@@ -44,7 +44,7 @@ def test_bad_cron_and_bad_yaml(project_copy):
 
 
 def test_unknown_model_lists_the_known_ones():
-    with pytest.raises(KeikoError, match="unknown model 'nope'.*known models: ctr"):
+    with pytest.raises(KeikoError, match=r"unknown model 'nope'.*known models: ctr"):
         load_model("nope")
     with pytest.raises(KeikoError, match="invalid model name"):
         load_model("../etc")

@@ -31,5 +31,5 @@ def test_tables_round_trip_and_missing_artifacts_are_named(tmp_path):
     uri = store.uri("ctr", "d", "raw.parquet")
     store.write_table(uri, pa.table({"x": [1, 2, 3]}))
     assert store.read_table(uri).column("x").to_pylist() == [1, 2, 3]
-    with pytest.raises(MissingDataError, match="test.parquet"):
+    with pytest.raises(MissingDataError, match=r"test\.parquet"):
         store.read_table(store.uri("ctr", "d", "test.parquet"))
