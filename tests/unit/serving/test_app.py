@@ -8,8 +8,7 @@ import httpx
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import uvicorn
-from conftest import DS, run_stages
+from conftest import DS, run_stages, serve_in_thread
 from starlette.testclient import TestClient
 
 from keiko.config import settings
@@ -91,11 +90,6 @@ def test_load_refuses_an_artifact_whose_sha_does_not_match(run_home):
         assert client.post("/admin/load", json={"version": "x"}).status_code == 422
 
 
-class _Server(uvicorn.Server):
-    def install_signal_handlers(self):  # running in a thread
-        pass
-
-
 def test_hot_swap_with_requests_in_flight(run_home, rows, project_copy, monkeypatch):
     # A second version: same data, different hashing, so its artifact (and sha) differ.
     path = project_copy / "include" / "models" / "ctr" / "model.yaml"
@@ -105,16 +99,9 @@ def test_hot_swap_with_requests_in_flight(run_home, rows, project_copy, monkeypa
 
     app = create_app("ctr", load_production=False)
     app.state.server.load(1)
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
     stop = threading.Event()
 
-    def hammer():
+    def hammer(url):
         seen = []
         with httpx.Client(base_url=url, timeout=10) as client:
             while not stop.is_set():
@@ -122,17 +109,13 @@ def test_hot_swap_with_requests_in_flight(run_home, rows, project_copy, monkeypa
                 seen.append((response.status_code, response.json().get("model_version")))
         return seen
 
-    try:
-        with ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(hammer) for _ in range(4)]
-            time.sleep(0.5)
-            swap = httpx.post(f"{url}/admin/load", json={"version": 2}, timeout=30)
-            time.sleep(0.5)
-            stop.set()
-            per_worker = [f.result() for f in futures]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_in_thread(app) as url, ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(hammer, url) for _ in range(4)]
+        time.sleep(0.5)
+        swap = httpx.post(f"{url}/admin/load", json={"version": 2}, timeout=30)
+        time.sleep(0.5)
+        stop.set()
+        per_worker = [f.result() for f in futures]
     assert swap.status_code == 200, swap.text
     seen = [item for worker in per_worker for item in worker]
     assert {status for status, _ in seen} == {200}, json.dumps(seen[:5])

@@ -1,0 +1,73 @@
+"""DAG policy as tests: every model folder yields a clean, documented, owned, retried DAG."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+
+from conftest import ROOT
+from keiko.modeldef import load_model, model_names
+from keiko.stages import STAGES
+
+HEAVY_MODULES = ("great_expectations", "catboost", "sklearn", "scipy", "duckdb")
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+
+
+def test_one_dag_per_model_folder(dagbag):
+    assert set(dagbag.dag_ids) == {f"keiko_{name}" for name in model_names()}
+
+
+@pytest.mark.parametrize("model", model_names())
+def test_dag_shape_and_policy(dagbag, model):
+    dag = dagbag.dags[f"keiko_{model}"]
+    config = load_model(model).config
+    chain = [dag.get_task(STAGES[0])]
+    while chain[-1].downstream_list:
+        (nxt,) = chain[-1].downstream_list
+        chain.append(nxt)
+    assert [t.task_id for t in chain] == list(STAGES)
+    assert len(dag.tasks) == len(STAGES)
+    assert "keiko" in dag.tags and f"model:{model}" in dag.tags
+    assert dag.doc_md and "Triage" in dag.doc_md and config.owner in dag.doc_md
+    assert dag.max_active_runs == 1 and not dag.catchup
+    for task in dag.tasks:
+        assert task.owner == config.owner
+        assert task.retries >= 1, task.task_id
+        assert task.execution_timeout is not None
+
+
+@pytest.mark.parametrize("model", model_names())
+def test_every_templated_field_renders(dagbag, model):
+    for task in dagbag.dags[f"keiko_{model}"].tasks:
+        task.render_template_fields({"ds": "2026-11-21"})
+        assert task.ds == "2026-11-21" and task.model == model
+
+
+def test_parsing_imports_no_training_or_validation_libraries():
+    code = (
+        "import sys, json; from airflow.dag_processing.dagbag import DagBag;"
+        f"bag = DagBag(dag_folder={str(ROOT / 'dags')!r});"
+        f"print(json.dumps([len(bag.dags), [m for m in {HEAVY_MODULES!r} if m in sys.modules]]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    n_dags, heavy = json.loads(out.strip().splitlines()[-1])
+    assert n_dags == len(model_names())
+    assert heavy == []
+
+
+def test_a_broken_model_yaml_is_an_import_error_naming_file_and_field(project_copy):
+    path = project_copy / "include" / "models" / "ctr" / "model.yaml"
+    path.write_text(path.read_text().replace("window_days: 7", "window_days: seven"))
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    (message,) = bag.import_errors.values()
+    assert str(path) in message and "window_days" in message

@@ -1,0 +1,51 @@
+import datetime as dt
+import sys
+
+import pytest
+from airflow.sdk import DAG
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+
+from conftest import DS
+from keiko.operators.stage import KeikoStageOperator
+
+
+class ScriptedOperator(KeikoStageOperator):
+    """The real operator with the stage replaced by a script, to exercise exit-code handling."""
+
+    script = ""
+
+    @property
+    def command(self):
+        return [sys.executable, "-c", self.script]
+
+
+def make(cls=KeikoStageOperator, **kwargs):
+    with DAG("t", schedule=None, start_date=dt.datetime(2026, 1, 1)):
+        return cls(task_id="s", model="ctr", stage="extract", **kwargs)
+
+
+def test_every_templated_field_renders():
+    task = make(env={"KEIKO_NOTE": "run {{ ds }}"})
+    assert set(task.template_fields) == {"model", "ds", "env"}
+    task.render_template_fields({"ds": DS})
+    assert (task.model, task.ds, task.env) == ("ctr", DS, {"KEIKO_NOTE": f"run {DS}"})
+    assert task.command[-6:] == ["stage", "extract", "--model", "ctr", "--ds", DS]
+
+
+def test_result_line_becomes_the_return_value():
+    task = make(ScriptedOperator)
+    task.script = "print('working'); print('keiko-result: {\"rows\": 3}')"
+    assert task.execute({"run_id": "r"}) == {"rows": 3}
+
+
+def test_exit_99_skips_the_task_with_the_reason():
+    task = make(ScriptedOperator)
+    task.script = "print('skipped: candidate worse than production'); raise SystemExit(99)"
+    with pytest.raises(AirflowSkipException, match="candidate worse than production"):
+        task.execute({"run_id": "r"})
+
+
+def test_a_failing_stage_fails_the_task_with_its_last_line(keiko_home):
+    task = make(ds="2027-01-10")  # no data for that window
+    with pytest.raises(AirflowException, match="keiko stage extract failed.*missing warehouse partitions"):
+        task.execute({"run_id": "r"})

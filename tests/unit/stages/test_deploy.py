@@ -1,0 +1,63 @@
+"""deploy moves the production alias only after the servers confirm; a worse candidate is not deployed."""
+
+import json
+
+import httpx
+import pytest
+
+from conftest import DS, run_stages, serve_in_thread
+from keiko.cli import EXIT_SKIPPED, EXIT_USER_ERROR, main
+from keiko.config import settings
+from keiko.registry import Registry
+from keiko.serving.app import create_app
+
+
+@pytest.fixture
+def live_server(run_home, monkeypatch):
+    with serve_in_thread(create_app("ctr")) as url:
+        monkeypatch.setenv("KEIKO_SERVING_URLS_CTR", url)
+        yield url
+
+
+def deploy() -> int:
+    return main(["stage", "deploy", "--model", "ctr", "--ds", DS])
+
+
+def test_first_deploy_loads_the_server_then_moves_the_alias(live_server):
+    registry = Registry(settings().registry_url)
+    assert registry.alias("ctr") is None
+    assert deploy() == 0
+    assert httpx.get(f"{live_server}/version").json()["version"] == 1
+    assert registry.alias("ctr") == 1
+    assert deploy() == 0  # a retry is a no-op
+    assert [h["to_version"] for h in registry.history("ctr")] == [1]
+
+
+def test_a_worse_candidate_is_registered_but_not_deployed(live_server, project_copy, capsys):
+    assert deploy() == 0
+    path = project_copy / "include" / "models" / "ctr" / "model.yaml"
+    # A crippled candidate: one short epoch with a tiny step barely moves off zero weights.
+    path.write_text(path.read_text().replace("eta0: 0.01", "eta0: 0.00001").replace("max_epochs: 10", "max_epochs: 1"))
+    run_stages("train", "evaluate", "register")
+    registry = Registry(settings().registry_url)
+    assert [v.version for v in registry.list("ctr")] == [1, 2]
+    capsys.readouterr()
+
+    assert deploy() == EXIT_SKIPPED
+    out = capsys.readouterr().out
+    assert "ctr v2 not deployed: candidate logloss" in out and "production stays v1" in out
+    assert registry.alias("ctr") == 1
+    assert httpx.get(f"{live_server}/version").json()["version"] == 1
+
+
+def test_unreachable_server_fails_and_leaves_the_alias(run_home, monkeypatch, capsys):
+    monkeypatch.setenv("KEIKO_SERVING_URLS_CTR", "http://127.0.0.1:9")
+    assert deploy() == EXIT_USER_ERROR
+    assert "unreachable" in capsys.readouterr().err
+    assert Registry(settings().registry_url).alias("ctr") is None
+
+
+def test_deploy_result_is_recorded(live_server):
+    assert deploy() == 0
+    result = json.loads((settings().home / "artifacts" / "ctr" / DS / "stages" / "deploy.json").read_text())
+    assert result["version"] == 1 and result["previous_version"] is None and result["servers"] == [live_server]
