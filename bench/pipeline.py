@@ -110,7 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def window_days() -> int:
-    os.environ.setdefault("KEIKO_PROJECT_DIR", str(REPO))
+    os.environ["KEIKO_PROJECT_DIR"] = str(REPO)  # the same model definition the children will run
     from keiko.modeldef import load_model
 
     return load_model(MODEL).config.window_days
@@ -120,6 +120,7 @@ def window_days() -> int:
 
 
 def child_env(home: Path) -> dict[str, str]:
+    # Drop every inherited KEIKO_* (artifact root, registry URL, ...): all locations derive from the bench home.
     env = {key: value for key, value in os.environ.items() if not key.startswith("KEIKO_")}
     env.update(KEIKO_HOME=str(home), KEIKO_PROJECT_DIR=str(REPO), PYTHONUNBUFFERED="1")
     return env
