@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import DS
 
+from conftest import DS
 from keiko.cli import main
 
 

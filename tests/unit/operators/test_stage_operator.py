@@ -47,5 +47,5 @@ def test_exit_99_skips_the_task_with_the_reason():
 
 def test_a_failing_stage_fails_the_task_with_its_last_line(keiko_home):
     task = make(ds="2027-01-10")  # no data for that window
-    with pytest.raises(AirflowException, match="keiko stage extract failed.*missing warehouse partitions"):
+    with pytest.raises(AirflowException, match=r"keiko stage extract failed.*missing warehouse partitions"):
         task.execute({"run_id": "r"})

@@ -8,9 +8,9 @@ import httpx
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import DS, run_stages, serve_in_thread
 from starlette.testclient import TestClient
 
+from conftest import DS, run_stages, serve_in_thread
 from keiko.config import settings
 from keiko.registry import Registry
 from keiko.serving.app import create_app

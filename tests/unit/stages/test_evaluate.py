@@ -1,8 +1,8 @@
 import json
 
 import pytest
-from conftest import DS
 
+from conftest import DS
 from keiko.stages.evaluate import compare
 
 

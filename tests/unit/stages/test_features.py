@@ -2,8 +2,8 @@ import datetime as dt
 
 import numpy as np
 import pyarrow.parquet as pq
-from conftest import DS, run_stages
 
+from conftest import DS, run_stages
 from keiko.stages.features import split_masks
 
 
