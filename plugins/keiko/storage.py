@@ -89,8 +89,9 @@ class ArtifactStore:
         pq.write_table(table, buffer, compression="zstd")
         return self.write_bytes(uri, buffer.getvalue())
 
-    def read_table(self, uri: str, columns: list[str] | None = None) -> pa.Table:
+    def read_table(self, uri: str, columns: list[str] | None = None, filters: list | None = None) -> pa.Table:
+        """Read a Parquet artifact; `filters` (pyarrow DNF) skip row groups and rows not needed."""
         if not self.exists(uri):
             raise MissingDataError(f"artifact not found: {uri} (did the upstream stage run for this date?)")
         with self.fs.open(self._path(uri), "rb") as f:
-            return pq.read_table(f, columns=columns)
+            return pq.read_table(f, columns=columns, filters=filters)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pyarrow.compute as pc
-
 from keiko.errors import KeikoError, MissingDataError
 from keiko.serving.client import ModelServerClient
 from keiko.stages.context import StageContext
 
 
 def sample_rows(ctx: StageContext, n: int = 3) -> list[dict]:
-    raw = ctx.store.read_table(ctx.uri("raw.parquet"), columns=[*ctx.model.features.INPUT_SCHEMA, "dt"])
-    rows = raw.filter(pc.equal(raw.column("dt"), ctx.ds.isoformat())).slice(0, n).drop_columns(["dt"]).to_pylist()
+    raw = ctx.store.read_table(
+        ctx.uri("raw.parquet"), columns=list(ctx.model.features.INPUT_SCHEMA), filters=[("dt", "=", ctx.ds.isoformat())]
+    )
+    rows = raw.slice(0, n).to_pylist()
     return [{k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in row.items()} for row in rows]
 
 

@@ -10,10 +10,7 @@ import datetime as dt
 from functools import cached_property
 from pathlib import Path
 
-import jinja2
 import pyarrow as pa
-import sqlglot
-from sqlglot import exp
 
 from keiko.errors import KeikoError, MissingDataError
 
@@ -26,6 +23,8 @@ def data_window(ds: dt.date, window_days: int) -> tuple[dt.date, dt.date]:
 
 
 def render_sql(path: Path, *, ds: dt.date, window_days: int, model: str) -> str:
+    import jinja2
+
     start, end = data_window(ds, window_days)
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     try:
@@ -40,6 +39,9 @@ def render_sql(path: Path, *, ds: dt.date, window_days: int, model: str) -> str:
 
 
 def referenced_tables(sql: str) -> set[str]:
+    import sqlglot
+    from sqlglot import exp
+
     try:
         tree = sqlglot.parse_one(sql, read=SQL_DIALECT)
     except sqlglot.errors.ParseError as exc:

@@ -123,7 +123,8 @@ class HashedLogisticRegression:
             shuffle=True,
         )
         max_epochs, patience = int(params.get("max_epochs", 10)), int(params.get("patience", 2))
-        min_delta = float(params.get("min_delta", 1e-5))
+        # Relative, so the same setting means the same thing at any loss level.
+        min_improvement = float(params.get("min_relative_improvement", 1e-4))
         log = TrainingLog()
         best: HashedLRModel | None = None
         best_loss, stale = np.inf, 0
@@ -136,12 +137,14 @@ class HashedLogisticRegression:
             valid_loss = logloss(y_valid, model.predict(valid))
             log.epochs.append({"epoch": epoch, "train_logloss": train_loss, "valid_logloss": valid_loss})
             progress(f"epoch {epoch}/{max_epochs}: train logloss {train_loss:.5f}, valid logloss {valid_loss:.5f}")
-            if valid_loss < best_loss - min_delta:
+            if valid_loss < best_loss * (1 - min_improvement):
                 best, best_loss, stale, log.best_epoch = model, valid_loss, 0, epoch
             else:
                 stale += 1
                 if stale >= patience:
-                    log.stopped_because = f"valid logloss did not improve for {patience} epochs"
+                    log.stopped_because = (
+                        f"valid logloss did not improve by {min_improvement:.2%} for {patience} epochs"
+                    )
                     break
         else:
             log.stopped_because = f"reached max_epochs={max_epochs}"

@@ -6,16 +6,19 @@ import datetime as dt
 import os
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keiko
 from keiko.config import Settings, settings
 from keiko.modeldef import ModelDefinition, load_model
-from keiko.registry import Registry
 from keiko.storage import ArtifactStore
-from keiko.warehouse import DuckDBWarehouse, data_window
+from keiko.warehouse import data_window
+
+if TYPE_CHECKING:  # imported where used: not every stage needs SQLAlchemy or DuckDB
+    from keiko.registry import Registry
+    from keiko.warehouse import DuckDBWarehouse
 
 
 @dataclass
@@ -24,6 +27,7 @@ class StageContext:
     ds: dt.date
     settings: Settings
     run_id: str = ""
+    started: float = field(default_factory=time.monotonic)
 
     @classmethod
     def create(cls, model: str, ds: dt.date, run_id: str = "") -> StageContext:
@@ -35,10 +39,14 @@ class StageContext:
 
     @cached_property
     def registry(self) -> Registry:
+        from keiko.registry import Registry
+
         return Registry(self.settings.registry_url)
 
     @cached_property
     def warehouse(self) -> DuckDBWarehouse:
+        from keiko.warehouse import DuckDBWarehouse
+
         return DuckDBWarehouse(self.settings.warehouse_dir)
 
     @property
@@ -50,10 +58,6 @@ class StageContext:
 
     def stage_result(self, stage: str) -> dict[str, Any]:
         return self.store.read_json(self.uri(f"stages/{stage}.json"))
-
-    @cached_property
-    def started(self) -> float:
-        return time.monotonic()
 
     def log(self, message: str) -> None:
         elapsed = time.monotonic() - self.started

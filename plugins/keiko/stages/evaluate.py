@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from keiko.algorithms import load_model_bytes
 from keiko.columns import from_arrow
@@ -83,8 +82,7 @@ def run(ctx: StageContext) -> dict:
     p_candidate = candidate_model.predict(features)
     candidate = summary(y, p_candidate)
 
-    raw = ctx.store.read_table(ctx.uri("raw.parquet"))
-    raw_test = raw.filter(pc.equal(raw.column("dt"), ctx.ds.isoformat()))
+    raw_test = ctx.store.read_table(ctx.uri("raw.parquet"), filters=[("dt", "=", ctx.ds.isoformat())])
     production = None
     scored = production_predictions(ctx, raw_test)
     if scored is not None:

@@ -10,6 +10,7 @@ import datetime as dt
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from keiko.columns import from_arrow
 from keiko.errors import MissingDataError
@@ -19,9 +20,11 @@ from keiko.stages.context import StageContext
 SPLITS = ("train", "valid", "test")
 
 
-def split_masks(days: np.ndarray, ds: dt.date) -> dict[str, np.ndarray]:
+def split_masks(days: pa.ChunkedArray | pa.Array, ds: dt.date) -> dict[str, np.ndarray]:
+    """Boolean row masks from the `dt` column (ISO dates compare correctly as strings)."""
     test_day, valid_day = ds.isoformat(), (ds - dt.timedelta(days=1)).isoformat()
-    return {"train": days < valid_day, "valid": days == valid_day, "test": days == test_day}
+    masks = {"train": pc.less(days, valid_day), "valid": pc.equal(days, valid_day), "test": pc.equal(days, test_day)}
+    return {split: np.asarray(mask, dtype=bool) for split, mask in masks.items()}
 
 
 def build_feature_table(
@@ -46,7 +49,7 @@ def run(ctx: StageContext) -> dict:
     ctx.log(f"computed {len(features)} feature slots")
     label = np.asarray(raw.column(config.label), dtype=np.int8)
     ids = np.asarray(raw.column("impression_id"))
-    masks = split_masks(np.asarray(raw.column("dt"), dtype=object).astype(str), ctx.ds)
+    masks = split_masks(raw.column("dt"), ctx.ds)
 
     result: dict = {"splits": {}}
     for split in SPLITS:

@@ -45,7 +45,7 @@ def test_training_lowers_the_loss_and_learns_signal():
 
 
 def test_early_stopping_records_why_it_stopped():
-    _, log = fit(max_epochs=30, patience=1, min_delta=1e-3)
+    _, log = fit(max_epochs=30, patience=1, min_relative_improvement=1e-2)
     assert len(log.epochs) < 30
     assert "did not improve" in log.stopped_because
     assert 1 <= log.best_epoch <= len(log.epochs)

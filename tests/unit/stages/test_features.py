@@ -1,6 +1,6 @@
 import datetime as dt
 
-import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conftest import DS, run_stages
@@ -8,7 +8,7 @@ from keiko.stages.features import split_masks
 
 
 def test_split_is_by_time_with_the_last_day_as_test():
-    days = np.array(["2026-11-19", "2026-11-20", "2026-11-21", "2026-11-18"])
+    days = pa.array(["2026-11-19", "2026-11-20", "2026-11-21", "2026-11-18"])
     masks = split_masks(days, dt.date(2026, 11, 21))
     assert masks["test"].tolist() == [False, False, True, False]
     assert masks["valid"].tolist() == [False, True, False, False]
