@@ -41,7 +41,8 @@ def print_summary(model: str, ds: dt.date) -> None:
         print("prod      (none before this run)")
     if bayes:
         print(f"bayes-opt {bayes:>10.5f}   (candidate is {candidate['logloss'] / bayes - 1:+.2%} above the ceiling)")
-    print(f"decision  {evaluation['comparison']['reason']}")
+    decision = evaluation["decision"]
+    print(f"decision  {'deploy' if decision['deployable'] else 'do not deploy'}: {decision['reason']}")
     print(
         f"registered v{registered['version']}" + ("" if registered["created"] else " (existing version, same artifact)")
     )

@@ -10,11 +10,11 @@ from keiko.stages.context import StageContext
 def run(ctx: StageContext) -> dict:
     name = ctx.model.name
     version = ctx.stage_result("register")["version"]
-    comparison = ctx.store.read_json(ctx.uri("evaluation.json"))["comparison"]
+    decision = ctx.store.read_json(ctx.uri("evaluation.json"))["decision"]
     current = ctx.registry.alias(name, "production")
     urls = ctx.settings.serving_urls(name, ctx.model.config.serving.port)
-    if current != version and not comparison["candidate_not_worse"]:
-        raise StageSkipped(f"{name} v{version} not deployed: {comparison['reason']}; production stays v{current}")
+    if current != version and not decision["deployable"]:
+        raise StageSkipped(f"{name} v{version} not deployed: {decision['reason']}; production stays v{current}")
 
     ctx.log(f"deploy {name} v{version} to {len(urls)} server(s): {', '.join(urls)} (production is v{current})")
     for url in urls:

@@ -16,6 +16,7 @@ import pyarrow as pa
 from keiko.algorithms import load_model_bytes
 from keiko.columns import from_arrow
 from keiko.metrics import logloss, summary
+from keiko.modeldef import Thresholds
 from keiko.stages.context import StageContext
 from keiko.stages.train import feature_arrays
 
@@ -28,21 +29,47 @@ def slice_metrics(raw_test: pa.Table, columns: list[str], y: np.ndarray, p: np.n
     return out
 
 
-def compare(candidate: dict, production: dict | None, max_regression: float) -> dict[str, Any]:
-    """Is the candidate good enough to replace production on this test set?"""
-    if production is None:
-        return {"production_exists": False, "candidate_not_worse": True, "reason": "no production model yet"}
-    regression = (candidate["logloss"] - production["logloss"]) / production["logloss"]
-    not_worse = regression <= max_regression
-    verb = "within" if not_worse else "exceeds"
-    return {
-        "production_exists": True,
-        "candidate_not_worse": bool(not_worse),
-        "logloss_regression": regression,
-        "reason": (
-            f"candidate logloss {candidate['logloss']:.5f} vs production {production['logloss']:.5f} "
-            f"({regression:+.3%}, {verb} the allowed {max_regression:+.3%})"
+def _check(name: str, observed: float, passed: bool, allowed: str) -> dict[str, Any]:
+    return {"check": name, "observed": observed, "allowed": allowed, "passed": bool(passed)}
+
+
+def decide(candidate: dict, production: dict | None, thresholds: Thresholds) -> dict[str, Any]:
+    """May the candidate replace production? Written as `not (x within bound)` so NaN fails."""
+    calibration_error = abs(candidate["calibration"] - 1)
+    checks = [
+        _check("min_auc", candidate["auc"], not candidate["auc"] < thresholds.min_auc, f">= {thresholds.min_auc}"),
+        _check(
+            "max_logloss",
+            candidate["logloss"],
+            not candidate["logloss"] > thresholds.max_logloss,
+            f"<= {thresholds.max_logloss}",
         ),
+        _check(
+            "calibration",
+            candidate["calibration"],
+            calibration_error <= thresholds.calibration_tolerance,
+            f"1 +/- {thresholds.calibration_tolerance}",
+        ),
+    ]
+    reasons = [f"{c['check']} {c['observed']:.5f} not {c['allowed']}" for c in checks if not c["passed"]]
+    regression = None
+    if production is None:
+        reasons.append("no production model yet: absolute thresholds alone decide")
+    else:
+        regression = (candidate["logloss"] - production["logloss"]) / production["logloss"]
+        not_worse = regression <= thresholds.max_regression
+        checks.append(_check("max_regression", regression, not_worse, f"<= {thresholds.max_regression:+.3%}"))
+        reasons.append(
+            f"candidate logloss {candidate['logloss']:.5f} vs production v{production['version']} "
+            f"{production['logloss']:.5f} ({regression:+.3%}, {'within' if not_worse else 'exceeds'} "
+            f"the allowed {thresholds.max_regression:+.3%})"
+        )
+    return {
+        "deployable": all(c["passed"] for c in checks),
+        "production_exists": production is not None,
+        "logloss_regression": regression,
+        "checks": checks,
+        "reason": "; ".join(reasons),
     }
 
 
@@ -89,8 +116,6 @@ def run(ctx: StageContext) -> dict:
         production_version, p_production = scored
         production = {"version": production_version, **summary(y, p_production)}
         ctx.log(f"production v{production_version}: logloss {production['logloss']:.5f}, AUC {production['auc']:.4f}")
-    else:
-        ctx.log("no production model yet: the candidate is judged on absolute metrics alone")
 
     bayes = bayes_optimal(ctx, ids, y)
     evaluation = {
@@ -102,14 +127,17 @@ def run(ctx: StageContext) -> dict:
         "bayes_optimal_logloss": bayes,
         "candidate_gap_to_bayes": (candidate["logloss"] / bayes - 1) if bayes else None,
         "slices": slice_metrics(raw_test, config.slices, y, p_candidate),
-        "comparison": compare(candidate, production, config.thresholds.max_regression),
+        "decision": decide(candidate, production, config.thresholds),
     }
     ctx.log(
         f"candidate: logloss {candidate['logloss']:.5f}, AUC {candidate['auc']:.4f}, "
         f"calibration {candidate['calibration']:.3f}"
         + (f"; Bayes-optimal logloss {bayes:.5f} (gap {evaluation['candidate_gap_to_bayes']:+.2%})" if bayes else "")
     )
-    ctx.log(evaluation["comparison"]["reason"])
+    ctx.log(
+        ("deployable: " if evaluation["decision"]["deployable"] else "NOT deployable: ")
+        + evaluation["decision"]["reason"]
+    )
     uri = ctx.uri("evaluation.json")
     return {
         "evaluation_uri": uri,
@@ -117,5 +145,5 @@ def run(ctx: StageContext) -> dict:
         "candidate_logloss": candidate["logloss"],
         "candidate_auc": candidate["auc"],
         "bayes_optimal_logloss": bayes,
-        "candidate_not_worse": evaluation["comparison"]["candidate_not_worse"],
+        "deployable": evaluation["decision"]["deployable"],
     }

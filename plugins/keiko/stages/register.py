@@ -36,7 +36,7 @@ def run(ctx: StageContext) -> dict:
             "test": evaluation["candidate"],
             "production": evaluation["production"],
             "bayes_optimal_logloss": evaluation["bayes_optimal_logloss"],
-            "comparison": evaluation["comparison"],
+            "decision": evaluation["decision"],
             "raw_rows": extracted["rows"],
             "raw_sha256": extracted["raw_sha256"],
         },
