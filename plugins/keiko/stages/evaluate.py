@@ -34,14 +34,14 @@ def _check(name: str, observed: float, passed: bool, allowed: str) -> dict[str, 
 
 
 def decide(candidate: dict, production: dict | None, thresholds: Thresholds) -> dict[str, Any]:
-    """May the candidate replace production? Written as `not (x within bound)` so NaN fails."""
+    """May the candidate replace production? Every check is `bound holds`, so a NaN metric fails it."""
     calibration_error = abs(candidate["calibration"] - 1)
     checks = [
-        _check("min_auc", candidate["auc"], not candidate["auc"] < thresholds.min_auc, f">= {thresholds.min_auc}"),
+        _check("min_auc", candidate["auc"], candidate["auc"] >= thresholds.min_auc, f">= {thresholds.min_auc}"),
         _check(
             "max_logloss",
             candidate["logloss"],
-            not candidate["logloss"] > thresholds.max_logloss,
+            candidate["logloss"] <= thresholds.max_logloss,
             f"<= {thresholds.max_logloss}",
         ),
         _check(
