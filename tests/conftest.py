@@ -30,6 +30,10 @@ END_DATE = dt.date(2026, 11, 21)
 DS = END_DATE.isoformat()
 ROWS_PER_DAY = 30_000
 DAYS = 8
+UP_TO_REGISTER = (
+    "extract", "gate_raw", "features", "gate_features", "train", "gate_training",
+    "evaluate", "gate_evaluation", "register",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -50,22 +54,24 @@ def keiko_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warehouse_dir: P
     return home
 
 
-def run_stages(*stages: str, ds: str = DS, model: str = "ctr") -> None:
+def run_steps(*steps: str, ds: str = DS, model: str = "ctr") -> None:
+    """Run pipeline steps in-process, named as DAG tasks: "extract", "gate_raw", ..."""
     from keiko.cli import main
 
-    for stage in stages:
-        code = main(["stage", stage, "--model", model, "--ds", ds])
-        assert code == 0, f"stage {stage} exited {code}"
+    for step in steps:
+        kind, name = ("gate", step.removeprefix("gate_")) if step.startswith("gate_") else ("stage", step)
+        code = main([kind, name, "--model", model, "--ds", ds])
+        assert code == 0, f"{step} exited {code}"
 
 
 @pytest.fixture(scope="session")
 def pipeline_home(warehouse_dir: Path) -> Path:
-    """A home where extract..register ran once for DS (v1 registered, nothing deployed)."""
+    """A home where extract..register, gates included, ran once for DS (v1 registered, nothing deployed)."""
     home = _SESSION_DIR / "pipeline-home"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KEIKO_HOME", str(home))
         patch.setenv("KEIKO_WAREHOUSE_DIR", str(warehouse_dir))
-        run_stages("extract", "features", "train", "evaluate", "register")
+        run_steps(*UP_TO_REGISTER)
     return home
 
 

@@ -1,7 +1,8 @@
 """The `keiko` command line. Also the container contract: stage pods run `keiko stage <name> ...`.
 
-User mistakes (unknown model, bad date, missing partition) print one line and exit 2; a stage that
-decides to do nothing exits 99 (the Airflow task is then skipped); bugs keep their traceback.
+User mistakes (unknown model, bad date, missing partition) print one line and exit 2; a failed gate
+prints its table and exits 3; a stage that decides to do nothing exits 99 (the Airflow task is then
+skipped); bugs keep their traceback.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import sys
 import time
 from collections.abc import Sequence
 
-from keiko.errors import KeikoError, StageSkipped
+from keiko.errors import GateFailed, KeikoError, StageSkipped
+from keiko.gates import SUITES
 from keiko.stages import STAGES
 
 EXIT_USER_ERROR = 2
+EXIT_GATE_FAILED = 3
 EXIT_SKIPPED = 99
 RESULT_PREFIX = "keiko-result: "
 
@@ -54,20 +57,29 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_stage(args: argparse.Namespace) -> int:
+def _run_step(kind: str, name: str, args: argparse.Namespace) -> int:
+    """Run a stage or a gate module's run(ctx), record its result, print it as the last line."""
     from keiko.stages.context import StageContext, peak_rss_mb
 
     ctx = StageContext.create(args.model, args.ds)
-    module = importlib.import_module(f"keiko.stages.{args.stage}")
-    ctx.log(f"keiko stage {args.stage} --model {args.model} --ds {args.ds}: starting")
+    module = importlib.import_module(f"keiko.{kind}s.{name}")
+    ctx.log(f"keiko {kind} {name} --model {args.model} --ds {args.ds}: starting")
     started = time.monotonic()
     result = module.run(ctx)
     result["seconds"] = round(time.monotonic() - started, 3)
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    ctx.store.write_json(ctx.uri(f"stages/{args.stage}.json"), result)
-    ctx.log(f"{args.stage} done in {result['seconds']:.1f}s, peak RSS {result['peak_rss_mb']:,.0f} MB")
+    ctx.store.write_json(ctx.uri(f"{kind}s/{name}.json"), result)
+    ctx.log(f"{name} done in {result['seconds']:.1f}s, peak RSS {result['peak_rss_mb']:,.0f} MB")
     print(RESULT_PREFIX + json.dumps(result, sort_keys=True, default=str), flush=True)
     return 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    return _run_step("stage", args.stage, args)
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    return _run_step("gate", args.suite, args)
 
 
 def _print_versions(versions: list, as_json: bool, aliases: dict[str, int]) -> None:
@@ -149,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--ds", type=_date, required=True, help="the run's day: last day of the data window")
     stage.set_defaults(func=cmd_stage)
 
+    gate = sub.add_parser("gate", help="run one Great Expectations gate on a stage's output")
+    gate.add_argument("suite", choices=SUITES)
+    gate.add_argument("--model", required=True)
+    gate.add_argument("--ds", type=_date, required=True, help="the run's day")
+    gate.set_defaults(func=cmd_gate)
+
     models = sub.add_parser("models", help="read the model registry")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     listing = models_sub.add_parser("list", help="versions of a model")
@@ -177,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except GateFailed as exc:
+        print(f"keiko: {exc}", file=sys.stderr, flush=True)
+        return EXIT_GATE_FAILED
     except StageSkipped as exc:
         print(f"skipped: {exc}", flush=True)
         return EXIT_SKIPPED

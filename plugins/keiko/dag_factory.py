@@ -6,16 +6,28 @@ Parse-time work is reading the YAMLs: no data, no network, no training libraries
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from pathlib import Path
 
-from airflow.sdk import DAG, CronDataIntervalTimetable
+from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule
 
 from keiko.errors import KeikoError, ModelConfigError
 from keiko.modeldef import ModelDefinition, load_model, model_names
 from keiko.operators.stage import KeikoStageOperator
-from keiko.stages import STAGES
 
 STAGE_RETRIES = 2
+PIPELINE = (
+    ("extract", "stage"),
+    ("gate_raw", "gate"),
+    ("features", "stage"),
+    ("gate_features", "gate"),
+    ("train", "stage"),
+    ("gate_training", "gate"),
+    ("evaluate", "stage"),
+    ("gate_evaluation", "gate"),
+    ("register", "stage"),
+    ("deploy", "stage"),
+)
 STAGE_TIMEOUT = dt.timedelta(hours=2)
 
 DOC_TEMPLATE = """\
@@ -27,17 +39,22 @@ Retrains **{name}** every day on the last {window_days} days of warehouse data, 
 the production model on the out-of-time test day (the run's `ds`), registers it with its lineage
 and deploys it only when it is not worse than production.
 
-`extract >> features >> train >> evaluate >> register >> deploy`; each task runs
-`keiko stage <task> --model {name} --ds <ds>`, so any task can be rerun by hand with the same command.
+`extract >> gate_raw >> features >> gate_features >> train >> gate_training >> evaluate >>
+gate_evaluation >> register >> deploy`. Stages run `keiko stage <task> --model {name} --ds <ds>`,
+gates `keiko gate <suite> --model {name} --ds <ds>`: any task can be rerun by hand with that command.
 
 **Owner:** {owner} &nbsp; **Algorithm:** `{algorithm}` &nbsp; **Schedule:** `{schedule}` (UTC)
 
 ## Triage
+- *a gate failed*: the log ends with a table (suite, expectation, column, observed, expected) and a
+  one-line verdict; Data Docs are under `<artifacts>/{name}/<ds>/gates/<suite>/data_docs/index.html`.
+  Gates do not retry: fix the data (or the threshold in `model.yaml`, if it cried wolf) and clear the task.
+- *gate_evaluation failed*: the candidate was not blessed (below a threshold or worse than
+  production); register still records it as `rejected` and deploy skips. Production keeps serving.
 - *extract failed*: read the last log line; a missing partition names the table and day
   (logs not landed yet: clear the task once they have).
 - *train/evaluate failed*: see the task log; artifacts are under `{{artifact_root}}/{name}/<ds>/`.
-- *deploy skipped*: the candidate was worse than production; the log gives both loglosses.
-  Production keeps serving; nothing to do unless it repeats.
+- *deploy skipped*: the version was registered as rejected; the log gives the blessing's reasons.
 - *deploy failed*: the model server did not confirm the new version; the `production` alias
   did not move. `keiko models list {name}` shows what serves.
 """
@@ -70,12 +87,23 @@ def build_dag(definition: ModelDefinition) -> DAG:
         },
     )
     with dag:
-        previous = None
-        for stage in STAGES:
-            task = KeikoStageOperator(task_id=stage, model=definition.name, stage=stage)
-            if previous is not None:
-                previous >> task
-            previous = task
+        tasks = {}
+        for step, kind in PIPELINE:
+            name = step.removeprefix("gate_")
+            tasks[step] = KeikoStageOperator(
+                task_id=step,
+                model=definition.name,
+                stage=name,
+                kind=kind,
+                # A failed expectation is deterministic: retrying a gate only delays the page.
+                **({"retries": 0} if kind == "gate" else {}),
+            )
+        for (upstream, _), (downstream, _) in itertools.pairwise(PIPELINE):
+            tasks[upstream] >> tasks[downstream]
+        # register also runs after a failed gate_evaluation, to record the candidate as rejected;
+        # it reads the blessing and refuses to guess when there is none.
+        tasks["evaluate"] >> tasks["register"]
+        tasks["register"].trigger_rule = TriggerRule.ALL_DONE_MIN_ONE_SUCCESS
     return dag
 
 

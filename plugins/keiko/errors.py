@@ -17,5 +17,9 @@ class RegistryError(KeikoError):
     """The registry refused an operation (unknown version, bad alias move)."""
 
 
+class GateFailed(KeikoError):
+    """At least one expectation failed: deterministic, so the gate task is not retried."""
+
+
 class StageSkipped(Exception):
     """The stage decided, correctly, to do nothing: the Airflow task shows as skipped, not failed."""

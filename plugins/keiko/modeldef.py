@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from keiko.config import settings
 from keiko.errors import KeikoError, ModelConfigError
@@ -50,6 +50,51 @@ class Serving(_Strict):
     replicas: int = Field(default=1, ge=1)
 
 
+class Band(_Strict):
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Band:
+        if not self.min <= self.max:
+            raise ValueError(f"min {self.min} > max {self.max}")
+        return self
+
+
+class RawGate(_Strict):
+    """gate_raw: what the extracted rows must look like."""
+
+    keys: list[str] = Field(default_factory=lambda: ["impression_id"], description="non-null and unique")
+    ranges: dict[str, Band] = Field(default_factory=dict, description="column -> allowed [min, max]")
+    accepted_values: dict[str, list[str | int]] = Field(default_factory=dict)
+    label_rate: Band = Field(description="allowed label rate of every day in the window")
+    volume: Band = Field(description="rows of every day / median rows per day of the window and earlier runs")
+
+
+class FeaturesGate(_Strict):
+    """gate_features: drift against production's training profile, and split balance."""
+
+    max_kl_divergence: float = Field(gt=0, description="default KL threshold per input column")
+    kl_divergence: dict[str, float] = Field(default_factory=dict, description="per-column override")
+    min_rows: int = Field(ge=1, description="below this many test rows, drift is not judged")
+    top_values: int = Field(default=50, ge=2, description="categories beyond the top N count as one bucket")
+    test_train_label_ratio: Band = Field(description="test label rate / train label rate")
+
+
+class TrainingGate(_Strict):
+    """gate_training: convergence and the resource budget of the artifact."""
+
+    max_artifact_mb: float = Field(gt=0)
+    max_load_memory_mb: float = Field(gt=0)
+    min_prediction_std: float = Field(gt=0, description="predictions on valid must not be constant")
+
+
+class Gates(_Strict):
+    raw: RawGate
+    features: FeaturesGate
+    training: TrainingGate
+
+
 class ModelConfig(_Strict):
     owner: str = Field(min_length=1)
     description: str = ""
@@ -65,6 +110,7 @@ class ModelConfig(_Strict):
     slices: list[str] = Field(default_factory=list, description="raw columns to report per-value metrics for")
     algorithm: Algorithm
     thresholds: Thresholds
+    gates: Gates
     resources: Resources = Resources()
     serving: Serving
 

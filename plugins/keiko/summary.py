@@ -41,10 +41,11 @@ def print_summary(model: str, ds: dt.date) -> None:
         print("prod      (none before this run)")
     if bayes:
         print(f"bayes-opt {bayes:>10.5f}   (candidate is {candidate['logloss'] / bayes - 1:+.2%} above the ceiling)")
-    decision = evaluation["decision"]
-    print(f"decision  {'deploy' if decision['deployable'] else 'do not deploy'}: {decision['reason']}")
+    blessing = ctx.store.read_json(ctx.uri("blessing.json"))
+    print(f"blessing  {'blessed' if blessing['blessed'] else 'NOT blessed'}: {'; '.join(blessing['reasons'])}")
     print(
-        f"registered v{registered['version']}" + ("" if registered["created"] else " (existing version, same artifact)")
+        f"registered v{registered['version']} ({registered['status']})"
+        + ("" if registered["created"] else ", an existing version: same window and artifact")
     )
     print(f"deployed  production alias -> v{ctx.registry.alias(model, 'production')}")
 

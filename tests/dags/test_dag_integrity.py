@@ -9,7 +9,6 @@ from airflow.dag_processing.dagbag import DagBag
 
 from conftest import ROOT
 from keiko.modeldef import load_model, model_names
-from keiko.stages import STAGES
 
 HEAVY_MODULES = ("great_expectations", "catboost", "sklearn", "scipy", "duckdb")
 
@@ -31,19 +30,31 @@ def test_one_dag_per_model_folder(dagbag):
 def test_dag_shape_and_policy(dagbag, model):
     dag = dagbag.dags[f"keiko_{model}"]
     config = load_model(model).config
-    chain = [dag.get_task(STAGES[0])]
+    chain = [dag.get_task("extract")]
     while chain[-1].downstream_list:
-        (nxt,) = chain[-1].downstream_list
+        downstream = chain[-1].downstream_list
+        # The next link is the downstream task that no other downstream task leads to.
+        (nxt,) = [t for t in downstream if not any(t in o.get_flat_relatives() for o in downstream if o is not t)]
         chain.append(nxt)
-    assert [t.task_id for t in chain] == list(STAGES)
-    assert len(dag.tasks) == len(STAGES)
+    assert [t.task_id for t in chain] == [
+        "extract", "gate_raw", "features", "gate_features", "train", "gate_training",
+        "evaluate", "gate_evaluation", "register", "deploy",
+    ]  # fmt: skip
+    assert len(dag.tasks) == len(chain)
+    # register records an unblessed candidate as rejected: it runs once evaluate and the gate are done.
+    register = dag.get_task("register")
+    assert register.trigger_rule == "all_done_min_one_success"
+    assert {t.task_id for t in register.upstream_list} == {"evaluate", "gate_evaluation"}
     assert "keiko" in dag.tags and f"model:{model}" in dag.tags
     assert dag.doc_md and "Triage" in dag.doc_md and config.owner in dag.doc_md
     assert dag.max_active_runs == 1 and not dag.catchup
     for task in dag.tasks:
         assert task.owner == config.owner
-        assert task.retries >= 1, task.task_id
         assert task.execution_timeout is not None
+        if task.task_id.startswith("gate_"):
+            assert task.retries == 0 and task.command[3] == "gate", task.task_id  # deterministic: no retries
+        else:
+            assert task.retries >= 1 and task.command[3] == "stage", task.task_id
 
 
 @pytest.mark.parametrize("model", model_names())

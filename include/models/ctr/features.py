@@ -41,6 +41,7 @@ SLOTS: dict[str, tuple[str, ...]] = {
     "position_x_os": ("position", "os"),
 }
 
+FEATURE_COLUMNS = list(SLOTS)  # what transform() returns: gate_features expects exactly these
 FLOOR_BUCKET_WIDTH = 0.1  # in log(price): ~10% wide buckets
 
 

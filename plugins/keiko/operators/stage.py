@@ -22,10 +22,11 @@ from keiko.config import settings
 
 
 class KeikoStageOperator(BaseOperator):
-    """Run one keiko stage for one model and day.
+    """Run one keiko stage (or gate) for one model and day.
 
     :param model: model name (a folder under include/models/)
-    :param stage: stage name (extract, features, train, evaluate, register, deploy)
+    :param stage: stage or gate suite name (extract, ..., deploy; raw, features, training, evaluation)
+    :param kind: "stage" or "gate"
     :param ds: the run's day, YYYY-MM-DD (templated; defaults to the logical date)
     :param env: extra environment for the stage process (templated)
     """
@@ -38,6 +39,7 @@ class KeikoStageOperator(BaseOperator):
         *,
         model: str,
         stage: str,
+        kind: str = "stage",
         ds: str = "{{ ds }}",
         env: dict[str, str] | None = None,
         **kwargs: Any,
@@ -45,6 +47,7 @@ class KeikoStageOperator(BaseOperator):
         super().__init__(**kwargs)
         self.model = model
         self.stage = stage
+        self.kind = kind
         self.ds = ds
         self.env = env or {}
 
@@ -54,7 +57,7 @@ class KeikoStageOperator(BaseOperator):
 
     @property
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "keiko", "stage", self.stage, "--model", self.model, "--ds", self.ds]
+        return [sys.executable, "-m", "keiko", self.kind, self.stage, "--model", self.model, "--ds", self.ds]
 
     def execute(self, context: Any) -> dict[str, Any] | None:
         env = {**os.environ, **self.env, "KEIKO_RUN_ID": str(context.get("run_id", ""))}
@@ -62,7 +65,7 @@ class KeikoStageOperator(BaseOperator):
         if result.exit_code == EXIT_SKIPPED:
             raise AirflowSkipException(result.output)
         if result.exit_code != 0:
-            raise AirflowException(f"keiko stage {self.stage} failed (exit {result.exit_code}): {result.output}")
+            raise AirflowException(f"keiko {self.kind} {self.stage} failed (exit {result.exit_code}): {result.output}")
         if result.output.startswith(RESULT_PREFIX):
             return json.loads(result.output[len(RESULT_PREFIX) :])
         return None

@@ -1,4 +1,4 @@
-"""deploy: load the registered version on the model servers, confirm, then move the `production` alias."""
+"""deploy: load the blessed version on the model servers, confirm, then move the `production` alias."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from keiko.stages.context import StageContext
 def run(ctx: StageContext) -> dict:
     name = ctx.model.name
     version = ctx.stage_result("register")["version"]
-    decision = ctx.store.read_json(ctx.uri("evaluation.json"))["decision"]
+    entry = ctx.registry.get(name, version)
     current = ctx.registry.alias(name, "production")
     urls = ctx.settings.serving_urls(name, ctx.model.config.serving.port)
-    if current != version and not decision["deployable"]:
-        raise StageSkipped(f"{name} v{version} not deployed: {decision['reason']}; production stays v{current}")
+    if entry.status != "registered":
+        raise StageSkipped(
+            f"{name} v{version} not deployed: {entry.status}: {entry.reason}; production stays v{current}"
+        )
 
     ctx.log(f"deploy {name} v{version} to {len(urls)} server(s): {', '.join(urls)} (production is v{current})")
     for url in urls:

@@ -1,8 +1,8 @@
 """evaluate: score the candidate and the production model on the same out-of-time test day.
 
 Writes evaluation.json: metrics of both, the Bayes-optimal logloss of the day (from the
-synthetic warehouse's hidden truth, when it exists), per-slice metrics, and the comparison
-that decides whether the candidate may replace production.
+synthetic warehouse's hidden truth, when it exists) and per-slice metrics. Judging them is
+gate_evaluation's job.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import pyarrow as pa
 from keiko.algorithms import load_model_bytes
 from keiko.columns import from_arrow
 from keiko.metrics import logloss, summary
-from keiko.modeldef import Thresholds
 from keiko.stages.context import StageContext
 from keiko.stages.train import feature_arrays
 
@@ -27,50 +26,6 @@ def slice_metrics(raw_test: pa.Table, columns: list[str], y: np.ndarray, p: np.n
         values = np.asarray(raw_test.column(column).to_pandas().astype(str))
         out[column] = {str(v): summary(y[values == v], p[values == v]) for v in sorted(set(values))}
     return out
-
-
-def _check(name: str, observed: float, passed: bool, allowed: str) -> dict[str, Any]:
-    return {"check": name, "observed": observed, "allowed": allowed, "passed": bool(passed)}
-
-
-def decide(candidate: dict, production: dict | None, thresholds: Thresholds) -> dict[str, Any]:
-    """May the candidate replace production? Every check is `bound holds`, so a NaN metric fails it."""
-    calibration_error = abs(candidate["calibration"] - 1)
-    checks = [
-        _check("min_auc", candidate["auc"], candidate["auc"] >= thresholds.min_auc, f">= {thresholds.min_auc}"),
-        _check(
-            "max_logloss",
-            candidate["logloss"],
-            candidate["logloss"] <= thresholds.max_logloss,
-            f"<= {thresholds.max_logloss}",
-        ),
-        _check(
-            "calibration",
-            candidate["calibration"],
-            calibration_error <= thresholds.calibration_tolerance,
-            f"1 +/- {thresholds.calibration_tolerance}",
-        ),
-    ]
-    reasons = [f"{c['check']} {c['observed']:.5f} not {c['allowed']}" for c in checks if not c["passed"]]
-    regression = None
-    if production is None:
-        reasons.append("no production model yet: absolute thresholds alone decide")
-    else:
-        regression = (candidate["logloss"] - production["logloss"]) / production["logloss"]
-        not_worse = regression <= thresholds.max_regression
-        checks.append(_check("max_regression", regression, not_worse, f"<= {thresholds.max_regression:+.3%}"))
-        reasons.append(
-            f"candidate logloss {candidate['logloss']:.5f} vs production v{production['version']} "
-            f"{production['logloss']:.5f} ({regression:+.3%}, {'within' if not_worse else 'exceeds'} "
-            f"the allowed {thresholds.max_regression:+.3%})"
-        )
-    return {
-        "deployable": all(c["passed"] for c in checks),
-        "production_exists": production is not None,
-        "logloss_regression": regression,
-        "checks": checks,
-        "reason": "; ".join(reasons),
-    }
 
 
 def bayes_optimal(ctx: StageContext, ids: np.ndarray, y: np.ndarray) -> float | None:
@@ -127,16 +82,11 @@ def run(ctx: StageContext) -> dict:
         "bayes_optimal_logloss": bayes,
         "candidate_gap_to_bayes": (candidate["logloss"] / bayes - 1) if bayes else None,
         "slices": slice_metrics(raw_test, config.slices, y, p_candidate),
-        "decision": decide(candidate, production, config.thresholds),
     }
     ctx.log(
         f"candidate: logloss {candidate['logloss']:.5f}, AUC {candidate['auc']:.4f}, "
         f"calibration {candidate['calibration']:.3f}"
         + (f"; Bayes-optimal logloss {bayes:.5f} (gap {evaluation['candidate_gap_to_bayes']:+.2%})" if bayes else "")
-    )
-    ctx.log(
-        ("deployable: " if evaluation["decision"]["deployable"] else "NOT deployable: ")
-        + evaluation["decision"]["reason"]
     )
     uri = ctx.uri("evaluation.json")
     return {
@@ -145,5 +95,4 @@ def run(ctx: StageContext) -> dict:
         "candidate_logloss": candidate["logloss"],
         "candidate_auc": candidate["auc"],
         "bayes_optimal_logloss": bayes,
-        "deployable": evaluation["decision"]["deployable"],
     }

@@ -2,25 +2,49 @@
 
 from __future__ import annotations
 
+import json
+
+from keiko.errors import KeikoError
+from keiko.gates.evaluation import BLESSING
 from keiko.stages.context import StageContext, code_version
+from keiko.storage import sha256_bytes
 
 
-def publish_artifact(ctx: StageContext, uri: str, sha256: str) -> str:
+def publish_artifact(ctx: StageContext, uri: str, sha256: str, version_key: str | None = None) -> str:
     """Copy the model to a content-addressed path that no rerun can overwrite.
 
     Run artifacts under {model}/{ds}/ are rewritten by every rerun of that day (possibly with new
     code or config); a registered version must keep pointing at exactly the bytes it was judged on.
     """
-    published = f"{ctx.store.root_uri}/{ctx.model.name}/versions/{sha256}/{uri.rsplit('/', 1)[-1]}"
+    published = f"{ctx.store.root_uri}/{ctx.model.name}/versions/{version_key or sha256}/{uri.rsplit('/', 1)[-1]}"
     if not ctx.store.exists(published):
         ctx.store.write_bytes(published, ctx.store.read_verified(uri, sha256))
     return published
 
 
+def read_blessing(ctx: StageContext, model_sha256: str, evaluation_bytes: bytes) -> dict:
+    """gate_evaluation's verdict on exactly this candidate and evaluation; anything else is an error."""
+    if not ctx.store.exists(ctx.uri(BLESSING)):
+        raise KeikoError(f"no blessing for {ctx.model.name} {ctx.ds}: gate_evaluation did not reach a verdict")
+    blessing = ctx.store.read_json(ctx.uri(BLESSING))
+    if blessing.get("model_sha256") != model_sha256 or blessing.get("evaluation_sha256") != sha256_bytes(
+        evaluation_bytes
+    ):
+        raise KeikoError("the blessing judged another candidate or evaluation: rerun evaluate and gate_evaluation")
+    if not isinstance(blessing.get("blessed"), bool):
+        raise KeikoError(f"blessing has no boolean verdict: {blessing.get('blessed')!r}")
+    return blessing
+
+
 def run(ctx: StageContext) -> dict:
     extracted, trained = ctx.stage_result("extract"), ctx.stage_result("train")
-    evaluation = ctx.store.read_json(ctx.uri("evaluation.json"))
+    evaluation_bytes = ctx.store.read_bytes(ctx.uri("evaluation.json"))
+    evaluation = json.loads(evaluation_bytes)
+    blessing = read_blessing(ctx, trained["model_sha256"], evaluation_bytes)
     artifact_uri = publish_artifact(ctx, trained["model_uri"], trained["model_sha256"])
+    profile_uri = publish_artifact(
+        ctx, ctx.uri("profile.json"), ctx.stage_result("features")["profile_sha256"], trained["model_sha256"]
+    )
     registration = ctx.registry.register(
         model=ctx.model.name,
         ds=ctx.ds.isoformat(),
@@ -36,13 +60,23 @@ def run(ctx: StageContext) -> dict:
             "test": evaluation["candidate"],
             "production": evaluation["production"],
             "bayes_optimal_logloss": evaluation["bayes_optimal_logloss"],
-            "decision": evaluation["decision"],
+            "blessing": blessing,
+            "profile_uri": profile_uri,
             "raw_rows": extracted["rows"],
             "raw_sha256": extracted["raw_sha256"],
         },
+        status="registered" if blessing["blessed"] else "rejected",
+        reason="; ".join(blessing["reasons"]),
         run_id=ctx.run_id,
     )
     entry = registration.version
     verb = "registered" if registration.created else "already registered (same window and artifact sha256)"
+    if entry.status == "rejected":
+        verb += f" as REJECTED ({entry.reason})"
     ctx.log(f"{ctx.model.name} v{entry.version} {verb}: {entry.artifact_uri} sha256 {entry.artifact_sha256[:12]}")
-    return {"version": entry.version, "created": registration.created, "artifact_sha256": entry.artifact_sha256}
+    return {
+        "version": entry.version,
+        "status": entry.status,
+        "created": registration.created,
+        "artifact_sha256": entry.artifact_sha256,
+    }

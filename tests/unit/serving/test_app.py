@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import DS, run_stages, serve_in_thread
+from conftest import DS, run_steps, serve_in_thread
 from keiko.config import settings
 from keiko.registry import Registry
 from keiko.serving.app import create_app
@@ -94,7 +94,7 @@ def test_hot_swap_with_requests_in_flight(run_home, rows, project_copy, monkeypa
     # A second version: same data, different hashing, so its artifact (and sha) differ.
     path = project_copy / "include" / "models" / "ctr" / "model.yaml"
     path.write_text(path.read_text().replace("hash_bits: 20", "hash_bits: 18"))
-    run_stages("features", "train", "evaluate", "register")
+    run_steps("features", "gate_features", "train", "gate_training", "evaluate", "gate_evaluation", "register")
     assert Registry(settings().registry_url).get("ctr", 2).version == 2
 
     app = create_app("ctr", load_production=False)

@@ -5,8 +5,8 @@ import json
 import httpx
 import pytest
 
-from conftest import DS, run_stages, serve_in_thread
-from keiko.cli import EXIT_SKIPPED, EXIT_USER_ERROR, main
+from conftest import DS, run_steps, serve_in_thread
+from keiko.cli import EXIT_GATE_FAILED, EXIT_SKIPPED, EXIT_USER_ERROR, main
 from keiko.config import settings
 from keiko.registry import Registry
 from keiko.serving.app import create_app
@@ -33,19 +33,22 @@ def test_first_deploy_loads_the_server_then_moves_the_alias(live_server):
     assert [h["to_version"] for h in registry.history("ctr")] == [1]
 
 
-def test_a_worse_candidate_is_registered_but_not_deployed(live_server, project_copy, capsys):
+def test_an_unblessed_candidate_is_registered_as_rejected_and_not_deployed(live_server, project_copy, capsys):
     assert deploy() == 0
     path = project_copy / "include" / "models" / "ctr" / "model.yaml"
-    # A slightly worse candidate: 1,024 hash buckets for 14 slots collide heavily, yet pass the absolute thresholds.
+    # A slightly worse candidate: 1,024 hash buckets for 14 slots collide, yet pass the absolute thresholds.
     path.write_text(path.read_text().replace("hash_bits: 20", "hash_bits: 10"))
-    run_stages("features", "train", "evaluate", "register")
+    run_steps("features", "train", "evaluate")
+    assert main(["gate", "evaluation", "--model", "ctr", "--ds", DS]) == EXIT_GATE_FAILED
+    run_steps("register")  # in the DAG it runs after a failed gate_evaluation too (all_done_min_one_success)
     registry = Registry(settings().registry_url)
-    assert [v.version for v in registry.list("ctr")] == [1, 2]
+    rejected = registry.get("ctr", 2)
+    assert rejected.status == "rejected" and rejected.reason.startswith("logloss_regression")
     capsys.readouterr()
 
     assert deploy() == EXIT_SKIPPED
     out = capsys.readouterr().out
-    assert "ctr v2 not deployed: candidate logloss" in out and "exceeds the allowed" in out
+    assert "ctr v2 not deployed: rejected: logloss_regression" in out
     assert out.rstrip().endswith("production stays v1")
     assert registry.alias("ctr") == 1
     assert httpx.get(f"{live_server}/version").json()["version"] == 1

@@ -1,0 +1,115 @@
+"""gate_features: expected feature columns without NaN/inf, input drift against production's training
+profile (KL divergence per column), and the test day's label rate against training's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from keiko.gates.runner import Validation, report, run_validations
+from keiko.stages.context import StageContext
+
+OTHER = "__other__"
+SMOOTHING = 1e-4  # reference weight floor: a value never seen in the reference is drift, not infinity
+
+
+def reference_profile(ctx: StageContext) -> tuple[dict, str]:
+    """Production's training profile when there is a production model, else this run's own training days."""
+    version = ctx.registry.alias(ctx.model.name, "production")
+    if version is not None:
+        uri = ctx.registry.get(ctx.model.name, version).metrics.get("profile_uri")
+        if uri and ctx.store.exists(uri):
+            return ctx.store.read_json(uri), f"production v{version}'s training profile"
+    return ctx.store.read_json(ctx.uri("profile.json")), "this run's training days (no production profile)"
+
+
+def partition(column: pd.Series, stats: dict, top_values: int) -> tuple[pd.Series, dict]:
+    """Map a column onto the reference's buckets; returns the bucketed column and GE's partition_object."""
+    if stats["kind"] == "float":
+        edges = np.asarray(stats["quantiles"][1:-1])
+        labels = np.array([f"q{i:02d}" for i in range(len(edges) + 1)])
+        bucketed = pd.Series(labels[np.searchsorted(edges, column.to_numpy(), side="right")], index=column.index)
+        weights = {label: 1.0 / len(labels) for label in labels}
+    else:
+        top = list(stats["top"].items())[:top_values]
+        total = float(stats["count"]) or 1.0
+        weights = {str(value): count / total for value, count in top}
+        weights[OTHER] = max(0.0, 1.0 - sum(weights.values()))
+        bucketed = column.astype(str).where(column.astype(str).isin(weights), OTHER)
+    values = list(weights)
+    smoothed = np.maximum(np.array([weights[v] for v in values]), SMOOTHING)
+    return bucketed, {"values": values, "weights": (smoothed / smoothed.sum()).tolist()}
+
+
+def run(ctx: StageContext) -> dict:
+    import great_expectations.expectations as gxe
+
+    config, module = ctx.model.config.gates.features, ctx.model.features
+    features = ctx.stage_result("features")
+    expected_columns = [*module.FEATURE_COLUMNS, "label", "impression_id"]
+    validations = []
+    for split in ("train", "valid", "test"):
+        frame = ctx.store.read_table(ctx.uri(f"{split}.parquet")).to_pandas()
+        numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
+        expectations = [gxe.ExpectTableColumnsToMatchSet(column_set=expected_columns, exact_match=True)]
+        expectations += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in frame.columns]
+        expectations += [
+            gxe.ExpectColumnValuesToBeBetween(
+                column=c, min_value=-np.finfo(np.float64).max, max_value=np.finfo(np.float64).max
+            )
+            for c in numeric
+            if pd.api.types.is_float_dtype(frame[c])
+        ]
+        validations.append(Validation(split, frame, expectations))
+
+    profile, source = reference_profile(ctx)
+    raw_test = ctx.store.read_table(
+        ctx.uri("raw.parquet"), columns=list(module.INPUT_SCHEMA), filters=[("dt", "=", ctx.ds.isoformat())]
+    ).to_pandas()
+    drift_columns = [c for c, kind in module.INPUT_SCHEMA.items() if kind != "timestamp" and c in profile["columns"]]
+    if len(raw_test) >= config.min_rows:
+        drift_frame, drift_expectations = pd.DataFrame(index=raw_test.index), []
+        for column in drift_columns:
+            drift_frame[column], partition_object = partition(
+                raw_test[column], profile["columns"][column], config.top_values
+            )
+            threshold = config.kl_divergence.get(column, config.max_kl_divergence)
+            drift_expectations.append(
+                gxe.ExpectColumnKLDivergenceToBeLessThan(
+                    column=column, partition_object=partition_object, threshold=threshold
+                )
+            )
+        validations.append(Validation("drift", drift_frame, drift_expectations))
+        ctx.log(f"gate_features {ctx.model.name}: drift of {len(drift_columns)} columns of {ctx.ds} against {source}")
+    else:
+        ctx.log(
+            f"gate_features {ctx.model.name}: {len(raw_test):,} test rows < min_rows {config.min_rows}: "
+            "drift not judged"
+        )
+
+    rates = features["splits"]
+    ratio = rates["test"]["label_rate"] / rates["train"]["label_rate"] if rates["train"]["label_rate"] else float("nan")
+    balance = pd.DataFrame([{"test_train_label_ratio": ratio}])
+    validations.append(
+        Validation(
+            "label_balance",
+            balance,
+            [
+                gxe.ExpectColumnValuesToNotBeNull(column="test_train_label_ratio"),
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="test_train_label_ratio",
+                    min_value=config.test_train_label_ratio.min,
+                    max_value=config.test_train_label_ratio.max,
+                ),
+            ],
+        )
+    )
+    outcomes = run_validations(ctx, "features", validations)
+    drifts = [o for o in outcomes if o.suite == "drift"]
+    worst = max(
+        drifts, key=lambda o: float(o.observed) if o.observed.replace(".", "", 1).isdigit() else 0.0, default=None
+    )
+    summary = f"test/train label ratio {ratio:.3f}" + (
+        f", largest drift {worst.column} KL {worst.observed}" if worst else ""
+    )
+    return report(ctx, "features", outcomes, summary)

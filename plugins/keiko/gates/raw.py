@@ -1,0 +1,118 @@
+"""gate_raw: schema, types, keys, ranges, accepted values, daily volume and label rate of raw.parquet."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from keiko.gates.runner import Validation, report, run_validations
+from keiko.stages.context import StageContext
+
+# pandas dtype names each column kind may arrive as (pyarrow -> pandas, with or without nulls).
+TYPE_NAMES = {
+    "int": ["int8", "int16", "int32", "int64", "Int64"],
+    "float": ["float32", "float64", "Float64"],
+    "str": ["StringDtype"],
+    "timestamp": ["datetime64[us]", "datetime64[ns]", "datetime64[ms]"],
+}
+HISTORY_DAYS = 28
+
+
+def required_columns(ctx: StageContext) -> dict[str, str]:
+    schema = dict(ctx.model.features.INPUT_SCHEMA)
+    return {
+        "dt": "str",
+        **{key: "int" for key in ctx.model.config.gates.raw.keys},
+        **schema,
+        ctx.model.config.label: "int",
+    }
+
+
+def daily_volume(frame: pd.DataFrame, label: str) -> pd.DataFrame:
+    grouped = frame.groupby("dt", observed=True)[label]
+    return pd.DataFrame({"rows": grouped.size(), "label_rate": grouped.mean()}).reset_index()
+
+
+def earlier_daily_rows(ctx: StageContext) -> list[int]:
+    """Daily row counts recorded by gate_raw runs that passed for earlier days (the trailing history)."""
+    pattern = f"{ctx.store.root_uri}/{ctx.model.name}/*/gates/raw.json"
+    counts: dict[str, int] = {}
+    for path in ctx.store.fs.glob(ctx.store._path(pattern)):
+        result = json.loads(ctx.store.fs.cat_file(path))
+        if result.get("success") and result.get("ds", "") < ctx.ds.isoformat():
+            counts.update(result.get("daily_rows", {}))
+    oldest = (ctx.ds - dt.timedelta(days=HISTORY_DAYS)).isoformat()
+    return [n for day, n in counts.items() if oldest <= day < ctx.window[0].isoformat()]
+
+
+def build(ctx: StageContext, frame: pd.DataFrame, history: list[int]) -> list[Validation]:
+    import great_expectations.expectations as gxe
+
+    config = ctx.model.config.gates.raw
+    required = required_columns(ctx)
+    present = [c for c in required if c in frame.columns]
+    rows: list = [gxe.ExpectColumnToExist(column=c) for c in required]
+    rows += [gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=TYPE_NAMES[required[c]]) for c in present]
+    rows += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in present]
+    rows += [gxe.ExpectColumnValuesToBeUnique(column=c) for c in config.keys if c in frame.columns]
+    rows += [
+        gxe.ExpectColumnValuesToBeBetween(column=c, min_value=band.min, max_value=band.max)
+        for c, band in config.ranges.items()
+        if c in frame.columns
+    ]
+    rows += [
+        gxe.ExpectColumnValuesToBeInSet(column=c, value_set=values)
+        for c, values in config.accepted_values.items()
+        if c in frame.columns
+    ]
+    validations = [Validation("rows", frame, rows)]
+
+    label = ctx.model.config.label
+    if "dt" in frame.columns and label in frame.columns:
+        daily = daily_volume(frame, label)
+        start, end = ctx.window
+        window_days = [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+        reference = float(np.median([*history, *daily["rows"]])) if len(daily) else 0.0
+        validations.append(
+            Validation(
+                "daily",
+                daily,
+                [
+                    gxe.ExpectColumnDistinctValuesToEqualSet(column="dt", value_set=window_days),
+                    gxe.ExpectColumnValuesToBeBetween(
+                        column="rows", min_value=config.volume.min * reference, max_value=config.volume.max * reference
+                    ),
+                    gxe.ExpectColumnValuesToBeBetween(
+                        column="label_rate", min_value=config.label_rate.min, max_value=config.label_rate.max
+                    ),
+                    gxe.ExpectColumnValuesToNotBeNull(column="label_rate"),
+                ],
+            )
+        )
+    return validations
+
+
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    # GE 1.24 matches a column's dtype against instances built from the type names it is given;
+    # pandas 3's default "str" dtype (na_value=nan) equals none of them, pd.StringDtype() does.
+    return table.to_pandas(types_mapper={pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}.get)
+
+
+def run(ctx: StageContext) -> dict:
+    frame = to_frame(ctx.store.read_table(ctx.uri("raw.parquet")))
+    history = earlier_daily_rows(ctx)
+    ctx.log(
+        f"gate_raw {ctx.model.name}: {len(frame):,} rows x {frame.shape[1]} columns; "
+        f"volume reference from {len(history)} earlier days + the window"
+    )
+    outcomes = run_validations(ctx, "raw", build(ctx, frame, history))
+    label = ctx.model.config.label
+    daily = daily_volume(frame, label) if {"dt", label} <= set(frame.columns) else pd.DataFrame()
+    daily_rows = {str(d): int(n) for d, n in zip(daily.get("dt", []), daily.get("rows", []), strict=True)}
+    rate = float(frame[label].mean()) if label in frame.columns else float("nan")
+    summary = f"{len(frame):,} rows over {len(daily_rows)} days, label rate {rate:.4%}"
+    return report(ctx, "raw", outcomes, summary, {"ds": ctx.ds.isoformat(), "daily_rows": daily_rows})

@@ -1,0 +1,169 @@
+"""Runs Great Expectations suites on in-memory frames and reports them for people and machines.
+
+Each gate builds real `ExpectationSuite`s, validates them on pandas frames through an ephemeral
+data context, renders Data Docs next to the run's artifacts, and prints a compact table of every
+failed expectation (suite, expectation, column, observed, expected) followed by a one-line verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from keiko.errors import GateFailed
+from keiko.stages.context import StageContext
+
+
+@dataclass
+class Validation:
+    """One frame and the expectations it must meet (one GE suite)."""
+
+    name: str
+    frame: pd.DataFrame
+    expectations: list[Any]
+
+
+@dataclass
+class Outcome:
+    suite: str
+    expectation: str
+    column: str
+    observed: str
+    expected: str
+    passed: bool
+
+
+def _short(value: Any, limit: int = 48) -> str:
+    if isinstance(value, float):
+        text = f"{value:.6g}"
+    elif isinstance(value, (list, tuple, set)):
+        items = sorted(map(str, value))
+        text = "{" + ", ".join(items[:6]) + (f", ... {len(items)} values" if len(items) > 6 else "") + "}"
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_expected(kwargs: dict[str, Any]) -> str:
+    parts = []
+    if "min_value" in kwargs or "max_value" in kwargs:
+        low, high = kwargs.get("min_value"), kwargs.get("max_value")
+        parts.append(f"[{_short(low) if low is not None else '-inf'}, {_short(high) if high is not None else 'inf'}]")
+    for key, label in (("value_set", "in "), ("type_list", "type in "), ("threshold", "< ")):
+        if kwargs.get(key) is not None:
+            parts.append(label + _short(kwargs[key]))
+    if kwargs.get("mostly", 1) < 1:
+        parts.append(f"mostly {kwargs['mostly']:.0%}")
+    return " ".join(parts) or "true"
+
+
+def describe_observed(result: Any) -> str:
+    if result.exception_info and result.exception_info.get("raised_exception"):
+        return "error: " + _short(result.exception_info.get("exception_message", ""), 60)
+    data = result.result or {}
+    if data.get("observed_value") is not None:
+        return _short(data["observed_value"])
+    if "unexpected_percent" in data:
+        examples = list(dict.fromkeys(map(str, data.get("partial_unexpected_list") or [])))[:3]
+        share = data.get("unexpected_percent") or 0.0
+        return f"{share:.3g}% unexpected" + (f", e.g. {', '.join(examples)}" if examples else "")
+    if data.get("details"):
+        return _short(data["details"])
+    return "missing" if not result.success else "ok"
+
+
+def format_table(outcomes: list[Outcome]) -> str:
+    headers = ("suite", "expectation", "column", "observed", "expected")
+    rows = [(o.suite, o.expectation.removeprefix("expect_"), o.column, o.observed, o.expected) for o in outcomes]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join([line, "  ".join("-" * w for w in widths), *body])
+
+
+def _quiet_great_expectations() -> None:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+
+
+def run_validations(ctx: StageContext, gate: str, validations: list[Validation]) -> list[Outcome]:
+    """Validate every frame with its suite; Data Docs go to {model}/{ds}/gates/{gate}/data_docs/."""
+    _quiet_great_expectations()
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    outcomes: list[Outcome] = []
+    with tempfile.TemporaryDirectory(prefix="keiko-gx-") as docs_dir:
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        context.add_data_docs_site(
+            "run",
+            {
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+        source = context.data_sources.add_pandas(f"{ctx.model.name}-{ctx.ds}")
+        for validation in validations:
+            suite_name = f"{ctx.model.name}.{gate}.{validation.name}"
+            suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=validation.expectations))
+            batch = source.add_dataframe_asset(validation.name).add_batch_definition_whole_dataframe("run")
+            definition = context.validation_definitions.add(
+                gx.ValidationDefinition(name=suite_name, data=batch, suite=suite)
+            )
+            result = definition.run(
+                batch_parameters={"dataframe": validation.frame}, result_format={"result_format": "SUMMARY"}
+            )
+            for item in result.results:
+                config = item.expectation_config
+                outcomes.append(
+                    Outcome(
+                        suite=validation.name,
+                        expectation=config.type,
+                        column=str(config.kwargs.get("column", "-")),
+                        observed=describe_observed(item),
+                        expected=describe_expected(config.kwargs),
+                        passed=bool(item.success),
+                    )
+                )
+        context.build_data_docs(site_names=["run"])
+        for path in sorted(Path(docs_dir).rglob("*")):
+            if path.is_file():
+                relative = path.relative_to(docs_dir).as_posix()
+                ctx.store.write_bytes(ctx.uri(f"gates/{gate}/data_docs/{relative}"), path.read_bytes())
+    return outcomes
+
+
+def report(ctx: StageContext, gate: str, outcomes: list[Outcome], summary: str, extra: dict | None = None) -> dict:
+    """Write the gate's result, print the verdict; raise GateFailed when anything failed."""
+    failed = [o for o in outcomes if not o.passed]
+    docs = ctx.uri(f"gates/{gate}/data_docs/index.html")
+    result = {
+        "gate": gate,
+        "success": not failed,
+        "expectations": len(outcomes),
+        "failed": len(failed),
+        "outcomes": [asdict(o) for o in outcomes],
+        "data_docs": docs,
+        **(extra or {}),
+    }
+    ctx.store.write_json(ctx.uri(f"gates/{gate}.json"), result)  # the CLI adds timings on success
+    if failed:
+        print(f"\ngate_{gate} FAILED: {len(failed)} of {len(outcomes)} expectations\n", flush=True)
+        print(format_table(failed), flush=True)
+        print(f"\nData Docs: {docs}", flush=True)
+        first = failed[0]
+        raise GateFailed(
+            f"gate_{gate} failed {len(failed)}/{len(outcomes)} expectations, first: {first.suite} "
+            f"{first.expectation.removeprefix('expect_')} on {first.column}: observed {first.observed}, "
+            f"expected {first.expected}"
+        )
+    ctx.log(f"gate_{gate} passed: {len(outcomes)} expectations, all passed; {summary}")
+    return result
