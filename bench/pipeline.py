@@ -7,6 +7,9 @@ What it measures:
   (`python -m keiko stage ...`), timed by wall clock and with the child's own peak RSS from `os.wait4`;
 * the baseline measured in the same run: the same pipeline at rows-per-day / 10 in a separate home,
   so the table shows how each stage scales with data;
+* each Great Expectations gate (`python -m keiko gate ...`) after the stage it checks, in DAG order,
+  against the target "all gates together <= 10% of the pipeline's wall time", with the import cost of
+  great_expectations measured on its own;
 * a scoring micro-benchmark on the trained model: keiko's weight-lookup `predict` (1 row at a time and a
   batch of 10,000 rows) against scikit-learn's `predict_proba` of an `SGDClassifier` holding the same
   coef_/intercept_ on the same one-hot sparse rows, in µs/row, with the max abs difference of the two.
@@ -44,6 +47,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "ctr"
 STAGES = ("extract", "features", "train", "evaluate", "register")
+GATES = ("raw", "features", "training", "evaluation")
+# DAG order: each gate checks what the stage before it wrote (register needs gate_evaluation's blessing).
+PIPELINE = (
+    ("stage", "extract"), ("gate", "raw"), ("stage", "features"), ("gate", "features"), ("stage", "train"),
+    ("gate", "training"), ("stage", "evaluate"), ("gate", "evaluation"), ("stage", "register"),
+)  # fmt: skip
+GATE_TARGET = 0.10  # all gates together <= 10% of the pipeline's wall time
 TARGET_ROWS, TARGET_SECONDS, TARGET_RSS_MB = 7_000_000, 300.0, 4096.0
 START_MARK, END_MARK = "<!-- pipeline:start -->", "<!-- pipeline:end -->"
 CODE_DIRS = ("plugins/keiko", "include")
@@ -68,6 +78,7 @@ class PipelineRun:
     home: Path
     synth: ChildRun | None = None
     stages: dict[str, ChildRun] = field(default_factory=dict)
+    gates: dict[str, ChildRun] = field(default_factory=dict)
 
     @property
     def artifacts(self) -> Path:
@@ -76,6 +87,10 @@ class PipelineRun:
     @property
     def retrain_seconds(self) -> float:
         return sum(run.seconds for run in self.stages.values())
+
+    @property
+    def gate_seconds(self) -> float:
+        return sum(run.seconds for run in self.gates.values())
 
     @property
     def max_rss_mb(self) -> float:
@@ -156,10 +171,25 @@ def run_pipeline(label: str, home: Path, rows_per_day: int, args: argparse.Names
     synth_args = ["--end-date", args.end_date.isoformat(), "--days", str(args.days)]
     synth_args += ["--rows-per-day", str(rows_per_day), "--seed", str(args.seed)]
     run.synth = run_child("synth", [*keiko, "synth", *synth_args], env)
-    for stage in STAGES:
-        command = [*keiko, "stage", stage, "--model", MODEL, "--ds", args.end_date.isoformat()]
-        run.stages[stage] = run_child(stage, command, env)
+    for kind, name in PIPELINE:
+        command = [*keiko, kind, name, "--model", MODEL, "--ds", args.end_date.isoformat()]
+        steps = run.stages if kind == "stage" else run.gates
+        steps[name] = run_child(f"{kind} {name}", command, env)
     return run
+
+
+def import_seconds(module: str, env: dict[str, str]) -> float:
+    """Wall time of a fresh interpreter importing `module` (best of 2), minus a bare interpreter start."""
+
+    def best(code: str) -> float:
+        times = []
+        for _ in range(2):
+            started = time.monotonic()
+            subprocess.run([sys.executable, "-c", code], env=env, check=True)
+            times.append(time.monotonic() - started)
+        return min(times)
+
+    return best(f"import {module}") - best("pass")
 
 
 # ---------------------------------------------------------------------------------------------- scoring
@@ -300,12 +330,36 @@ def stage_table(full: PipelineRun, tenth: PipelineRun) -> str:
             f"| {name} | {a.seconds:.1f} | {a.peak_rss_mb:,.0f} | {b.seconds:.1f} | {b.peak_rss_mb:,.0f} "
             f"| {a.seconds / b.seconds:.1f}x |"
         )
+    for gate in GATES:
+        a, b = full.gates[gate], tenth.gates[gate]
+        lines.append(
+            f"| gate_{gate} | {a.seconds:.1f} | {a.peak_rss_mb:,.0f} | {b.seconds:.1f} | {b.peak_rss_mb:,.0f} "
+            f"| {a.seconds / b.seconds:.1f}x |"
+        )
     lines.append(
         f"| **retrain (extract..register)** | **{full.retrain_seconds:.1f}** | **{full.max_rss_mb:,.0f}** (max) "
         f"| **{tenth.retrain_seconds:.1f}** | **{tenth.max_rss_mb:,.0f}** (max) "
         f"| {full.retrain_seconds / tenth.retrain_seconds:.1f}x |"
     )
+    lines.append(
+        f"| **gates (all four)** | **{full.gate_seconds:.1f}** | | **{tenth.gate_seconds:.1f}** | "
+        f"| {full.gate_seconds / tenth.gate_seconds:.1f}x |"
+    )
     return "\n".join(lines)
+
+
+def gate_verdict(full: PipelineRun, ds: dt.date, ge_import: float) -> str:
+    """Gate overhead against the 10% target, split into Great Expectations' import and the validation itself."""
+    total = full.retrain_seconds + full.gate_seconds
+    share = full.gate_seconds / total
+    inside = sum(full.artifact_json(ds, f"gates/{gate}.json")["seconds"] for gate in GATES)
+    verdict = "**met**" if share <= GATE_TARGET else "**not met**"
+    return (
+        f'Gate target "all gates together <= {GATE_TARGET:.0%} of the pipeline\'s wall time": {verdict}: '
+        f"gates {full.gate_seconds:.1f} s of {total:.1f} s ({share:.1%}). Inside the gates' own run() "
+        f"(reading, validating, Data Docs): {inside:.1f} s; importing great_expectations in a fresh interpreter "
+        f"costs {ge_import:.1f} s, paid once per gate process ({len(GATES) * ge_import:.1f} s in all)."
+    )
 
 
 def target_verdict(full: PipelineRun, ds: dt.date) -> str:
@@ -416,6 +470,8 @@ def report(args, full: PipelineRun, tenth: PipelineRun, scoring: dict[str, Any],
             "",
             target_verdict(full, ds),
             "",
+            gate_verdict(full, ds, info["ge_import_seconds"]),
+            "",
             "Model quality (evaluation.json):",
             "",
             *quality_lines([full, tenth], ds),
@@ -463,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         fingerprints.append(code_fingerprint())
         print("\n== scoring micro-benchmark", flush=True)
         scoring = scoring_benchmark(full, args.end_date)
+        print("\n== import cost of great_expectations", flush=True)
+        info["ge_import_seconds"] = import_seconds("great_expectations", child_env(home / "full"))
         info["load_start"], info["load_end"] = info["load"], machine()["load"]
         info["code"] = code_note(fingerprints, git_state())
         section = report(args, full, tenth, scoring, info)
