@@ -70,7 +70,7 @@ def describe_observed(result: Any) -> str:
     if data.get("observed_value") is not None:
         return _short(data["observed_value"])
     if "unexpected_percent" in data:
-        examples = list(dict.fromkeys(map(str, data.get("partial_unexpected_list") or [])))[:3]
+        examples = list(dict.fromkeys(map(_short, data.get("partial_unexpected_list") or [])))[:3]
         share = data.get("unexpected_percent") or 0.0
         return f"{share:.3g}% unexpected" + (f", e.g. {', '.join(examples)}" if examples else "")
     if data.get("details"):
