@@ -50,6 +50,14 @@ class ArtifactStore:
     def exists(self, uri: str) -> bool:
         return self.fs.exists(self._path(uri))
 
+    def glob(self, pattern: str) -> list[str]:
+        """URIs matching a glob pattern given as a URI under this store."""
+        return sorted(self.fs.unstrip_protocol(path) for path in self.fs.glob(self._path(pattern)))
+
+    def delete(self, uri: str) -> None:
+        if self.exists(uri):
+            self.fs.rm(self._path(uri))
+
     def write_bytes(self, uri: str, data: bytes) -> str:
         """Write atomically; returns the sha256 of what was written."""
         path = self._path(uri)

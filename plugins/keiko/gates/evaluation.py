@@ -23,8 +23,7 @@ def run(ctx: StageContext) -> dict:
     import great_expectations.expectations as gxe
 
     blessing_uri = ctx.uri(BLESSING)
-    if ctx.store.exists(blessing_uri):
-        ctx.store.fs.rm(ctx.store._path(blessing_uri))  # never leave an earlier verdict behind
+    ctx.store.delete(blessing_uri)  # never leave an earlier verdict behind
     thresholds = ctx.model.config.thresholds
     evaluation_bytes = ctx.store.read_bytes(ctx.uri("evaluation.json"))
     evaluation = json.loads(evaluation_bytes)

@@ -106,9 +106,7 @@ def run(ctx: StageContext) -> dict:
     )
     outcomes = run_validations(ctx, "features", validations)
     drifts = [o for o in outcomes if o.suite == "drift"]
-    worst = max(
-        drifts, key=lambda o: float(o.observed) if o.observed.replace(".", "", 1).isdigit() else 0.0, default=None
-    )
+    worst = max(drifts, key=lambda o: o.value or 0.0, default=None)
     summary = f"test/train label ratio {ratio:.3f}" + (
         f", largest drift {worst.column} KL {worst.observed}" if worst else ""
     )

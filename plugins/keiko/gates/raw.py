@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import numpy as np
 import pandas as pd
@@ -41,8 +40,8 @@ def earlier_daily_rows(ctx: StageContext) -> list[int]:
     """Daily row counts recorded by gate_raw runs that passed for earlier days (the trailing history)."""
     pattern = f"{ctx.store.root_uri}/{ctx.model.name}/*/gates/raw.json"
     counts: dict[str, int] = {}
-    for path in ctx.store.fs.glob(ctx.store._path(pattern)):
-        result = json.loads(ctx.store.fs.cat_file(path))
+    for uri in ctx.store.glob(pattern):
+        result = ctx.store.read_json(uri)
         if result.get("success") and result.get("ds", "") < ctx.ds.isoformat():
             counts.update(result.get("daily_rows", {}))
     oldest = (ctx.ds - dt.timedelta(days=HISTORY_DAYS)).isoformat()

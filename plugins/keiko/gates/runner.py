@@ -37,6 +37,7 @@ class Outcome:
     observed: str
     expected: str
     passed: bool
+    value: float | None = None  # the numeric observed value, when GE reports one
 
 
 def _short(value: Any, limit: int = 48) -> str:
@@ -48,6 +49,10 @@ def _short(value: Any, limit: int = 48) -> str:
     else:
         text = str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def describe_expected(kwargs: dict[str, Any]) -> str:
@@ -131,6 +136,7 @@ def run_validations(ctx: StageContext, gate: str, validations: list[Validation])
                         observed=describe_observed(item),
                         expected=describe_expected(config.kwargs),
                         passed=bool(item.success),
+                        value=_number((item.result or {}).get("observed_value")),
                     )
                 )
         context.build_data_docs(site_names=["run"])

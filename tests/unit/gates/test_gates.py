@@ -71,6 +71,12 @@ RAW_CORRUPTIONS = {
         "label_rate",
     ),
     "missing day": (lambda t: t.filter(pc.not_equal(t["dt"], "2026-11-18")), "distinct_values_to_equal_set", "dt"),
+    "volume drop to 30%": (
+        # Keep every row but 70% of 2026-11-19's: that day's volume shrinks unnoticed by row-level checks.
+        lambda t: t.filter(pc.or_(pc.not_equal(t["dt"], "2026-11-19"), pa.array(np.arange(t.num_rows) % 10 < 3))),
+        "be_between",
+        "rows",
+    ),
 }
 
 
@@ -89,14 +95,33 @@ def test_gate_raw_stops_bad_data(run_home, corruption, capsys):
     assert not result["success"]
 
 
-def test_gate_features_catches_drift(run_home):
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda ids: pa.array(np.full(len(ids), 1000)),  # every impression from one app
+        lambda ids: pc.add(ids, 100_000),  # ids re-encoded upstream: none of them known any more
+    ],
+    ids=["one app", "re-encoded ids"],
+)
+def test_gate_features_catches_drift(run_home, change):
     test_day = pc.equal(pq.read_table(day_dir(run_home) / "raw.parquet")["dt"], DS)
-    # Every test-day impression now comes from one app: a drift the training days never saw.
-    rewrite_raw(run_home, lambda t: set_column(t, "app_id", pc.if_else(test_day, 1000, t["app_id"])))
+    rewrite_raw(run_home, lambda t: set_column(t, "app_id", pc.if_else(test_day, change(t["app_id"]), t["app_id"])))
     assert gate("features") == EXIT_GATE_FAILED
     result = json.loads((day_dir(run_home) / "gates" / "features.json").read_text())
     failed = [o for o in result["outcomes"] if not o["passed"]]
     assert [(o["suite"], o["column"]) for o in failed] == [("drift", "app_id")]
+
+
+def test_volume_reference_includes_earlier_passing_runs(run_home):
+    import datetime as dt
+
+    from keiko.gates.raw import earlier_daily_rows
+    from keiko.stages.context import StageContext
+
+    # A week later, the passing gate_raw of DS is history: its 7 daily counts feed the median.
+    later = StageContext.create("ctr", dt.date(2026, 11, 29))
+    assert earlier_daily_rows(later) == [30_000] * 7
+    assert earlier_daily_rows(StageContext.create("ctr", dt.date.fromisoformat(DS))) == []
 
 
 def test_gate_training_enforces_the_artifact_budget(run_home, project_copy):
