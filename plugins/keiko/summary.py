@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from keiko.errors import KeikoError, MissingDataError
+from keiko.gates.evaluation import BLESSING
 from keiko.serving.client import ModelServerClient
 from keiko.stages.context import StageContext
 
@@ -41,7 +42,7 @@ def print_summary(model: str, ds: dt.date) -> None:
         print("prod      (none before this run)")
     if bayes:
         print(f"bayes-opt {bayes:>10.5f}   (candidate is {candidate['logloss'] / bayes - 1:+.2%} above the ceiling)")
-    blessing = ctx.store.read_json(ctx.uri("blessing.json"))
+    blessing = ctx.store.read_json(ctx.uri(BLESSING))
     print(f"blessing  {'blessed' if blessing['blessed'] else 'NOT blessed'}: {'; '.join(blessing['reasons'])}")
     print(
         f"registered v{registered['version']} ({registered['status']})"

@@ -35,7 +35,8 @@ def partition(column: pd.Series, stats: dict, top_values: int) -> tuple[pd.Serie
         total = float(stats["count"]) or 1.0
         weights = {str(value): count / total for value, count in top}
         weights[OTHER] = max(0.0, 1.0 - sum(weights.values()))
-        bucketed = column.astype(str).where(column.astype(str).isin(weights), OTHER)
+        as_text = column.astype(str)
+        bucketed = as_text.where(as_text.isin(weights), OTHER)
     values = list(weights)
     smoothed = np.maximum(np.array([weights[v] for v in values]), SMOOTHING)
     return bucketed, {"values": values, "weights": (smoothed / smoothed.sum()).tolist()}
@@ -50,14 +51,13 @@ def run(ctx: StageContext) -> dict:
     validations = []
     for split in ("train", "valid", "test"):
         frame = ctx.store.read_table(ctx.uri(f"{split}.parquet")).to_pandas()
-        numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
         expectations = [gxe.ExpectTableColumnsToMatchSet(column_set=expected_columns, exact_match=True)]
         expectations += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in frame.columns]
         expectations += [
             gxe.ExpectColumnValuesToBeBetween(
                 column=c, min_value=-np.finfo(np.float64).max, max_value=np.finfo(np.float64).max
             )
-            for c in numeric
+            for c in frame.columns
             if pd.api.types.is_float_dtype(frame[c])
         ]
         validations.append(Validation(split, frame, expectations))

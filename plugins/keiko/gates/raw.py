@@ -48,7 +48,7 @@ def earlier_daily_rows(ctx: StageContext) -> list[int]:
     return [n for day, n in counts.items() if oldest <= day < ctx.window[0].isoformat()]
 
 
-def build(ctx: StageContext, frame: pd.DataFrame, history: list[int]) -> list[Validation]:
+def build(ctx: StageContext, frame: pd.DataFrame, daily: pd.DataFrame | None, history: list[int]) -> list[Validation]:
     import great_expectations.expectations as gxe
 
     config = ctx.model.config.gates.raw
@@ -70,9 +70,7 @@ def build(ctx: StageContext, frame: pd.DataFrame, history: list[int]) -> list[Va
     ]
     validations = [Validation("rows", frame, rows)]
 
-    label = ctx.model.config.label
-    if "dt" in frame.columns and label in frame.columns:
-        daily = daily_volume(frame, label)
+    if daily is not None:
         start, end = ctx.window
         window_days = [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
         reference = float(np.median([*history, *daily["rows"]])) if len(daily) else 0.0
@@ -108,10 +106,10 @@ def run(ctx: StageContext) -> dict:
         f"gate_raw {ctx.model.name}: {len(frame):,} rows x {frame.shape[1]} columns; "
         f"volume reference from {len(history)} earlier days + the window"
     )
-    outcomes = run_validations(ctx, "raw", build(ctx, frame, history))
     label = ctx.model.config.label
-    daily = daily_volume(frame, label) if {"dt", label} <= set(frame.columns) else pd.DataFrame()
-    daily_rows = {str(d): int(n) for d, n in zip(daily.get("dt", []), daily.get("rows", []), strict=True)}
+    daily = daily_volume(frame, label) if {"dt", label} <= set(frame.columns) else None
+    outcomes = run_validations(ctx, "raw", build(ctx, frame, daily, history))
+    daily_rows = {} if daily is None else {str(d): int(n) for d, n in zip(daily["dt"], daily["rows"], strict=True)}
     rate = float(frame[label].mean()) if label in frame.columns else float("nan")
     summary = f"{len(frame):,} rows over {len(daily_rows)} days, label rate {rate:.4%}"
     return report(ctx, "raw", outcomes, summary, {"ds": ctx.ds.isoformat(), "daily_rows": daily_rows})

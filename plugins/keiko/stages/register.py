@@ -11,7 +11,7 @@ from keiko.storage import sha256_bytes
 
 
 def publish_artifact(ctx: StageContext, uri: str, sha256: str, version_key: str | None = None) -> str:
-    """Copy the model to a content-addressed path that no rerun can overwrite.
+    """Copy an artifact to versions/{version_key or its sha256}/, a path that no rerun can overwrite.
 
     Run artifacts under {model}/{ds}/ are rewritten by every rerun of that day (possibly with new
     code or config); a registered version must keep pointing at exactly the bytes it was judged on.
