@@ -54,13 +54,17 @@ def keiko_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warehouse_dir: P
     return home
 
 
-def run_steps(*steps: str, ds: str = DS, model: str = "ctr") -> None:
-    """Run pipeline steps in-process, named as DAG tasks: "extract", "gate_raw", ..."""
+def run_step(step: str, ds: str = DS, model: str = "ctr") -> int:
+    """Run one pipeline step in-process, named as its DAG task ("extract", "gate_raw", ...); its exit code."""
     from keiko.cli import main
 
+    kind, name = ("gate", step.removeprefix("gate_")) if step.startswith("gate_") else ("stage", step)
+    return main([kind, name, "--model", model, "--ds", ds])
+
+
+def run_steps(*steps: str, ds: str = DS, model: str = "ctr") -> None:
     for step in steps:
-        kind, name = ("gate", step.removeprefix("gate_")) if step.startswith("gate_") else ("stage", step)
-        code = main([kind, name, "--model", model, "--ds", ds])
+        code = run_step(step, ds, model)
         assert code == 0, f"{step} exited {code}"
 
 
@@ -75,21 +79,25 @@ def pipeline_home(warehouse_dir: Path) -> Path:
     return home
 
 
-@pytest.fixture
-def run_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pipeline_home: Path, warehouse_dir: Path) -> Path:
-    """A private copy of `pipeline_home` (tests may change its registry and artifacts)."""
-    home = tmp_path / "home"
-    shutil.copytree(pipeline_home, home)
-    # Artifact URIs in the registry are absolute: point the copied registry at the copied files.
+def copy_home(source: Path, target: Path) -> Path:
+    """Copy a KEIKO_HOME; artifact URIs in its registry are absolute, so point them at the copy."""
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(f"sqlite:///{home / 'registry.db'}")
+    shutil.copytree(source, target)
+    engine = create_engine(f"sqlite:///{target / 'registry.db'}")
     with engine.begin() as conn:
         conn.execute(
             text("UPDATE model_versions SET artifact_uri = replace(artifact_uri, :old, :new)"),
-            {"old": pipeline_home.as_uri(), "new": home.as_uri()},
+            {"old": source.as_uri(), "new": target.as_uri()},
         )
     engine.dispose()
+    return target
+
+
+@pytest.fixture
+def run_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pipeline_home: Path, warehouse_dir: Path) -> Path:
+    """A private copy of `pipeline_home` (tests may change its registry and artifacts)."""
+    home = copy_home(pipeline_home, tmp_path / "home")
     monkeypatch.setenv("KEIKO_HOME", str(home))
     monkeypatch.setenv("KEIKO_WAREHOUSE_DIR", str(warehouse_dir))
     return home

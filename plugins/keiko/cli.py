@@ -42,17 +42,38 @@ def _positive(value: str) -> int:
     return number
 
 
+def _injections(args: argparse.Namespace) -> dict[dt.date, list[str]]:
+    """--inject KIND[:DATE] (DATE defaults to --end-date) -> {day: [kinds]}; bad values are user errors."""
+    from keiko.faults import FAULTS
+
+    first = args.end_date - dt.timedelta(days=args.days - 1)
+    faults: dict[dt.date, list[str]] = {}
+    for spec in args.inject:
+        kind, _, day_text = spec.partition(":")
+        if kind not in FAULTS:
+            raise KeikoError(f"--inject {spec}: unknown fault {kind!r}; known: {', '.join(FAULTS)}")
+        try:
+            day = dt.date.fromisoformat(day_text) if day_text else args.end_date
+        except ValueError:
+            raise KeikoError(f"--inject {spec}: {day_text!r} is not a date (YYYY-MM-DD)") from None
+        if not first <= day <= args.end_date:
+            raise KeikoError(f"--inject {spec}: {day} is outside the days written ({first}..{args.end_date})")
+        faults.setdefault(day, []).append(kind)
+    return faults
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from keiko.config import settings
     from keiko.synth import write_warehouse
 
+    faults = _injections(args)
     directory = settings().warehouse_dir
     print(
-        f"writing {args.days} days x {args.rows_per_day:,} rows ending {args.end_date} "
+        f"writing {args.days} days x ~{args.rows_per_day:,} rows ending {args.end_date} "
         f"to {directory} (seed {args.seed})"
     )
     started = time.monotonic()
-    write_warehouse(directory, args.end_date, args.days, args.rows_per_day, args.seed)
+    write_warehouse(directory, args.end_date, args.days, args.rows_per_day, args.seed, faults=faults)
     print(f"done in {time.monotonic() - started:.1f}s")
     return 0
 
@@ -145,14 +166,25 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from keiko.faults import FAULTS  # numpy and pyarrow: not at import, the operator imports this module
+
     parser = argparse.ArgumentParser(prog="keiko", description="Keeps production ML models fresh.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth = sub.add_parser("synth", help="write the synthetic DSP warehouse under $KEIKO_HOME/warehouse")
     synth.add_argument("--end-date", type=_date, required=True, help="last day to write (YYYY-MM-DD)")
     synth.add_argument("--days", type=_positive, required=True, help="number of days ending with --end-date")
-    synth.add_argument("--rows-per-day", type=_positive, required=True, help="impressions per day")
+    synth.add_argument(
+        "--rows-per-day", type=_positive, required=True, help="mean impressions per day (weekday cycle, noise)"
+    )
     synth.add_argument("--seed", type=int, default=7, help="same seed and day, same rows (default 7)")
+    synth.add_argument(
+        "--inject",
+        action="append",
+        default=[],
+        metavar="KIND[:DATE]",
+        help="write a data fault into one day (default --end-date); repeatable. Kinds: " + ", ".join(FAULTS),
+    )
     synth.set_defaults(func=cmd_synth)
 
     stage = sub.add_parser("stage", help="run one pipeline stage for one model and day")

@@ -11,7 +11,7 @@ Bayes-optimal logloss of any day.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,10 @@ CATEGORIES = np.array([f"IAB{i}" for i in range(1, 25)])
 HOUR_SHARE = 1.0 + 0.6 * np.sin(2 * np.pi * (np.arange(24) - 9) / 24)
 HOUR_SHARE /= HOUR_SHARE.sum()
 POSITION_SHARE = np.array([0.4, 0.3, 0.2, 0.1])
+# Monday..Sunday: more traffic and slightly more clicks at the weekend, as in mobile ad logs.
+WEEKDAY_VOLUME = np.array([0.97, 0.96, 0.96, 0.98, 1.01, 1.08, 1.06])
+WEEKDAY_CLICK_EFFECT = np.array([0.0, -0.01, -0.01, 0.0, 0.02, 0.06, 0.05])
+DAILY_VOLUME_NOISE = 0.04  # sd of the log of a day's volume around its weekday level
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -100,8 +104,14 @@ CONVERSION_BASE_LOGIT = np.log(0.08 / 0.92)
 POSITION_EFFECT = np.array([0.0, -0.3, -0.6, -0.9])
 
 
+def daily_rows(day: dt.date, rows_per_day: int, seed: int) -> int:
+    """The day's impressions: `rows_per_day` on average, with a weekday cycle and day-to-day noise."""
+    noise = np.random.default_rng([seed, day.toordinal(), 1]).normal(0.0, DAILY_VOLUME_NOISE)
+    return max(1, round(rows_per_day * WEEKDAY_VOLUME[day.weekday()] * np.exp(noise)))
+
+
 def generate_day(world: World, day: dt.date, rows: int, seed: int) -> dict[str, pa.Table]:
-    """All tables of one day; deterministic in (world, day, rows, seed)."""
+    """All tables of one day with exactly `rows` impressions; deterministic in (world, day, rows, seed)."""
     rng = np.random.default_rng([seed, day.toordinal()])
 
     hour = rng.choice(24, rows, p=HOUR_SHARE)
@@ -135,6 +145,7 @@ def generate_day(world: World, day: dt.date, rows: int, seed: int) -> dict[str, 
         + world.app_category_effect[app, category]
         + POSITION_EFFECT[position]
         + 0.25 * np.sin(2 * np.pi * (hour - 14) / 24)
+        + WEEKDAY_CLICK_EFFECT[day.weekday()]
         - 0.3 * np.log(floor_price / 0.8)
     )
     p_click = _sigmoid(logit)
@@ -212,20 +223,34 @@ def write_warehouse(
     rows_per_day: int,
     seed: int = 7,
     progress: Callable[[str], None] = print,
+    faults: Mapping[dt.date, Sequence[str]] | None = None,
 ) -> list[dt.date]:
+    """Write `days` days ending `end_date`; `faults` names the keiko.faults to inject into some days."""
+    from keiko.faults import FAULTS
+
     world = World.from_seed(seed)
     dates = [end_date - dt.timedelta(days=offset) for offset in range(days - 1, -1, -1)]
+    faults = faults or {}
     for index, day in enumerate(dates, start=1):
-        tables = generate_day(world, day, rows_per_day, seed)
+        tables: dict[str, pa.Table] | None = generate_day(world, day, daily_rows(day, rows_per_day, seed), seed)
+        for fault in faults.get(day, ()):
+            tables = FAULTS[fault](tables, np.random.default_rng([seed, day.toordinal(), 2]))
+        injected = f" [injected: {', '.join(faults[day])}]" if faults.get(day) else ""
+        if tables is None:
+            for name in TABLES:
+                partition_path(warehouse_dir, name, day).unlink(missing_ok=True)
+            progress(f"[{index}/{len(dates)}] {day}: no partitions{injected}")
+            continue
         for name, table in tables.items():
             path = partition_path(warehouse_dir, name, day)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.tmp")
             pq.write_table(table, tmp, compression="zstd")
             tmp.replace(path)
+        rows = tables["impressions"].num_rows
         n_clicks = len(np.unique(tables["clicks"]["impression_id"].to_numpy()))
         progress(
-            f"[{index}/{len(dates)}] {day}: {rows_per_day:,} impressions, {n_clicks:,} clicked "
-            f"({n_clicks / rows_per_day:.2%}), {tables['conversions'].num_rows:,} conversions"
+            f"[{index}/{len(dates)}] {day}: {rows:,} impressions, {n_clicks:,} clicked "
+            f"({n_clicks / max(rows, 1):.2%}), {tables['conversions'].num_rows:,} conversions{injected}"
         )
     return dates

@@ -79,9 +79,11 @@ class DuckDBWarehouse:
             connection.execute(f"SET threads = {int(self.threads)}")
         for table in self.tables():
             glob = (self.directory / table / "dt=*" / "*.parquet").as_posix().replace("'", "''")
+            # union_by_name reads partitions as Athena reads a Glue table: a column missing from a
+            # partition is NULL there, so gate_raw names it instead of extract failing on the schema.
             connection.execute(
                 f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{glob}', "
-                "hive_partitioning = true, hive_types = {'dt': VARCHAR})"
+                "hive_partitioning = true, hive_types = {'dt': VARCHAR}, union_by_name = true)"
             )
         return connection
 

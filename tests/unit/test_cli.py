@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from conftest import DS
+from conftest import DS, END_DATE, ROWS_PER_DAY
 from keiko.cli import main
+from keiko.synth import daily_rows
 
 
 def keiko(*args, env=None):
@@ -22,6 +23,11 @@ def keiko(*args, env=None):
         (["stage", "extract", "--model", "ctr", "--ds", "2027-01-10"], "missing warehouse partitions"),
         (["synth", "--end-date", DS, "--days", "0", "--rows-per-day", "10"], "expected a positive integer"),
         (["models", "show", "ctr", "42"], "ctr has no version 42"),
+        (["synth", "--end-date", DS, "--days", "1", "--rows-per-day", "10", "--inject", "gremlins"], "unknown fault"),
+        (
+            ["synth", "--end-date", DS, "--days", "1", "--rows-per-day", "10", "--inject", "drift:2026-11-01"],
+            "2026-11-01 is outside the days written (2026-11-21..2026-11-21)",
+        ),
     ],
 )
 def test_user_errors_are_one_clear_line(args, message, keiko_home):
@@ -38,7 +44,7 @@ def test_models_list_and_show(run_home, capsys):
     assert main(["models", "show", "ctr", "1", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["window_start"] == "2026-11-15" and shown["window_end"] == DS
-    assert shown["metrics"]["test"]["rows"] == 30_000
+    assert shown["metrics"]["test"]["rows"] == daily_rows(END_DATE, ROWS_PER_DAY, seed=7)
     assert main(["models", "list", "ctr"]) == 0
     assert "registered" in capsys.readouterr().out
 

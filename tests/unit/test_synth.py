@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from keiko.metrics import logloss
-from keiko.synth import World, generate_day, partition_path, write_warehouse
+from keiko.synth import World, daily_rows, generate_day, partition_path, write_warehouse
 
 DAY = dt.date(2026, 11, 21)
 
@@ -40,7 +40,7 @@ def test_tables_follow_the_design_schema(tmp_path):
         "event_time", "impression_id", "user_id", "app_id", "media_id", "ad_id", "campaign_id",
         "advertiser_category", "os", "device_model", "country", "position", "floor_price", "bid_price",
     ]  # fmt: skip
-    assert len(set(impressions.column("impression_id").to_pylist())) == 5_000
+    assert len(set(impressions.column("impression_id").to_pylist())) == impressions.num_rows
     clicks = pq.read_table(partition_path(tmp_path, "clicks", DAY))
     assert clicks.column_names == ["impression_id", "click_time"]
     # The click log repeats some events, as real ones do: extract must deduplicate.
@@ -57,3 +57,25 @@ def test_labels_follow_the_hidden_probabilities():
     assert abs(clicked.mean() - truth.mean()) < 0.002
     # The Bayes-optimal logloss beats a constant prediction by a clear margin: there is signal to learn.
     assert logloss(clicked, truth) < 0.95 * logloss(clicked, np.full_like(truth, clicked.mean()))
+
+
+def test_daily_volume_has_a_weekly_cycle_around_the_mean():
+    days = [DAY - dt.timedelta(days=i) for i in range(28)]
+    rows = {day: daily_rows(day, 100_000, seed=7) for day in days}
+    weekend = [n for day, n in rows.items() if day.weekday() >= 5]
+    weekdays = [n for day, n in rows.items() if day.weekday() < 5]
+    assert np.mean(weekend) > 1.05 * np.mean(weekdays)
+    assert 0.95 < np.mean(list(rows.values())) / 100_000 < 1.05
+    assert len(set(rows.values())) == len(rows)  # and every day differs
+
+
+def test_injected_faults_change_only_their_day(tmp_path):
+    other = DAY - dt.timedelta(days=1)
+    faults = {DAY: ["volume-drop"], other: ["missing-day"]}
+    write_warehouse(tmp_path / "clean", DAY, 3, 5_000, progress=lambda _m: None)
+    write_warehouse(tmp_path / "bad", DAY, 3, 5_000, progress=lambda _m: None, faults=faults)
+    first = DAY - dt.timedelta(days=2)
+    assert _digest(tmp_path / "clean", "impressions", first) == _digest(tmp_path / "bad", "impressions", first)
+    assert not partition_path(tmp_path / "bad", "impressions", other).exists()
+    kept = pq.read_table(partition_path(tmp_path / "bad", "impressions", DAY)).num_rows
+    assert 0.25 < kept / pq.read_table(partition_path(tmp_path / "clean", "impressions", DAY)).num_rows < 0.35

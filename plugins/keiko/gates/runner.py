@@ -7,6 +7,7 @@ failed expectation (suite, expectation, column, observed, expected) followed by 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -14,9 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from keiko.errors import GateFailed
+from keiko.errors import GateFailed, ModelConfigError
 from keiko.stages.context import StageContext
 
 
@@ -27,6 +29,7 @@ class Validation:
     name: str
     frame: pd.DataFrame
     expectations: list[Any]
+    index_column: str | None = None  # names the failing rows in the log, e.g. "dt" for daily aggregates
 
 
 @dataclass
@@ -52,10 +55,26 @@ def _short(value: Any, limit: int = 48) -> str:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return float(value) if isinstance(value, (int, float, np.number)) and not isinstance(value, bool) else None
 
 
-def describe_expected(kwargs: dict[str, Any]) -> str:
+def _observed_number(result: Any, validation: Validation) -> float | None:
+    """GE's numeric observed value, or the value of a one-row table of facts (for headroom reports)."""
+    column = result.expectation_config.kwargs.get("column")
+    if len(validation.frame) == 1 and column in validation.frame.columns:
+        return _number(validation.frame[column].iloc[0])
+    return _number((result.result or {}).get("observed_value"))
+
+
+# What expectations without bounds or sets require, in words.
+PLAIN_EXPECTED = {
+    "expect_column_values_to_not_be_null": "no nulls",
+    "expect_column_values_to_be_unique": "unique",
+    "expect_column_to_exist": "present",
+}
+
+
+def describe_expected(expectation: str, kwargs: dict[str, Any]) -> str:
     parts = []
     if "min_value" in kwargs or "max_value" in kwargs:
         low, high = kwargs.get("min_value"), kwargs.get("max_value")
@@ -65,19 +84,29 @@ def describe_expected(kwargs: dict[str, Any]) -> str:
             parts.append(label + _short(kwargs[key]))
     if kwargs.get("mostly", 1) < 1:
         parts.append(f"mostly {kwargs['mostly']:.0%}")
-    return " ".join(parts) or "true"
+    return " ".join(parts) or PLAIN_EXPECTED.get(expectation, "true")
 
 
-def describe_observed(result: Any) -> str:
+def describe_observed(result: Any, validation: Validation) -> str:
     if result.exception_info and result.exception_info.get("raised_exception"):
         return "error: " + _short(result.exception_info.get("exception_message", ""), 60)
     data = result.result or {}
     if data.get("observed_value") is not None:
         return _short(data["observed_value"])
+    column = result.expectation_config.kwargs.get("column")
+    if len(validation.frame) == 1 and column in validation.frame.columns:  # a one-row table of facts
+        return _short(validation.frame[column].iloc[0])
+    if validation.index_column and data.get("partial_unexpected_index_list"):
+        examples = [
+            f"{row[validation.index_column]}: {_short(row[column])}" for row in data["partial_unexpected_index_list"]
+        ]
+        return f"{data.get('unexpected_count', 0)} unexpected: " + ", ".join(examples[:3])
     if "unexpected_percent" in data:
-        examples = list(dict.fromkeys(map(_short, data.get("partial_unexpected_list") or [])))[:3]
-        share = data.get("unexpected_percent") or 0.0
-        return f"{share:.3g}% unexpected" + (f", e.g. {', '.join(examples)}" if examples else "")
+        values = [v for v in data.get("partial_unexpected_list") or [] if not pd.isna(v)]
+        examples = list(dict.fromkeys(map(_short, values)))[:3]
+        count, share = data.get("unexpected_count") or 0, data.get("unexpected_percent") or 0.0
+        what = "null" if result.expectation_config.type == "expect_column_values_to_not_be_null" else "unexpected"
+        return f"{count:,} {what} ({share:.3g}%)" + (f", e.g. {', '.join(examples)}" if examples else "")
     if data.get("details"):
         return _short(data["details"])
     return "missing" if not result.success else "ok"
@@ -88,8 +117,8 @@ def format_table(outcomes: list[Outcome]) -> str:
     rows = [(o.suite, o.expectation.removeprefix("expect_"), o.column, o.observed, o.expected) for o in outcomes]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join([line, "  ".join("-" * w for w in widths), *body])
+    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join([line.rstrip(), "  ".join("-" * w for w in widths), *body])
 
 
 def _quiet_great_expectations() -> None:
@@ -97,11 +126,39 @@ def _quiet_great_expectations() -> None:
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
 
 
+def model_expectations(ctx: StageContext, gate: str, suites: list[str]) -> dict[str, list[Any]]:
+    """A model's own expectations per suite, from include/models/<model>/expectations/<gate>.<suite>.json.
+
+    The files use Great Expectations' suite JSON ({"expectations": [{"type": ..., "kwargs": ...}]}), so a
+    suite exported from GE can be dropped in. A file for an unknown suite or a bad expectation is an error.
+    """
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    extra: dict[str, list[Any]] = {}
+    for path in sorted((ctx.model.directory / "expectations").glob(f"{gate}.*.json")):
+        suite = path.name.removeprefix(f"{gate}.").removesuffix(".json")
+        if suite not in suites:
+            raise ModelConfigError(f"{path}: gate_{gate} has no suite {suite!r}; its suites: {', '.join(suites)}")
+        try:
+            extra[suite] = [
+                ExpectationConfiguration(
+                    type=item["type"], kwargs=item.get("kwargs", {}), meta=item.get("meta")
+                ).to_domain_obj()
+                for item in json.loads(path.read_text())["expectations"]
+            ]
+        except Exception as exc:  # JSON, missing keys, unknown expectation, pydantic: all a broken file
+            raise ModelConfigError(f"{path}: not a valid expectation suite: {type(exc).__name__}: {exc}") from None
+    return extra
+
+
 def run_validations(ctx: StageContext, gate: str, validations: list[Validation]) -> list[Outcome]:
-    """Validate every frame with its suite; Data Docs go to {model}/{ds}/gates/{gate}/data_docs/."""
+    """Validate every frame with its suite (plus the model's own expectations for it); Data Docs go to
+    {model}/{ds}/gates/{gate}/data_docs/."""
     _quiet_great_expectations()
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    extra = model_expectations(ctx, gate, [v.name for v in validations])
 
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="keiko-gx-") as docs_dir:
@@ -118,14 +175,16 @@ def run_validations(ctx: StageContext, gate: str, validations: list[Validation])
         source = context.data_sources.add_pandas(f"{ctx.model.name}-{ctx.ds}")
         for validation in validations:
             suite_name = f"{ctx.model.name}.{gate}.{validation.name}"
-            suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=validation.expectations))
+            expectations = [*validation.expectations, *extra.get(validation.name, [])]
+            suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=expectations))
             batch = source.add_dataframe_asset(validation.name).add_batch_definition_whole_dataframe("run")
             definition = context.validation_definitions.add(
                 gx.ValidationDefinition(name=suite_name, data=batch, suite=suite)
             )
-            result = definition.run(
-                batch_parameters={"dataframe": validation.frame}, result_format={"result_format": "SUMMARY"}
-            )
+            result_format: dict[str, Any] = {"result_format": "SUMMARY"}
+            if validation.index_column:
+                result_format["unexpected_index_column_names"] = [validation.index_column]
+            result = definition.run(batch_parameters={"dataframe": validation.frame}, result_format=result_format)
             for item in result.results:
                 config = item.expectation_config
                 outcomes.append(
@@ -133,10 +192,10 @@ def run_validations(ctx: StageContext, gate: str, validations: list[Validation])
                         suite=validation.name,
                         expectation=config.type,
                         column=str(config.kwargs.get("column", "-")),
-                        observed=describe_observed(item),
-                        expected=describe_expected(config.kwargs),
+                        observed=describe_observed(item, validation),
+                        expected=describe_expected(config.type, config.kwargs),
                         passed=bool(item.success),
-                        value=_number((item.result or {}).get("observed_value")),
+                        value=_observed_number(item, validation),
                     )
                 )
         context.build_data_docs(site_names=["run"])

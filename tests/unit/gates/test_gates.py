@@ -119,8 +119,9 @@ def test_volume_reference_includes_earlier_passing_runs(run_home):
     from keiko.stages.context import StageContext
 
     # A week later, the passing gate_raw of DS is history: its 7 daily counts feed the median.
+    recorded = json.loads((day_dir(run_home) / "gates" / "raw.json").read_text())["daily_rows"]
     later = StageContext.create("ctr", dt.date(2026, 11, 29))
-    assert earlier_daily_rows(later) == [30_000] * 7
+    assert sorted(earlier_daily_rows(later)) == sorted(recorded.values()) and len(recorded) == 7
     assert earlier_daily_rows(StageContext.create("ctr", dt.date.fromisoformat(DS))) == []
 
 
@@ -152,3 +153,28 @@ def test_register_refuses_a_missing_or_stale_blessing(run_home, capsys):
     assert main(["stage", "register", "--model", "ctr", "--ds", DS]) == EXIT_USER_ERROR
     assert "gate_evaluation did not reach a verdict" in capsys.readouterr().err
     assert [v.version for v in Registry(settings().registry_url).list("ctr")] == [1]
+
+
+def test_a_model_adds_its_own_expectations_from_json(run_home):
+    result = json.loads((day_dir(run_home) / "gates" / "raw.json").read_text())
+    added = [o for o in result["outcomes"] if o["expectation"] == "expect_column_median_to_be_between"]
+    assert [(o["column"], o["passed"]) for o in added] == [("floor_price", True)]  # include/models/ctr/expectations/
+    rewrite_raw(run_home, lambda t: set_column(t, "floor_price", pc.multiply(t["floor_price"], 100.0)))
+    assert gate("raw") == EXIT_GATE_FAILED
+    result = json.loads((day_dir(run_home) / "gates" / "raw.json").read_text())
+    assert "expect_column_median_to_be_between" in [o["expectation"] for o in result["outcomes"] if not o["passed"]]
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("raw.row.json", '{"expectations": []}', "gate_raw has no suite 'row'; its suites: rows, ranges, daily"),
+        ("raw.rows.json", '{"expectations": [{"type": "expect_nonsense"}]}', "expect_nonsense not found"),
+        ("raw.rows.json", '{"expectations": [{"type": "expect_column_to_exist", "kwargs": {}}]}', "column"),
+    ],
+)
+def test_a_broken_model_suite_file_is_a_clear_error(run_home, project_copy, capsys, name, content, message):
+    (project_copy / "include" / "models" / "ctr" / "expectations" / name).write_text(content)
+    assert gate("raw") == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert name in err and message in err, err

@@ -3,8 +3,9 @@ import datetime as dt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from conftest import DS, run_steps
+from conftest import DS, END_DATE, ROWS_PER_DAY, run_steps
 from keiko.stages.features import split_masks
+from keiko.synth import daily_rows
 
 
 def test_split_is_by_time_with_the_last_day_as_test():
@@ -20,7 +21,9 @@ def test_features_stage_writes_splits_and_profile(pipeline_home):
     test = pq.read_table(day / "test.parquet")
     train = pq.read_table(day / "train.parquet")
     assert {"label", "impression_id", "app_id", "advertiser_category_x_os"} <= set(test.column_names)
-    assert test.num_rows == 30_000 and train.num_rows == 5 * 30_000
+    rows = {day: daily_rows(day, ROWS_PER_DAY, seed=7) for day in (END_DATE - dt.timedelta(days=i) for i in range(7))}
+    assert test.num_rows == rows[END_DATE]
+    assert train.num_rows == sum(n for day, n in rows.items() if day < END_DATE - dt.timedelta(days=1))
     assert not set(test.column("impression_id").to_pylist()) & set(train.column("impression_id").to_pylist())
     import json
 
