@@ -58,12 +58,18 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float, np.number)) and not isinstance(value, bool) else None
 
 
-def _observed_number(result: Any, validation: Validation) -> float | None:
-    """GE's numeric observed value, or the value of a one-row table of facts (for headroom reports)."""
+def _fact(result: Any, validation: Validation) -> Any:
+    """The judged value when the frame is a one-row table of facts (gate_training's, the blessing's)."""
     column = result.expectation_config.kwargs.get("column")
     if len(validation.frame) == 1 and column in validation.frame.columns:
-        return _number(validation.frame[column].iloc[0])
-    return _number((result.result or {}).get("observed_value"))
+        return validation.frame[column].iloc[0]
+    return None
+
+
+def _observed_number(result: Any, validation: Validation) -> float | None:
+    """GE's numeric observed value, or the fact judged (for headroom reports)."""
+    fact = _fact(result, validation)
+    return _number(fact if fact is not None else (result.result or {}).get("observed_value"))
 
 
 # What expectations without bounds or sets require, in words.
@@ -93,9 +99,9 @@ def describe_observed(result: Any, validation: Validation) -> str:
     data = result.result or {}
     if data.get("observed_value") is not None:
         return _short(data["observed_value"])
+    if (fact := _fact(result, validation)) is not None:
+        return _short(fact)
     column = result.expectation_config.kwargs.get("column")
-    if len(validation.frame) == 1 and column in validation.frame.columns:  # a one-row table of facts
-        return _short(validation.frame[column].iloc[0])
     if validation.index_column and data.get("partial_unexpected_index_list"):
         examples = [
             f"{row[validation.index_column]}: {_short(row[column])}" for row in data["partial_unexpected_index_list"]
