@@ -39,7 +39,7 @@ lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 serve: install
-	$(BIN)/keiko serve --model $(or $(MODEL),ctr) --port $(or $(PORT),8601)
+	$(BIN)/keiko serve --model $(or $(MODEL),ctr) $(if $(PORT),--port $(PORT)) $(if $(REPLICAS),--replicas $(REPLICAS))
 
 bench: install
 	$(BIN)/python bench/pipeline.py

@@ -146,15 +146,43 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_replicas(args: argparse.Namespace, port: int, replicas: int) -> int:
+    """One `keiko serve` process per replica on consecutive ports; stops them all when stopped."""
+    import signal
+    import subprocess
+
+    command = [sys.executable, "-m", "keiko", "serve", "--model", args.model, "--host", args.host, "--replicas", "1"]
+    children = [subprocess.Popen([*command, "--port", str(port + i)]) for i in range(replicas)]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # -> finally: stop the replicas too
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        failed = next(child for child in children if child.poll() is not None)
+        print(f"keiko: error: a replica exited with {failed.returncode}; stopping the others", file=sys.stderr)
+        return 1
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(timeout=30)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    from keiko.modeldef import load_model
+
+    serving = load_model(args.model).config.serving
+    port = args.port or serving.port
+    replicas = args.replicas or serving.replicas
+    if replicas > 1:
+        print(f"serving {args.model}: {replicas} replicas on http://{args.host}:{port}..{port + replicas - 1}")
+        return _serve_replicas(args, port, replicas)
+
     import uvicorn
 
-    from keiko.modeldef import load_model
     from keiko.serving.app import create_app
 
-    load_model(args.model)
-    print(f"serving {args.model} on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(create_app(args.model), host=args.host, port=args.port, log_level="warning", access_log=False)
+    print(f"serving {args.model} on http://{args.host}:{port}", flush=True)
+    uvicorn.run(create_app(args.model), host=args.host, port=port, log_level="warning", access_log=False)
     return 0
 
 
@@ -210,9 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
 
-    serve = sub.add_parser("serve", help="run a model server")
+    serve = sub.add_parser("serve", help="run a model server, or several replicas of it")
     serve.add_argument("--model", required=True)
-    serve.add_argument("--port", type=int, required=True)
+    serve.add_argument("--port", type=_positive, help="first replica's port (default: serving.port of model.yaml)")
+    serve.add_argument(
+        "--replicas", type=_positive, help="replicas on consecutive ports (default: serving.replicas of model.yaml)"
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.set_defaults(func=cmd_serve)
 

@@ -34,11 +34,17 @@ class Settings:
     def sql_dir(self) -> Path:
         return self.project_dir / "include" / "sql"
 
-    def serving_urls(self, model: str, default_port: int) -> list[str]:
-        """Model-server base URLs for `model`: KEIKO_SERVING_URLS_<MODEL> (comma-separated) or loopback."""
+    def serving_urls(self, model: str, port: int, replicas: int = 1) -> list[str]:
+        """Model-server replicas of `model`: KEIKO_SERVING_URLS_<MODEL> (comma-separated), else `replicas`
+        loopback ports from `port` on (what `keiko serve --replicas N` starts)."""
         raw = os.environ.get(f"KEIKO_SERVING_URLS_{model.upper()}", "")
         urls = [u.strip().rstrip("/") for u in raw.split(",") if u.strip()]
-        return urls or [f"http://127.0.0.1:{default_port}"]
+        return urls or [f"http://127.0.0.1:{port + i}" for i in range(replicas)]
+
+
+# The trigger param `deploy`: auto (deploy a blessed, current model), skip, force (deploy even history;
+# the blessing is still required).
+DEPLOY_MODES = ("auto", "skip", "force")
 
 
 def settings() -> Settings:

@@ -9,8 +9,9 @@ import datetime as dt
 import itertools
 from pathlib import Path
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TriggerRule
 
+from keiko.config import DEPLOY_MODES
 from keiko.errors import KeikoError, ModelConfigError
 from keiko.modeldef import ModelDefinition, load_model, model_names
 from keiko.operators.stage import KeikoStageOperator
@@ -70,6 +71,15 @@ def build_dag(definition: ModelDefinition) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["keiko", f"model:{definition.name}", f"owner:{config.owner}"],
+        params={
+            "deploy": Param(
+                "auto",
+                type="string",
+                enum=list(DEPLOY_MODES),
+                description="auto: deploy a blessed model unless it is history (a backfill, or older data than "
+                "production's); skip: never deploy this run; force: deploy even history (still needs the blessing)",
+            ),
+        },
         doc_md=DOC_TEMPLATE.format(
             name=definition.name,
             description=config.description,
@@ -95,6 +105,7 @@ def build_dag(definition: ModelDefinition) -> DAG:
                 model=definition.name,
                 stage=name,
                 kind=kind,
+                env={"KEIKO_RUN_TYPE": "{{ dag_run.run_type }}", "KEIKO_DEPLOY": "{{ params.deploy }}"},
                 # A failed expectation is deterministic: retrying a gate only delays the page.
                 **({"retries": 0} if kind == "gate" else {}),
             )

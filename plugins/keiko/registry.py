@@ -42,7 +42,7 @@ versions = Table(
     metadata,
     Column("model", String(64), primary_key=True),
     Column("version", Integer, primary_key=True),
-    Column("status", String(16), nullable=False),  # registered | rejected
+    Column("status", String(16), nullable=False),  # registered | rejected | historical (blessed, never deployed)
     Column("ds", String(10), nullable=False),
     Column("window_start", String(10), nullable=False),
     Column("window_end", String(10), nullable=False),
@@ -163,7 +163,7 @@ class Registry:
         reason: str = "",
         run_id: str = "",
     ) -> Registration:
-        if status not in ("registered", "rejected"):
+        if status not in ("registered", "rejected", "historical"):
             raise RegistryError(f"unknown status {status!r}")
         identity = (
             (versions.c.model == model)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from keiko.errors import KeikoError, MissingDataError
+from keiko.errors import KeikoError
 from keiko.gates.evaluation import BLESSING
+from keiko.rollout import json_rows
 from keiko.serving.client import ModelServerClient
 from keiko.stages.context import StageContext
 
@@ -14,8 +15,7 @@ def sample_rows(ctx: StageContext, n: int = 3) -> list[dict]:
     raw = ctx.store.read_table(
         ctx.uri("raw.parquet"), columns=list(ctx.model.features.INPUT_SCHEMA), filters=[("dt", "=", ctx.ds.isoformat())]
     )
-    rows = raw.slice(0, n).to_pylist()
-    return [{k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in row.items()} for row in rows]
+    return json_rows(raw.slice(0, n))
 
 
 def print_summary(model: str, ds: dt.date) -> None:
@@ -50,12 +50,13 @@ def print_summary(model: str, ds: dt.date) -> None:
     )
     print(f"deployed  production alias -> v{ctx.registry.alias(model, 'production')}")
 
-    url = ctx.settings.serving_urls(model, ctx.model.config.serving.port)[0]
-    try:
-        rows = sample_rows(ctx)
-        with ModelServerClient(url, timeout=5) as server:
-            answer = server.predict(rows)
-        shown = ", ".join(f"{p:.5f}" for p in answer["predictions"])
-        print(f"live      {url} v{answer['model_version']} predicts [{shown}] for the first {len(rows)} test rows")
-    except (KeikoError, MissingDataError) as exc:
-        print(f"live      no answer: {exc}")
+    serving = ctx.model.config.serving
+    rows = sample_rows(ctx)
+    for url in ctx.settings.serving_urls(model, serving.port, serving.replicas):
+        try:
+            with ModelServerClient(url, timeout=5) as server:
+                answer = server.predict(rows)
+            shown = ", ".join(f"{p:.5f}" for p in answer["predictions"])
+            print(f"live      {url} v{answer['model_version']} predicts [{shown}] for the first {len(rows)} test rows")
+        except KeikoError as exc:
+            print(f"live      {url} no answer: {exc}")

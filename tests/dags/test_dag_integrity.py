@@ -3,9 +3,11 @@
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk.definitions.param import ParamValidationError
 
 from conftest import ROOT
 from keiko.modeldef import load_model, model_names
@@ -59,9 +61,19 @@ def test_dag_shape_and_policy(dagbag, model):
 
 @pytest.mark.parametrize("model", model_names())
 def test_every_templated_field_renders(dagbag, model):
+    context = {"ds": "2026-11-21", "dag_run": SimpleNamespace(run_type="backfill"), "params": {"deploy": "skip"}}
     for task in dagbag.dags[f"keiko_{model}"].tasks:
-        task.render_template_fields({"ds": "2026-11-21"})
+        task.render_template_fields(context)
         assert task.ds == "2026-11-21" and task.model == model
+        assert task.env == {"KEIKO_RUN_TYPE": "backfill", "KEIKO_DEPLOY": "skip"}
+
+
+@pytest.mark.parametrize("model", model_names())
+def test_the_deploy_param_refuses_unknown_values(dagbag, model):
+    param = dagbag.dags[f"keiko_{model}"].params.get_param("deploy")
+    assert param.value == "auto" and param.resolve("force") == "force"
+    with pytest.raises(ParamValidationError, match="sometimes"):
+        param.resolve("sometimes")
 
 
 def test_parsing_imports_no_training_or_validation_libraries():

@@ -11,7 +11,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import keiko
-from keiko.config import Settings, settings
+from keiko.config import DEPLOY_MODES, Settings, settings
+from keiko.errors import KeikoError
 from keiko.modeldef import ModelDefinition, load_model
 from keiko.storage import ArtifactStore
 from keiko.warehouse import data_window
@@ -27,11 +28,24 @@ class StageContext:
     ds: dt.date
     settings: Settings
     run_id: str = ""
+    run_type: str = "manual"  # Airflow's dag_run.run_type: scheduled, manual, backfill, ...
+    deploy_mode: str = "auto"  # the trigger param `deploy`: auto, skip or force
     started: float = field(default_factory=time.monotonic)
 
     @classmethod
     def create(cls, model: str, ds: dt.date, run_id: str = "") -> StageContext:
-        return cls(load_model(model), ds, settings(), run_id or os.environ.get("KEIKO_RUN_ID", ""))
+        """The run's identity comes from the operator's environment (KEIKO_RUN_ID, KEIKO_RUN_TYPE, KEIKO_DEPLOY)."""
+        deploy_mode = os.environ.get("KEIKO_DEPLOY") or "auto"
+        if deploy_mode not in DEPLOY_MODES:
+            raise KeikoError(f"KEIKO_DEPLOY={deploy_mode!r}: expected one of {', '.join(DEPLOY_MODES)}")
+        return cls(
+            load_model(model),
+            ds,
+            settings(),
+            run_id or os.environ.get("KEIKO_RUN_ID", ""),
+            run_type=os.environ.get("KEIKO_RUN_TYPE") or "manual",
+            deploy_mode=deploy_mode,
+        )
 
     @cached_property
     def store(self) -> ArtifactStore:

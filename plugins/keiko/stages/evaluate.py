@@ -52,6 +52,21 @@ def production_predictions(ctx: StageContext, raw_test: pa.Table) -> tuple[int, 
     return version, model.predict(features)
 
 
+GOLDEN_ROWS = 500
+
+
+def golden_set(ctx: StageContext, raw_test: pa.Table, predictions: np.ndarray) -> pa.Table:
+    """Test-day rows with the candidate's offline predictions: what the live service must answer.
+
+    The offline answers come from the batch path (features stage on Arrow columns); the server builds
+    the same rows from JSON. Any difference between the two is training/serving skew.
+    """
+    rng = np.random.default_rng(ctx.ds.toordinal())
+    picked = np.sort(rng.choice(raw_test.num_rows, min(GOLDEN_ROWS, raw_test.num_rows), replace=False))
+    columns = ["impression_id", *ctx.model.features.INPUT_SCHEMA]
+    return raw_test.select(columns).take(picked).append_column("expected_prediction", pa.array(predictions[picked]))
+
+
 def run(ctx: StageContext) -> dict:
     config = ctx.model.config
     trained = ctx.stage_result("train")
@@ -88,8 +103,12 @@ def run(ctx: StageContext) -> dict:
         f"calibration {candidate['calibration']:.3f}"
         + (f"; Bayes-optimal logloss {bayes:.5f} (gap {evaluation['candidate_gap_to_bayes']:+.2%})" if bayes else "")
     )
+    golden_uri = ctx.uri("golden.parquet")
+    golden_sha256 = ctx.store.write_table(golden_uri, golden_set(ctx, raw_test, p_candidate))
     uri = ctx.uri("evaluation.json")
     return {
+        "golden_uri": golden_uri,
+        "golden_sha256": golden_sha256,
         "evaluation_uri": uri,
         "evaluation_sha256": ctx.store.write_json(uri, evaluation),
         "candidate_logloss": candidate["logloss"],

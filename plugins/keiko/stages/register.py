@@ -36,6 +36,20 @@ def read_blessing(ctx: StageContext, model_sha256: str, evaluation_bytes: bytes)
     return blessing
 
 
+def history_reason(ctx: StageContext, window_end: str) -> str | None:
+    """Why this run's model must never be deployed (it is history), or None. `deploy=force` overrides."""
+    if ctx.deploy_mode == "force":
+        return None
+    if ctx.run_type == "backfill":
+        return "a backfill run: backfills never deploy"
+    current = ctx.registry.alias(ctx.model.name, "production")
+    if current is not None:
+        production_end = ctx.registry.get(ctx.model.name, current).window_end
+        if window_end < production_end:
+            return f"its data window ends {window_end}, before production v{current}'s ({production_end})"
+    return None
+
+
 def run(ctx: StageContext) -> dict:
     extracted, trained = ctx.stage_result("extract"), ctx.stage_result("train")
     evaluation_bytes = ctx.store.read_bytes(ctx.uri("evaluation.json"))
@@ -45,6 +59,16 @@ def run(ctx: StageContext) -> dict:
     profile_uri = publish_artifact(
         ctx, ctx.uri("profile.json"), ctx.stage_result("features")["profile_sha256"], trained["model_sha256"]
     )
+    status, reason = (
+        ("registered", "; ".join(blessing["reasons"]))
+        if blessing["blessed"]
+        else (
+            "rejected",
+            "; ".join(blessing["reasons"]),
+        )
+    )
+    if status == "registered" and (history := history_reason(ctx, extracted["window_end"])):
+        status, reason = "historical", history
     registration = ctx.registry.register(
         model=ctx.model.name,
         ds=ctx.ds.isoformat(),
@@ -65,14 +89,14 @@ def run(ctx: StageContext) -> dict:
             "raw_rows": extracted["rows"],
             "raw_sha256": extracted["raw_sha256"],
         },
-        status="registered" if blessing["blessed"] else "rejected",
-        reason="; ".join(blessing["reasons"]),
+        status=status,
+        reason=reason,
         run_id=ctx.run_id,
     )
     entry = registration.version
     verb = "registered" if registration.created else "already registered (same window and artifact sha256)"
-    if entry.status == "rejected":
-        verb += f" as REJECTED ({entry.reason})"
+    if entry.status != "registered":
+        verb += f" as {entry.status.upper()} ({entry.reason})"
     ctx.log(f"{ctx.model.name} v{entry.version} {verb}: {entry.artifact_uri} sha256 {entry.artifact_sha256[:12]}")
     return {
         "version": entry.version,

@@ -1,0 +1,75 @@
+"""Rolling a model version out to its servers: the pieces every backend shares.
+
+A backend moves the servers to a version and, when anything fails, puts back the version they
+served before; the caller (the deploy stage) moves the `production` alias only after it succeeds.
+Every step is recorded as a `RolloutEvent` (the deployment record and the per-replica timeline).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from keiko.errors import KeikoError
+
+SMOKE_ROWS = 16
+SMOKE_TOLERANCE = 1e-6
+
+
+class RolloutFailed(KeikoError):
+    """The rollout stopped; `rolled_back` says whether every server is back on the previous version."""
+
+    def __init__(self, message: str, *, events: list[RolloutEvent], rolled_back: bool) -> None:
+        super().__init__(message)
+        self.events = events
+        self.rolled_back = rolled_back
+
+
+@dataclass(frozen=True)
+class RolloutEvent:
+    replica: str
+    event: str  # "loaded", "ready", "smoke passed", "failed", "rolled back", "rollback failed", "unchanged"
+    version: int | None
+    at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"))
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def json_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """Rows as a client sends them to /predict (timestamps as ISO strings)."""
+    rows = table.to_pylist()
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, dt.datetime | dt.date):
+                row[key] = value.isoformat()
+    return rows
+
+
+@dataclass(frozen=True)
+class SmokeTest:
+    """Requests with known answers: the candidate's offline predictions for rows of the test day."""
+
+    rows: list[dict[str, Any]]
+    expected: list[float]
+    tolerance: float = SMOKE_TOLERANCE
+
+    @classmethod
+    def from_golden(cls, golden: pa.Table, limit: int = SMOKE_ROWS) -> SmokeTest:
+        head = golden.slice(0, limit)
+        return cls(json_rows(head.drop_columns(["expected_prediction"])), head["expected_prediction"].to_pylist())
+
+    def check(self, answer: dict[str, Any], version: int) -> None:
+        """Raise KeikoError unless `answer` (a /predict response) is `version`'s known answers."""
+        if answer.get("model_version") != version:
+            raise KeikoError(f"answered as v{answer.get('model_version')}, expected v{version}")
+        got = answer.get("predictions") or []
+        if len(got) != len(self.expected):
+            raise KeikoError(f"{len(got)} predictions for {len(self.expected)} rows")
+        worst = max(abs(g - e) for g, e in zip(got, self.expected, strict=True))
+        if not worst <= self.tolerance:  # NaN compares false: fails too
+            raise KeikoError(f"smoke predictions differ from the offline ones by {worst:.3g} (> {self.tolerance:g})")

@@ -1,0 +1,153 @@
+"""Zero downtime: replicas under steady traffic through a rollout and through rollbacks caused by broken
+versions. No request may fail, and every answer comes from either the old or the new version."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import threading
+
+import httpx
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import DS, serve_in_thread
+from keiko.config import settings
+from keiko.registry import Registry
+from keiko.rollout import RolloutFailed, SmokeTest
+from keiko.rollout.local import LocalRollout
+from keiko.serving.app import create_app
+from keiko.storage import ArtifactStore
+
+
+class Traffic:
+    """Round-robin /predict requests over the replicas from a background thread, like a load balancer."""
+
+    def __init__(self, urls: list[str], rows: list[dict]) -> None:
+        self.urls, self.rows = urls, rows
+        self.answers: list[tuple[int, int | None]] = []  # (HTTP status, model_version)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            for url in itertools.cycle(self.urls):
+                if self._stop.is_set():
+                    return
+                try:
+                    response = client.post(f"{url}/predict", json={"rows": self.rows})
+                    self.answers.append((response.status_code, response.json().get("model_version")))
+                except httpx.HTTPError as exc:
+                    self.answers.append((0, repr(exc)))
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+@pytest.fixture
+def replicas(run_home):
+    """Three replicas serving production v1."""
+    registry = Registry(settings().registry_url)
+    registry.move_alias("ctr", 1)
+    with contextlib.ExitStack() as stack:
+        urls = [stack.enter_context(serve_in_thread(create_app("ctr"))) for _ in range(3)]
+        for url in urls:
+            with httpx.Client() as client:
+                for _ in range(300):
+                    if client.get(f"{url}/readyz").status_code == 200:
+                        break
+                    threading.Event().wait(0.05)
+        yield urls
+
+
+def register_variant(artifact: bytes, *, sha256: str | None = None, window_start: str) -> int:
+    """Another version of ctr whose artifact is `artifact` (and, to break it, a sha256 that is not its own)."""
+    registry = Registry(settings().registry_url)
+    v1 = registry.get("ctr", 1)
+    path = settings().home / "artifacts" / "ctr" / "variants" / f"{window_start}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(artifact)
+    fields = {k: getattr(v1, k) for k in ("ds", "window_end", "code_version", "config_sha256", "features_sha256")}
+    return registry.register(
+        model="ctr",
+        window_start=window_start,
+        artifact_uri=path.as_uri(),
+        artifact_sha256=sha256 or hashlib.sha256(artifact).hexdigest(),
+        algorithm=v1.algorithm,
+        metrics=v1.metrics,
+        **fields,
+    ).version.version
+
+
+def golden() -> pq.Table:
+    return pq.read_table(settings().home / "artifacts" / "ctr" / DS / "golden.parquet")
+
+
+def v1_bytes() -> bytes:
+    v1 = Registry(settings().registry_url).get("ctr", 1)
+    return ArtifactStore(settings().artifact_root).read_bytes(v1.artifact_uri)
+
+
+def roll(urls: list[str], version: int, smoke: SmokeTest) -> tuple[list, Exception | None]:
+    rows = smoke.rows[:4]
+    with Traffic(urls, rows) as traffic:
+        threading.Event().wait(0.5)  # traffic before the rollout starts
+        error = None
+        try:
+            LocalRollout(urls=urls, smoke=smoke, ready_timeout=10, log=lambda _m: None).run(version, previous=1)
+        except RolloutFailed as exc:
+            error = exc
+        threading.Event().wait(0.5)  # and after it ends
+    return traffic.answers, error
+
+
+def test_a_rollout_under_traffic_drops_nothing(replicas):
+    v2 = register_variant(v1_bytes(), window_start="2026-11-14")  # same weights: answers stay known
+    answers, error = roll(replicas, v2, SmokeTest.from_golden(golden()))
+    assert error is None
+    assert len(answers) > 50 and {status for status, _ in answers} == {200}
+    assert {version for _, version in answers} == {1, 2}
+    assert [httpx.get(f"{u}/version").json()["version"] for u in replicas] == [v2] * 3
+
+
+def _sha_mismatch():
+    original = v1_bytes()
+    return register_variant(original[:-1] + bytes([original[-1] ^ 1]), sha256=hashlib.sha256(original).hexdigest(),
+                            window_start="2026-11-13")  # fmt: skip
+
+
+def _load_raises():
+    return register_variant(b"not a model", window_start="2026-11-12")
+
+
+def _wrong_answers():
+    v2 = register_variant(v1_bytes(), window_start="2026-11-11")
+    table = golden()  # the offline answers disagree with what the replica computes: skew
+    index = table.schema.get_field_index("expected_prediction")
+    return v2, table.set_column(index, "expected_prediction", pc.multiply(table[index], 1.01))
+
+
+@pytest.mark.parametrize(
+    "broken, reason",
+    [
+        (_sha_mismatch, "sha256"),
+        (_load_raises, "refused to load"),
+        (_wrong_answers, "smoke predictions differ"),
+    ],
+    ids=["artifact sha256 mismatch", "load raises", "wrong answers after load"],
+)
+def test_a_broken_version_is_rolled_back_under_traffic(replicas, broken, reason):
+    made = broken()
+    version, table = made if isinstance(made, tuple) else (made, golden())
+    answers, error = roll(replicas, version, SmokeTest.from_golden(table))
+    assert isinstance(error, RolloutFailed) and reason in str(error) and error.rolled_back
+    assert len(answers) > 50 and {status for status, _ in answers} == {200}, answers[:5]
+    assert {v for _, v in answers} <= {1, version}
+    assert [httpx.get(f"{u}/version").json()["version"] for u in replicas] == [1] * 3
