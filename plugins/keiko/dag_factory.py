@@ -28,6 +28,7 @@ PIPELINE = (
     ("gate_evaluation", "gate"),
     ("register", "stage"),
     ("deploy", "stage"),
+    ("gate_serving", "gate"),
 )
 STAGE_TIMEOUT = dt.timedelta(hours=2)
 

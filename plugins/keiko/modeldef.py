@@ -48,6 +48,8 @@ class Resources(_Strict):
 class Serving(_Strict):
     port: int = Field(ge=1024, le=65535)
     replicas: int = Field(default=1, ge=1)
+    p95_latency_ms: float = Field(default=10.0, gt=0, description="gate_serving: p95 of single-row /predict calls")
+    skew_tolerance: float = Field(default=1e-6, gt=0, description="gate_serving: |served - offline| per row")
 
 
 class Band(_Strict):

@@ -40,7 +40,7 @@ def test_dag_shape_and_policy(dagbag, model):
         chain.append(nxt)
     assert [t.task_id for t in chain] == [
         "extract", "gate_raw", "features", "gate_features", "train", "gate_training",
-        "evaluate", "gate_evaluation", "register", "deploy",
+        "evaluate", "gate_evaluation", "register", "deploy", "gate_serving",
     ]  # fmt: skip
     assert len(dag.tasks) == len(chain)
     # register records an unblessed candidate as rejected: it runs once evaluate and the gate are done.

@@ -65,6 +65,7 @@ def test_dag_retrains_registers_deploys_and_the_server_answers(environment, tmp_
     env, url = environment
     first = dags_test(env)
     assert "production alias moved vNone -> v1" in first
+    assert "gate_serving passed" in first  # the live replica answers the golden set as offline
 
     from keiko.algorithms import load_model_bytes
     from keiko.registry import Registry

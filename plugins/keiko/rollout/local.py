@@ -58,7 +58,7 @@ class LocalRollout:
                     self._move(server, version)
                 except KeikoError as exc:
                     self._record(url, "failed", version, str(exc))
-                    rolled_back = self._roll_back(touched, previous)
+                    rolled_back = self.roll_back(touched, previous)
                     if not touched:
                         outcome = "no replica had moved"
                     elif rolled_back:
@@ -72,7 +72,8 @@ class LocalRollout:
                     ) from None
         return self.events
 
-    def _roll_back(self, urls: list[str], previous: int | None) -> bool:
+    def roll_back(self, urls: list[str], previous: int | None) -> bool:
+        """Put `urls` back on `previous` (last moved first); False if any could not be restored."""
         if previous is None:
             for url in urls:
                 self._record(url, "rollback failed", None, "no previous version: nothing to roll back to")

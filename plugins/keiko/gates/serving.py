@@ -1,0 +1,96 @@
+"""gate_serving: the live replicas answer the golden set exactly as the offline candidate did, fast enough.
+
+Each golden row (sampled from the test day by evaluate, with the candidate's offline prediction) is
+sent as its own single-auction /predict request to every replica. |served - offline| above the
+tolerance is training/serving skew (a float32 cast, a feature computed differently online). A
+failure rolls the replicas and the production alias back to the previous version, like a failed
+deploy.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from keiko.errors import GateFailed, KeikoError
+from keiko.gates.runner import Validation, report, run_validations
+from keiko.rollout import SmokeTest, json_rows
+from keiko.rollout.local import LocalRollout
+from keiko.serving.client import ModelServerClient
+from keiko.stages.context import StageContext
+
+
+def probe(url: str, rows: list[dict], version: int) -> tuple[pd.DataFrame, dict]:
+    """One request per row: per-row skew, and the replica's latency and version facts."""
+    served, latencies, versions = [], [], set()
+    with ModelServerClient(url, timeout=5) as server:
+        for row in rows:
+            started = time.perf_counter()
+            answer = server.predict([row])
+            latencies.append((time.perf_counter() - started) * 1000)
+            served.append(answer["predictions"][0])
+            versions.add(answer["model_version"])
+    facts = {
+        "p95_latency_ms": float(np.percentile(latencies, 95)),
+        "versions_served": len(versions),
+        "serves_deployed_version": int(versions == {version}),
+    }
+    return pd.DataFrame({"served": served}), facts
+
+
+def roll_back(ctx: StageContext, deployed: dict, urls: list[str], smoke: SmokeTest) -> str:
+    version, previous = deployed["version"], deployed["previous_version"]
+    if previous is None or previous == version:
+        return f"no previous version to roll back to: v{version} keeps serving"
+    if not LocalRollout(urls=urls, smoke=smoke, log=ctx.log).roll_back(urls, previous):
+        return f"ROLLBACK TO v{previous} FAILED on some replicas: see the log above"
+    try:
+        ctx.registry.move_alias(ctx.model.name, previous, expected=version, note=f"gate_serving failed {ctx.ds}")
+    except KeikoError as exc:
+        return f"replicas back on v{previous} but the alias did not move back: {exc}"
+    return f"rolled back to v{previous} (replicas and production alias)"
+
+
+def run(ctx: StageContext) -> dict:
+    import great_expectations.expectations as gxe
+
+    serving = ctx.model.config.serving
+    deployed = ctx.stage_result("deploy")
+    golden = ctx.store.read_table(ctx.stage_result("evaluate")["golden_uri"])
+    rows = json_rows(golden.drop_columns(["expected_prediction"]))
+    expected = golden["expected_prediction"].to_numpy()
+    urls = deployed["servers"]
+    ctx.log(f"gate_serving {ctx.model.name}: {len(rows)} golden rows, one request each, to {len(urls)} replica(s)")
+
+    validations = []
+    for index, url in enumerate(urls, start=1):
+        served, facts = probe(url, rows, deployed["version"])
+        served["impression_id"] = golden["impression_id"].to_numpy()
+        served["abs_error"] = (served["served"] - expected).abs()
+        validations.append(
+            Validation(
+                f"replica{index}_answers",
+                served,
+                [gxe.ExpectColumnValuesToBeBetween(column="abs_error", min_value=0, max_value=serving.skew_tolerance)],
+                index_column="impression_id",
+            )
+        )
+        validations.append(
+            Validation(
+                f"replica{index}_service",
+                pd.DataFrame([facts]),
+                [
+                    gxe.ExpectColumnValuesToBeBetween(column="p95_latency_ms", max_value=serving.p95_latency_ms),
+                    gxe.ExpectColumnValuesToBeBetween(column="serves_deployed_version", min_value=1, max_value=1),
+                ],
+            )
+        )
+    outcomes = run_validations(ctx, "serving", validations)
+    worst_latency = max(v.frame["p95_latency_ms"].iloc[0] for v in validations if v.name.endswith("_service"))
+    summary = f"{len(urls)} replica(s) answer {len(rows)} golden rows as offline; worst p95 {worst_latency:.2f} ms"
+    try:
+        return report(ctx, "serving", outcomes, summary, {"version": deployed["version"]})
+    except GateFailed as exc:
+        raise GateFailed(f"{exc}; {roll_back(ctx, deployed, urls, SmokeTest.from_golden(golden))}") from None
