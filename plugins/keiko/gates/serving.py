@@ -34,7 +34,6 @@ def probe(url: str, rows: list[dict], version: int) -> tuple[pd.DataFrame, dict]
             versions.add(answer["model_version"])
     facts = {
         "p95_latency_ms": float(np.percentile(latencies, 95)),
-        "versions_served": len(versions),
         "serves_deployed_version": int(versions == {version}),
     }
     return pd.DataFrame({"served": served}), facts

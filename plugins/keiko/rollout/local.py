@@ -22,7 +22,6 @@ class LocalRollout:
         smoke: SmokeTest,
         ready_timeout: float = 60.0,
         log: Callable[[str], None] = print,
-        client: Callable[[str], ModelServerClient] = ModelServerClient,
     ) -> None:
         if not urls:
             raise KeikoError("no model-server replicas configured")
@@ -30,7 +29,6 @@ class LocalRollout:
         self.smoke = smoke
         self.ready_timeout = ready_timeout
         self.log = log
-        self.client = client
         self.events: list[RolloutEvent] = []
 
     def _record(self, replica: str, event: str, version: int | None, detail: str = "") -> None:
@@ -49,7 +47,7 @@ class LocalRollout:
         """Move every replica to `version`; on any failure put the touched ones back on `previous`."""
         touched: list[str] = []
         for url in self.urls:
-            with self.client(url) as server:
+            with ModelServerClient(url) as server:
                 try:
                     if server.version().get("version") == version:
                         self._record(url, "unchanged", version, "already serving it")
@@ -80,7 +78,7 @@ class LocalRollout:
             return False
         ok = True
         for url in reversed(urls):
-            with self.client(url) as server:
+            with ModelServerClient(url) as server:
                 try:
                     if server.version().get("version") != previous:
                         server.load(previous)
