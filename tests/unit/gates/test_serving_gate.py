@@ -60,7 +60,7 @@ def test_skew_fails_and_rolls_back_to_the_previous_version(apps, project_copy, c
 
 def test_a_slow_service_fails_the_latency_budget(apps, project_copy, capsys):
     path = project_copy / "include" / "models" / "ctr" / "model.yaml"
-    path.write_text(path.read_text().replace("p95_latency_ms: 50", "p95_latency_ms: 0.001"))
+    path.write_text(path.read_text().replace("p95_latency_ms: 100", "p95_latency_ms: 0.001"))
     run_steps("deploy")
     assert gate_serving() == EXIT_GATE_FAILED
     failed = [o["column"] for o in result()["outcomes"] if not o["passed"]]
