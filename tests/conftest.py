@@ -137,3 +137,13 @@ def serve_in_thread(app):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def serve_replicas(count: int, model: str = "ctr"):
+    """`count` model-server replicas of `model` in threads; yields (apps, urls)."""
+    from keiko.serving.app import create_app
+
+    apps = [create_app(model) for _ in range(count)]
+    with contextlib.ExitStack() as stack:
+        yield apps, [stack.enter_context(serve_in_thread(app)) for app in apps]

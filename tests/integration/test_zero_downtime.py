@@ -3,22 +3,21 @@ versions. No request may fail, and every answer comes from either the old or the
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import threading
+import time
 
 import httpx
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DS, serve_in_thread
+from conftest import DS, serve_replicas
 from keiko.config import settings
 from keiko.registry import Registry
 from keiko.rollout import RolloutFailed, SmokeTest
 from keiko.rollout.local import LocalRollout
-from keiko.serving.app import create_app
 from keiko.storage import ArtifactStore
 
 
@@ -56,14 +55,13 @@ def replicas(run_home):
     """Three replicas serving production v1."""
     registry = Registry(settings().registry_url)
     registry.move_alias("ctr", 1)
-    with contextlib.ExitStack() as stack:
-        urls = [stack.enter_context(serve_in_thread(create_app("ctr"))) for _ in range(3)]
+    with serve_replicas(3) as (_apps, urls):
         for url in urls:
             with httpx.Client() as client:
                 for _ in range(300):
                     if client.get(f"{url}/readyz").status_code == 200:
                         break
-                    threading.Event().wait(0.05)
+                    time.sleep(0.05)
         yield urls
 
 
@@ -98,13 +96,13 @@ def v1_bytes() -> bytes:
 def roll(urls: list[str], version: int, smoke: SmokeTest) -> tuple[list, Exception | None]:
     rows = smoke.rows[:4]
     with Traffic(urls, rows) as traffic:
-        threading.Event().wait(0.5)  # traffic before the rollout starts
+        time.sleep(0.5)  # traffic before the rollout starts
         error = None
         try:
             LocalRollout(urls=urls, smoke=smoke, ready_timeout=10, log=lambda _m: None).run(version, previous=1)
         except RolloutFailed as exc:
             error = exc
-        threading.Event().wait(0.5)  # and after it ends
+        time.sleep(0.5)  # and after it ends
     return traffic.answers, error
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from keiko.errors import GateFailed, KeikoError
 from keiko.gates.runner import Validation, report, run_validations
-from keiko.rollout import SmokeTest, json_rows
+from keiko.rollout import SmokeTest
 from keiko.rollout.local import LocalRollout
 from keiko.serving.client import ModelServerClient
 from keiko.stages.context import StageContext
@@ -58,8 +58,8 @@ def run(ctx: StageContext) -> dict:
     serving = ctx.model.config.serving
     deployed = ctx.stage_result("deploy")
     golden = ctx.store.read_table(ctx.stage_result("evaluate")["golden_uri"])
-    rows = json_rows(golden.drop_columns(["expected_prediction"]))
-    expected = golden["expected_prediction"].to_numpy()
+    known = SmokeTest.from_golden(golden, limit=golden.num_rows)
+    rows, expected = known.rows, np.asarray(known.expected)
     urls = deployed["servers"]
     ctx.log(f"gate_serving {ctx.model.name}: {len(rows)} golden rows, one request each, to {len(urls)} replica(s)")
 
@@ -92,4 +92,4 @@ def run(ctx: StageContext) -> dict:
     try:
         return report(ctx, "serving", outcomes, summary, {"version": deployed["version"]})
     except GateFailed as exc:
-        raise GateFailed(f"{exc}; {roll_back(ctx, deployed, urls, SmokeTest.from_golden(golden))}") from None
+        raise GateFailed(f"{exc}; {roll_back(ctx, deployed, urls, known)}") from None

@@ -1,25 +1,21 @@
 """gate_serving: live replicas must answer the golden set as the offline candidate did, within the
 latency budget; a failure puts the previous version back on the replicas and the alias."""
 
-import contextlib
 import json
 
 import httpx
 import numpy as np
 import pytest
 
-from conftest import DS, run_steps, serve_in_thread
+from conftest import DS, run_steps, serve_replicas
 from keiko.cli import EXIT_GATE_FAILED, main
 from keiko.config import settings
 from keiko.registry import Registry
-from keiko.serving.app import create_app
 
 
 @pytest.fixture
 def apps(run_home, monkeypatch):
-    with contextlib.ExitStack() as stack:
-        apps = [create_app("ctr") for _ in range(2)]
-        urls = [stack.enter_context(serve_in_thread(app)) for app in apps]
+    with serve_replicas(2) as (apps, urls):
         monkeypatch.setenv("KEIKO_SERVING_URLS_CTR", ",".join(urls))
         yield apps, urls
 

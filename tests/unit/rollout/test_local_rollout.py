@@ -1,23 +1,20 @@
 """The local rolling deploy: replicas move one at a time, each confirmed by known answers; any
 failure puts the moved ones back and leaves the production alias alone."""
 
-import contextlib
 import json
 
 import httpx
 import pytest
 
-from conftest import DS, run_steps, serve_in_thread
+from conftest import DS, run_steps, serve_replicas
 from keiko.cli import EXIT_USER_ERROR, main
 from keiko.config import settings
 from keiko.registry import Registry
-from keiko.serving.app import create_app
 
 
 @pytest.fixture
 def replicas(run_home, monkeypatch):
-    with contextlib.ExitStack() as stack:
-        urls = [stack.enter_context(serve_in_thread(create_app("ctr"))) for _ in range(2)]
+    with serve_replicas(2) as (_apps, urls):
         monkeypatch.setenv("KEIKO_SERVING_URLS_CTR", ",".join(urls))
         yield urls
 
