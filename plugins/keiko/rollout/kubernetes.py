@@ -1,0 +1,239 @@
+"""Kubernetes backend: the model server is a Deployment; a rollout is a change of its pod template.
+
+The deploy stage patches the template (annotation `keiko.io/model-version` and env
+`KEIKO_MODEL_VERSION`, which the server loads at start) and the Deployment controller replaces the
+pods one at a time (deploy/k8s/deployment.yaml: maxSurge 1, maxUnavailable 0, readiness on /readyz),
+so serving capacity never drops below spec.replicas. The watch is `kubectl rollout status`'s: done
+once the controller has observed the new generation and every pod is updated and available, with no
+old pod left; a `ProgressDeadlineExceeded` condition or our own timeout is a failure, after which the
+template goes back to the previous ReplicaSet's, as `kubectl rollout undo` does.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from keiko.errors import KeikoError
+from keiko.rollout import RolloutEvent, RolloutFailed
+
+if TYPE_CHECKING:
+    from kubernetes.client import AppsV1Api, V1Deployment, V1PodTemplateSpec, V1ReplicaSet
+
+CONTAINER = "model-server"
+VERSION_ENV = "KEIKO_MODEL_VERSION"
+VERSION_ANNOTATION = "keiko.io/model-version"
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+
+
+def template_version(template: V1PodTemplateSpec) -> int | None:
+    """The version a pod template names in the model-server's KEIKO_MODEL_VERSION; None if it names none
+    (unset or empty: the server loads the registry's `production` alias)."""
+    for container in template.spec.containers:
+        if container.name == CONTAINER:
+            for env in container.env or []:
+                if env.name == VERSION_ENV and (env.value or "").isdigit():
+                    return int(env.value)
+    return None
+
+
+def rollout_status(deployment: V1Deployment, generation: int) -> tuple[str, str]:
+    """("waiting" | "complete" | "failed", one line) for `generation` of `deployment`, as `kubectl rollout
+    status` decides it: nothing in the status counts until the controller has observed that generation."""
+    name, status = deployment.metadata.name, deployment.status
+    if (status.observed_generation or 0) < generation:
+        return "waiting", f"{name}: waiting for the controller to observe generation {generation}"
+    for condition in status.conditions or []:
+        if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
+            return "failed", f"ProgressDeadlineExceeded: {(condition.message or 'no progress').rstrip('.')}"
+    want = deployment.spec.replicas if deployment.spec.replicas is not None else 1
+    updated, available, total = status.updated_replicas or 0, status.available_replicas or 0, status.replicas or 0
+    line = f"{name}: {updated}/{want} updated, {available}/{want} available"
+    if total > updated:
+        line += f", {total - updated} old pending termination"
+    done = updated == want and available == want and total == want
+    return ("complete" if done else "waiting"), line
+
+
+class _NotComplete(Exception):
+    """The watched rollout failed or timed out (internal: becomes an event and a RolloutFailed)."""
+
+
+class KubernetesRollout:
+    def __init__(
+        self,
+        *,
+        model: str,
+        deployment: str,
+        namespace: str,
+        conn_id: str = "kubernetes_default",
+        timeout: float = 600.0,
+        poll_interval: float = 2.0,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        if not deployment or not namespace:
+            raise KeikoError(f"{model}: no Kubernetes deployment/namespace configured")
+        self.model = model
+        self.deployment = deployment
+        self.namespace = namespace
+        self.conn_id = conn_id
+        self.timeout = timeout
+        self.poll_interval = poll_interval
+        self.log = log
+        self.target = f"{namespace}/{deployment}"
+        self.events: list[RolloutEvent] = []
+
+    @cached_property
+    def apps_api(self) -> AppsV1Api:
+        """The hook's AppsV1Api (its ApiClient comes from the Airflow connection `conn_id`: in-cluster
+        config, a kubeconfig path or an inline kubeconfig)."""
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+        return KubernetesHook(conn_id=self.conn_id).apps_v1_client
+
+    def _record(self, replica: str, event: str, version: int | None, detail: str = "") -> None:
+        self.events.append(RolloutEvent(replica, event, version, detail=detail))
+        self.log(f"{replica}: {event} v{version}" + (f" ({detail})" if detail else ""))
+
+    def _read(self) -> V1Deployment:
+        return self.apps_api.read_namespaced_deployment(self.deployment, self.namespace)
+
+    def _watch(self, generation: int) -> str:
+        """Poll the Deployment's status until `generation` is rolled out; its last progress line."""
+        deadline = time.monotonic() + self.timeout
+        last = ""
+        while True:
+            deployment = self.apps_api.read_namespaced_deployment_status(self.deployment, self.namespace)
+            state, line = rollout_status(deployment, generation)
+            if state == "failed":
+                raise _NotComplete(line)
+            if line != last:
+                self.log(line)
+                last = line
+            if state == "complete":
+                return line
+            if time.monotonic() >= deadline:
+                raise _NotComplete(f"timed out after {self.timeout:g}s: {line.split(': ', 1)[1]}")
+            time.sleep(self.poll_interval)
+
+    def run(self, version: int, previous: int | None) -> list[RolloutEvent]:
+        """Move the Deployment's pods to `version`; on any failure put the template back to `previous`'s."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        patched = False
+        try:
+            deployment = self._read()
+            generation = deployment.metadata.generation or 0
+            on_version = template_version(deployment.spec.template) == version
+            if on_version and rollout_status(deployment, generation)[0] == "complete":
+                self._record(self.target, "unchanged", version, "already rolled out")
+                return self.events
+            if not any(c.name == CONTAINER for c in deployment.spec.template.spec.containers):
+                raise _NotComplete(f"its pod template has no container named {CONTAINER}")
+            body = {
+                "spec": {
+                    "template": {
+                        "metadata": {"annotations": {VERSION_ANNOTATION: str(version)}},
+                        "spec": {
+                            "containers": [{"name": CONTAINER, "env": [{"name": VERSION_ENV, "value": str(version)}]}]
+                        },
+                    }
+                }
+            }  # strategic merge: annotations merge by key, containers and env by name
+            deployment = self.apps_api.patch_namespaced_deployment(
+                self.deployment, self.namespace, body, _content_type="application/strategic-merge-patch+json"
+            )
+            patched = True
+            generation = deployment.metadata.generation
+            self._record(self.target, "patched", version, f"generation {generation}")
+            line = self._watch(generation)
+            self._record(self.target, "ready", version, line.split(": ", 1)[1])
+            return self.events
+        except (_NotComplete, ApiException, HTTPError) as exc:
+            reason = _reason(exc)
+            self._record(self.target, "failed", version, reason)
+            if not patched:
+                rolled_back, outcome = previous is not None, "the Deployment was not changed"
+            elif self.roll_back(previous):
+                rolled_back, outcome = True, f"rolled back to v{previous}"
+            else:
+                rolled_back, outcome = False, "NOT rolled back, see deploy.json"
+            raise RolloutFailed(
+                f"rollout of v{version} failed on deployment {self.target}: {reason}; {outcome}",
+                events=self.events,
+                rolled_back=rolled_back,
+            ) from None
+
+    def _previous_replica_set(self, deployment: V1Deployment, previous: int) -> V1ReplicaSet | None:
+        """The Deployment's newest ReplicaSet whose template names `previous`; else its newest one older
+        than the current revision that names no version (it serves `production`, still `previous`)."""
+        labels = deployment.spec.selector.match_labels or {}
+        selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+        listed = self.apps_api.list_namespaced_replica_set(self.namespace, label_selector=selector).items
+        owned = [
+            rs
+            for rs in listed
+            if any(
+                ref.kind == "Deployment" and ref.uid == deployment.metadata.uid
+                for ref in rs.metadata.owner_references or []
+            )
+        ]
+        carrying = [rs for rs in owned if template_version(rs.spec.template) == previous]
+        if carrying:
+            return max(carrying, key=_revision)
+        current = _revision(deployment)
+        older = [rs for rs in owned if _revision(rs) < current and template_version(rs.spec.template) is None]
+        return max(older, key=_revision, default=None)
+
+    def roll_back(self, previous: int | None) -> bool:
+        """Put the Deployment's template back to the previous ReplicaSet's (`kubectl rollout undo`) and
+        wait for that rollout; False if there is nothing to go back to or it did not complete."""
+        if previous is None:
+            self._record(self.target, "rollback failed", None, "no previous version: nothing to roll back to")
+            return False
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            deployment = self._read()
+            replica_set = self._previous_replica_set(deployment, previous)
+            if replica_set is None:
+                self._record(
+                    self.target, "rollback failed", previous, f"no ReplicaSet of the Deployment serves v{previous}"
+                )
+                return False
+            template = copy.deepcopy(replica_set.spec.template)
+            (template.metadata.labels or {}).pop("pod-template-hash", None)
+            deployment = self.apps_api.patch_namespaced_deployment(
+                self.deployment,
+                self.namespace,
+                [{"op": "replace", "path": "/spec/template", "value": template}],
+                _content_type="application/json-patch+json",
+            )
+            self._watch(deployment.metadata.generation)
+        except (_NotComplete, ApiException, HTTPError) as exc:
+            self._record(self.target, "rollback failed", previous, _reason(exc))
+            return False
+        self._record(self.target, "rolled back", previous, f"template of revision {_revision(replica_set)}")
+        return True
+
+
+def _revision(obj: Any) -> int:
+    return int((obj.metadata.annotations or {}).get(REVISION_ANNOTATION) or 0)
+
+
+def _reason(exc: Exception) -> str:
+    """One line: the Kubernetes API's status and message (an ApiException), or the exception's own."""
+    status = getattr(exc, "status", None)
+    if status is not None:
+        try:
+            message = json.loads(exc.body)["message"]
+        except (TypeError, ValueError, KeyError):
+            message = exc.reason
+        return f"Kubernetes API {status}: {message}"
+    return " ".join(str(exc).split()) or type(exc).__name__

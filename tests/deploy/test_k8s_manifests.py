@@ -1,0 +1,125 @@
+"""The model server's Kubernetes manifests: valid against the Kubernetes API schema (no cluster here),
+and wired the way the rollout relies on: probes, zero-unavailable updates, selectors, the patched env."""
+
+import copy
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from keiko.rollout.kubernetes import CONTAINER, VERSION_ANNOTATION, VERSION_ENV
+
+K8S_DIR = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+# The oldest API the manifests are meant for (kubernetes-validate 1.37.0 ships schemas up to 1.37); the
+# preStop `sleep` action needs >= 1.30.
+KUBERNETES_VERSION = "1.33"
+
+
+def validate(document: dict) -> None:
+    """Raise kubernetes_validate.ValidationError unless `document` is a valid object; strict: unknown
+    fields fail too (kubectl apply would drop them, or refuse them with --validate=strict)."""
+    kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def documents() -> dict[str, dict]:
+    found = {}
+    for path in sorted(K8S_DIR.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                found[doc["kind"]] = doc
+    return found
+
+
+@pytest.fixture(scope="module")
+def manifests() -> dict[str, dict]:
+    return documents()
+
+
+def test_every_manifest_is_valid_against_the_kubernetes_schema(manifests):
+    assert set(manifests) == {"Deployment", "Service", "PodDisruptionBudget"}
+    for doc in manifests.values():
+        validate(doc)
+        assert doc["metadata"]["namespace"] == "keiko"
+
+
+def test_kustomization_lists_every_manifest():
+    kustomization = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text())
+    listed = set(kustomization["resources"])
+    assert listed == {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    ["replicas is a string", "unknown container field", "no selector"],
+)
+def test_the_validation_rejects_a_broken_deployment(manifests, breakage):
+    broken = copy.deepcopy(manifests["Deployment"])
+    container = broken["spec"]["template"]["spec"]["containers"][0]
+    if breakage == "replicas is a string":
+        broken["spec"]["replicas"] = "two"
+    elif breakage == "unknown container field":
+        container["readinessProbes"] = container.pop("readinessProbe")
+    else:
+        del broken["spec"]["selector"]
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(broken)
+
+
+def test_the_deployment_rolls_without_losing_capacity(manifests):
+    spec = manifests["Deployment"]["spec"]
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    assert spec["replicas"] == 2 and spec["progressDeadlineSeconds"] == 300 and spec["revisionHistoryLimit"] >= 2
+
+
+def test_probes_hit_readyz_and_healthz_on_the_named_port(manifests):
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8601}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    command = container["command"]
+    assert command[:4] == ["keiko", "serve", "--model", "ctr"]
+    # reachable from the kubelet and the Service (the CLI's default host is loopback), one process per pod
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    assert command[command.index("--port") + 1] == "8601"
+    assert command[command.index("--replicas") + 1] == "1"
+
+
+def test_the_container_is_what_the_rollout_patches(manifests):
+    template = manifests["Deployment"]["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    assert container["name"] == CONTAINER
+    env = {e["name"]: e for e in container["env"]}
+    assert "value" in env[VERSION_ENV]  # a plain value (a valueFrom would clash with the patched value)
+    assert VERSION_ANNOTATION in template["metadata"]["annotations"]
+    assert env["KEIKO_REGISTRY_URL"]["valueFrom"]["configMapKeyRef"]["name"] == "keiko-config"
+    assert env["KEIKO_ARTIFACT_ROOT"]["valueFrom"]["configMapKeyRef"]["name"] == "keiko-config"
+    assert env["KEIKO_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "keiko-admin-token"
+
+
+def test_the_pod_runs_locked_down(manifests):
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    context = container["securityContext"]
+    assert context["runAsNonRoot"] and context["readOnlyRootFilesystem"]
+    assert context["allowPrivilegeEscalation"] is False
+    # the read-only root needs a writable /tmp, where KEIKO_HOME points
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
+    assert {e["name"]: e.get("value") for e in container["env"]}["KEIKO_HOME"].startswith("/tmp/")
+    assert container["resources"]["requests"]["memory"] == "1Gi"
+    assert container["resources"]["limits"] == {"memory": "2Gi"}
+
+
+def test_service_and_pdb_select_the_deployments_pods(manifests):
+    deployment = manifests["Deployment"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()
+    service = manifests["Service"]["spec"]
+    assert service["type"] == "ClusterIP" and service["selector"] == selector
+    assert service["ports"] == [{"name": "http", "port": 8601, "targetPort": "http", "protocol": "TCP"}]
+    pdb = manifests["PodDisruptionBudget"]["spec"]
+    assert pdb["selector"]["matchLabels"] == selector and pdb["minAvailable"] == 1
