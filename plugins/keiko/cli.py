@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import importlib
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ EXIT_USER_ERROR = 2
 EXIT_GATE_FAILED = 3
 EXIT_SKIPPED = 99
 RESULT_PREFIX = "keiko-result: "
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def _date(value: str) -> dt.date:
@@ -170,6 +172,8 @@ def _serve_replicas(args: argparse.Namespace, port: int, replicas: int) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from keiko.modeldef import load_model
 
+    if args.host not in LOOPBACK_HOSTS and not os.environ.get("KEIKO_ADMIN_TOKEN"):
+        raise KeikoError(f"--host {args.host} is reachable beyond this machine: set KEIKO_ADMIN_TOKEN for /admin/load")
     serving = load_model(args.model).config.serving
     port = args.port or serving.port
     replicas = args.replicas or serving.replicas
@@ -182,7 +186,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from keiko.serving.app import create_app
 
     print(f"serving {args.model} on http://{args.host}:{port}", flush=True)
-    uvicorn.run(create_app(args.model), host=args.host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        create_app(args.model),
+        host=args.host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )
     return 0
 
 

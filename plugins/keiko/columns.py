@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 KINDS = ("int", "float", "str", "timestamp")
+_EXAMPLE_VALUES = {"int": 1, "float": 1.0, "str": "example", "timestamp": dt.datetime(2026, 1, 1, 12)}
 Columns = dict[str, Any]
 
 
@@ -41,11 +42,14 @@ def from_arrow(table: pa.Table, schema: Mapping[str, str]) -> Columns:
     return columns
 
 
+_EPOCH = dt.datetime(1970, 1, 1)
+_EPOCH_UTC = _EPOCH.replace(tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
 def _epoch_us(value: dt.datetime) -> int:
-    # Naive timestamps are UTC, as in the warehouse.
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return int(value.timestamp() * 1_000_000)
+    # Naive timestamps are UTC, as in the warehouse. Integer arithmetic: exact, and no float timestamp().
+    return (value - (_EPOCH if value.tzinfo is None else _EPOCH_UTC)) // _MICROSECOND
 
 
 def from_rows(rows: Sequence[Mapping[str, Any]], schema: Mapping[str, str]) -> Columns:
@@ -62,3 +66,8 @@ def from_rows(rows: Sequence[Mapping[str, Any]], schema: Mapping[str, str]) -> C
         else:
             columns[name] = np.array([_epoch_us(v) for v in values], dtype=np.int64).astype("datetime64[us]")
     return columns
+
+
+def example_row(schema: Mapping[str, str]) -> dict[str, Any]:
+    """A valid request row of any schema (for warm-ups)."""
+    return {name: _EXAMPLE_VALUES[kind] for name, kind in schema.items()}

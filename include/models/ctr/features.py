@@ -47,8 +47,10 @@ FLOOR_BUCKET_WIDTH = 0.1  # in log(price): ~10% wide buckets
 
 def derived(columns: dict) -> dict:
     hour = (columns["event_time"].astype("int64") // 3_600_000_000) % 24
-    floor = np.clip(columns["floor_price"], 1e-4, None)
-    floor_bucket = np.floor(np.log(np.nan_to_num(floor, nan=1e-4)) / FLOOR_BUCKET_WIDTH).astype(np.int64)
+    # fmax: a missing (NaN) or non-positive floor counts as 1e-4. (Not clip + nan_to_num: the same
+    # values, but 5x slower on the model server's one-row columns.)
+    floor = np.fmax(columns["floor_price"], 1e-4)
+    floor_bucket = np.floor(np.log(floor) / FLOOR_BUCKET_WIDTH).astype(np.int64)
     return {"hour": hour, "floor_bucket": floor_bucket}
 
 
