@@ -17,9 +17,9 @@ import pandas as pd
 from keiko.errors import GateFailed, KeikoError
 from keiko.gates.runner import Validation, report, run_validations
 from keiko.rollout import SmokeTest
-from keiko.rollout.local import LocalRollout
 from keiko.serving.client import ModelServerClient
 from keiko.stages.context import StageContext
+from keiko.stages.deploy import rollout_backend
 
 
 def probe(url: str, rows: list[dict], version: int) -> tuple[pd.DataFrame, dict]:
@@ -43,7 +43,7 @@ def roll_back(ctx: StageContext, deployed: dict, urls: list[str], smoke: SmokeTe
     version, previous = deployed["version"], deployed["previous_version"]
     if previous is None or previous == version:
         return f"no previous version to roll back to: v{version} keeps serving"
-    if not LocalRollout(urls=urls, smoke=smoke, log=ctx.log).roll_back(urls, previous):
+    if not rollout_backend(ctx, urls, smoke).roll_back(previous):
         return f"ROLLBACK TO v{previous} FAILED on some replicas: see the log above"
     try:
         ctx.registry.move_alias(ctx.model.name, previous, expected=version, note=f"gate_serving failed {ctx.ds}")

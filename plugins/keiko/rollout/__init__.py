@@ -8,6 +8,8 @@ Every step is recorded as a `RolloutEvent` (the deployment record and the per-re
 from __future__ import annotations
 
 import datetime as dt
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,7 +33,8 @@ class RolloutFailed(KeikoError):
 @dataclass(frozen=True)
 class RolloutEvent:
     replica: str
-    event: str  # "loaded", "ready", "smoke passed", "failed", "rolled back", "rollback failed", "unchanged"
+    # "loaded", "patched", "ready", "smoke passed", "failed", "rolled back", "rollback failed", "unchanged"
+    event: str
     version: int | None
     at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"))
     detail: str = ""
@@ -73,3 +76,24 @@ class SmokeTest:
         worst = max(abs(g - e) for g, e in zip(got, self.expected, strict=True))
         if not worst <= self.tolerance:  # NaN compares false: fails too
             raise KeikoError(f"smoke predictions differ from the offline ones by {worst:.3g} (> {self.tolerance:g})")
+
+
+class Rollout(ABC):
+    """A backend: `run` moves the servers to a version, `roll_back` puts the previous one back; both
+    record every step in `events` and say it in `log`."""
+
+    def __init__(self, *, log: Callable[[str], None] = print) -> None:
+        self.log = log
+        self.events: list[RolloutEvent] = []
+
+    def _record(self, replica: str, event: str, version: int | None, detail: str = "") -> None:
+        self.events.append(RolloutEvent(replica, event, version, detail=detail))
+        self.log(f"{replica}: {event} v{version}" + (f" ({detail})" if detail else ""))
+
+    @abstractmethod
+    def run(self, version: int, previous: int | None) -> list[RolloutEvent]:
+        """Move every server to `version`; on failure roll back to `previous` and raise RolloutFailed."""
+
+    @abstractmethod
+    def roll_back(self, previous: int | None) -> bool:
+        """Put every server back on `previous`; False if that did not fully succeed."""

@@ -19,7 +19,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from keiko.errors import KeikoError
-from keiko.rollout import RolloutEvent, RolloutFailed
+from keiko.rollout import Rollout, RolloutEvent, RolloutFailed
 
 if TYPE_CHECKING:
     from kubernetes.client import AppsV1Api, V1Deployment, V1PodTemplateSpec, V1ReplicaSet
@@ -63,7 +63,7 @@ class _NotComplete(Exception):
     """The watched rollout failed or timed out (internal: becomes an event and a RolloutFailed)."""
 
 
-class KubernetesRollout:
+class KubernetesRollout(Rollout):
     def __init__(
         self,
         *,
@@ -77,15 +77,14 @@ class KubernetesRollout:
     ) -> None:
         if not deployment or not namespace:
             raise KeikoError(f"{model}: no Kubernetes deployment/namespace configured")
+        super().__init__(log=log)
         self.model = model
         self.deployment = deployment
         self.namespace = namespace
         self.conn_id = conn_id
         self.timeout = timeout
         self.poll_interval = poll_interval
-        self.log = log
         self.target = f"{namespace}/{deployment}"
-        self.events: list[RolloutEvent] = []
 
     @cached_property
     def apps_api(self) -> AppsV1Api:
@@ -94,10 +93,6 @@ class KubernetesRollout:
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
         return KubernetesHook(conn_id=self.conn_id).apps_v1_client
-
-    def _record(self, replica: str, event: str, version: int | None, detail: str = "") -> None:
-        self.events.append(RolloutEvent(replica, event, version, detail=detail))
-        self.log(f"{replica}: {event} v{version}" + (f" ({detail})" if detail else ""))
 
     def _read(self) -> V1Deployment:
         return self.apps_api.read_namespaced_deployment(self.deployment, self.namespace)

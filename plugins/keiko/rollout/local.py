@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from keiko.errors import KeikoError
-from keiko.rollout import RolloutEvent, RolloutFailed, SmokeTest
+from keiko.rollout import Rollout, RolloutEvent, RolloutFailed, SmokeTest
 from keiko.serving.client import ModelServerClient
 
 
-class LocalRollout:
+class LocalRollout(Rollout):
     def __init__(
         self,
         *,
@@ -25,15 +25,10 @@ class LocalRollout:
     ) -> None:
         if not urls:
             raise KeikoError("no model-server replicas configured")
+        super().__init__(log=log)
         self.urls = urls
         self.smoke = smoke
         self.ready_timeout = ready_timeout
-        self.log = log
-        self.events: list[RolloutEvent] = []
-
-    def _record(self, replica: str, event: str, version: int | None, detail: str = "") -> None:
-        self.events.append(RolloutEvent(replica, event, version, detail=detail))
-        self.log(f"{replica}: {event} v{version}" + (f" ({detail})" if detail else ""))
 
     def _move(self, server: ModelServerClient, version: int) -> None:
         server.load(version)
@@ -56,7 +51,7 @@ class LocalRollout:
                     self._move(server, version)
                 except KeikoError as exc:
                     self._record(url, "failed", version, str(exc))
-                    rolled_back = self.roll_back(touched, previous)
+                    rolled_back = self.roll_back(previous, touched)
                     if not touched:
                         outcome = "no replica had moved"
                     elif rolled_back:
@@ -70,8 +65,10 @@ class LocalRollout:
                     ) from None
         return self.events
 
-    def roll_back(self, urls: list[str], previous: int | None) -> bool:
-        """Put `urls` back on `previous` (last moved first); False if any could not be restored."""
+    def roll_back(self, previous: int | None, urls: list[str] | None = None) -> bool:
+        """Put `urls` (default: every replica) back on `previous`, last moved first; False if any could
+        not be restored."""
+        urls = self.urls if urls is None else urls
         if previous is None:
             for url in urls:
                 self._record(url, "rollback failed", None, "no previous version: nothing to roll back to")

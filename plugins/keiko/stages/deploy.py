@@ -1,13 +1,35 @@
 """deploy: roll the blessed version out to the model servers one replica at a time, then move the
 `production` alias. Any failure puts the moved replicas back on the previous version, leaves the alias
-where it was and fails the task with a one-line reason. deploy.json records every step per replica."""
+where it was and fails the task with a one-line reason. deploy.json records every step per replica.
+
+The backend is KEIKO_DEPLOY_BACKEND: `local` (replicas on loopback, moved through /admin/load) or
+`kubernetes` (the model server's Deployment, rolled by its controller)."""
 
 from __future__ import annotations
 
+from keiko.config import DEPLOY_BACKENDS
 from keiko.errors import KeikoError, StageSkipped
-from keiko.rollout import RolloutFailed, SmokeTest
-from keiko.rollout.local import LocalRollout
+from keiko.rollout import Rollout, RolloutFailed, SmokeTest
 from keiko.stages.context import StageContext
+
+
+def rollout_backend(ctx: StageContext, urls: list[str], smoke: SmokeTest) -> Rollout:
+    backend = ctx.settings.deploy_backend
+    if backend == "kubernetes":
+        from keiko.rollout.kubernetes import KubernetesRollout
+
+        return KubernetesRollout(
+            model=ctx.model.name,
+            deployment=ctx.settings.server_deployment(ctx.model.name),
+            namespace=ctx.settings.kubernetes_namespace,
+            conn_id=ctx.settings.kubernetes_conn_id,
+            log=ctx.log,
+        )
+    if backend == "local":
+        from keiko.rollout.local import LocalRollout
+
+        return LocalRollout(urls=urls, smoke=smoke, log=ctx.log)
+    raise KeikoError(f"KEIKO_DEPLOY_BACKEND={backend!r}: expected one of {', '.join(DEPLOY_BACKENDS)}")
 
 
 def run(ctx: StageContext) -> dict:
@@ -24,9 +46,10 @@ def run(ctx: StageContext) -> dict:
 
     urls = ctx.settings.serving_urls(name, ctx.model.config.serving.port, ctx.model.config.serving.replicas)
     golden = ctx.store.read_table(ctx.stage_result("evaluate")["golden_uri"])
-    rollout = LocalRollout(urls=urls, smoke=SmokeTest.from_golden(golden), log=ctx.log)
-    ctx.log(f"deploy {name} v{version} to {len(urls)} replica(s) one at a time (production is v{current})")
-    record = {"model": name, "version": version, "previous_version": current, "replicas": urls}
+    rollout = rollout_backend(ctx, urls, SmokeTest.from_golden(golden))
+    backend = ctx.settings.deploy_backend
+    ctx.log(f"deploy {name} v{version} ({backend}: {', '.join(urls)}) one replica at a time; production is v{current}")
+    record = {"model": name, "version": version, "previous_version": current, "backend": backend, "replicas": urls}
     try:
         events = rollout.run(version, current)
     except RolloutFailed as exc:

@@ -44,7 +44,7 @@ def test_skew_fails_and_rolls_back_to_the_previous_version(apps, project_copy, c
     server = replica_apps[1].state.server
     exact = server.score
     # The seed's incident: one replica starts scoring in float16.
-    server.score = lambda loaded, rows: exact(loaded, rows).astype(np.float16).astype(np.float64)
+    server.score = lambda loaded, rows: np.float16(exact(loaded, rows)).astype(np.float64).tolist()
     capsys.readouterr()
     assert gate_serving() == EXIT_GATE_FAILED
     out, err = capsys.readouterr()

@@ -14,6 +14,10 @@ import yaml
 from kubernetes.client import ApiClient, AppsV1Api
 from kubernetes.client.exceptions import ApiException
 
+from conftest import DS, run_step
+from keiko.cli import EXIT_USER_ERROR
+from keiko.config import settings
+from keiko.registry import Registry
 from keiko.rollout import RolloutFailed
 from keiko.rollout.kubernetes import CONTAINER, REVISION_ANNOTATION, VERSION_ANNOTATION, VERSION_ENV, KubernetesRollout
 
@@ -504,3 +508,29 @@ def test_the_api_client_comes_from_the_airflow_connection(monkeypatch):
     assert isinstance(api, AppsV1Api)
     assert api.api_client.configuration.host == "https://k8s.example:6443"
     assert rollout.apps_api is api
+
+
+def deploy_stage_record(home: Path) -> dict:
+    return json.loads((home / "artifacts" / "ctr" / DS / "deploy.json").read_text())
+
+
+def test_the_deploy_stage_rolls_the_deployment_when_the_backend_is_kubernetes(run_home, monkeypatch):
+
+    api = FakeAppsV1Api(version=None)  # as first applied: the pods serve the production alias (none yet)
+    monkeypatch.setenv("KEIKO_DEPLOY_BACKEND", "kubernetes")
+    monkeypatch.setattr(KubernetesRollout, "apps_api", api)
+    monkeypatch.setattr("keiko.rollout.kubernetes.time.sleep", lambda _seconds: None)
+    assert run_step("deploy") == 0
+    assert env_value(api.template) == "1" and api.pods() == {"1": (2, 2)}
+    assert Registry(settings().registry_url).alias("ctr") == 1
+    record = deploy_stage_record(run_home)
+    assert record["backend"] == "kubernetes" and record["success"]
+    assert record["replicas"] == ["http://keiko-ctr-server.keiko.svc:8601"]  # what gate_serving will probe
+
+
+def test_an_unknown_deploy_backend_is_a_user_error_that_changes_nothing(run_home, monkeypatch, capsys):
+
+    monkeypatch.setenv("KEIKO_DEPLOY_BACKEND", "nomad")
+    assert run_step("deploy") == EXIT_USER_ERROR
+    assert "KEIKO_DEPLOY_BACKEND='nomad': expected one of local, kubernetes" in capsys.readouterr().err
+    assert Registry(settings().registry_url).alias("ctr") is None
