@@ -15,7 +15,7 @@ DEMO_DAYS ?= 14
 DEMO_ROWS ?= 300000
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint lock bench serve clean
+.PHONY: install demo test lint lock bench bench-serving serve clean
 
 # --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on CI machines) every process would otherwise
 # recompile what it imports; importing Great Expectations took 16 s instead of 6.5 s.
@@ -43,6 +43,11 @@ serve: install
 
 bench: install
 	$(BIN)/python bench/pipeline.py
+
+# The load generator is wrk, from Debian's packages.
+bench-serving: install
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python bench/serving.py
 
 # Re-resolve requirements.in into the fully pinned requirements.txt.
 lock: install

@@ -55,7 +55,6 @@ PIPELINE = (
 )  # fmt: skip
 GATE_TARGET = 0.10  # all gates together <= 10% of the pipeline's wall time
 TARGET_ROWS, TARGET_SECONDS, TARGET_RSS_MB = 7_000_000, 300.0, 4096.0
-START_MARK, END_MARK = "<!-- pipeline:start -->", "<!-- pipeline:end -->"
 CODE_DIRS = ("plugins/keiko", "include")
 LOG_LINE = re.compile(r"^\[\s*(?P<t>[0-9.]+)s\] (?P<message>.*)$")
 SINGLE_ROWS, BATCH_ROWS = 2_000, 10_000
@@ -495,12 +494,14 @@ def report(args, full: PipelineRun, tenth: PipelineRun, scoring: dict[str, Any],
     )
 
 
-def write_section(path: Path, section: str) -> None:
-    block = f"{START_MARK}\n{section}\n{END_MARK}"
+def write_section(path: Path, name: str, section: str) -> None:
+    """Replace the text between `<!-- name:start -->` and `<!-- name:end -->` (appended if absent)."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{section}\n{end}"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START_MARK in text and END_MARK in text:
-        head, rest = text.split(START_MARK, 1)
-        text = head + block + rest.split(END_MARK, 1)[1]
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
@@ -529,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         section = report(args, full, tenth, scoring, info)
         print("\n" + section, flush=True)
         if not args.no_write:
-            write_section(args.results, section)
+            write_section(args.results, "pipeline", section)
             print(f"\nwrote {args.results}")
     finally:
         if args.keep or args.home:

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import DS, END_DATE, ROWS_PER_DAY
-from keiko.cli import main
+from keiko.cli import EXIT_USER_ERROR, main
 from keiko.synth import daily_rows
 
 
@@ -55,3 +55,39 @@ def test_stage_prints_a_machine_readable_result_last(run_home):
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("keiko-result: ")
     assert json.loads(last.removeprefix("keiko-result: "))["version"] == 1
+
+
+@pytest.fixture
+def started(monkeypatch):
+    """What `keiko serve` would have started, recorded instead of run: ("uvicorn", host) or ("replicas", n)."""
+    import uvicorn
+
+    import keiko.cli
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda _app, *, host, **_kw: calls.append(("uvicorn", host)))
+    monkeypatch.setattr(keiko.cli, "_serve_replicas", lambda _args, _port, n: calls.append(("replicas", n)) or 0)
+    return calls
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3"])
+@pytest.mark.parametrize("replicas", [[], ["--replicas", "1"]], ids=["default replicas", "one replica"])
+def test_serve_beyond_loopback_without_an_admin_token_is_refused(
+    host, replicas, keiko_home, monkeypatch, started, capsys
+):
+    monkeypatch.delenv("KEIKO_ADMIN_TOKEN", raising=False)
+    assert main(["serve", "--model", "ctr", "--host", host, *replicas]) == EXIT_USER_ERROR
+    captured = capsys.readouterr()
+    assert started == []  # refused before any server or replica started
+    assert captured.err.startswith("keiko: error:") and len(captured.err.strip().splitlines()) == 1
+    assert "KEIKO_ADMIN_TOKEN" in captured.err and host in captured.err
+    assert "serving ctr" not in captured.out
+
+
+def test_serve_beyond_loopback_with_a_token_and_on_loopback_without_one_starts(keiko_home, monkeypatch, started):
+    monkeypatch.setenv("KEIKO_ADMIN_TOKEN", "s3cret")
+    assert main(["serve", "--model", "ctr", "--host", "0.0.0.0", "--replicas", "1"]) == 0
+    monkeypatch.delenv("KEIKO_ADMIN_TOKEN")
+    assert main(["serve", "--model", "ctr", "--replicas", "1"]) == 0
+    assert main(["serve", "--model", "ctr", "--host", "localhost"]) == 0
+    assert started == [("uvicorn", "0.0.0.0"), ("uvicorn", "127.0.0.1"), ("replicas", 2)]

@@ -193,7 +193,8 @@ def create_app(model: str, *, load_production: bool = True, admin_token: str | N
         )
 
     async def admin_load(request: Request) -> JSONResponse:
-        if token and not hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {token}"):
+        given = request.headers.get("authorization", "").encode()
+        if token and not hmac.compare_digest(given, f"Bearer {token}".encode()):
             return JSONResponse({"error": "admin endpoints need Authorization: Bearer $KEIKO_ADMIN_TOKEN"}, 401)
         try:
             payload = await request.json()

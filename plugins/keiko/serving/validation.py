@@ -13,7 +13,7 @@ from typing_extensions import TypedDict
 MAX_ROWS = 10_000
 
 _TYPES: dict[str, Any] = {
-    "int": int,
+    "int": Annotated[int, Field(ge=-(2**63), le=2**63 - 1)],  # int64 columns, as in the warehouse
     "float": Annotated[float, Field(allow_inf_nan=False)],
     "str": str,
     "timestamp": dt.datetime,

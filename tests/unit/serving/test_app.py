@@ -1,3 +1,4 @@
+import hashlib
 import json
 import threading
 import time
@@ -12,9 +13,12 @@ from starlette.testclient import TestClient
 
 from conftest import DS, run_steps, serve_in_thread
 from keiko.config import settings
+from keiko.errors import KeikoError
 from keiko.registry import Registry
 from keiko.serving.app import create_app
+from keiko.serving.client import ModelServerClient
 from keiko.stages.train import feature_arrays
+from keiko.storage import ArtifactStore
 from keiko.summary import sample_rows
 
 
@@ -73,6 +77,8 @@ def test_malformed_rows_get_422_naming_row_and_field(run_home, rows):
         response = client.post("/predict", content=nan_row, headers={"content-type": "application/json"})
         assert response.status_code == 422 and response.json()["detail"][0]["field"] == "floor_price"
         assert client.post("/predict", json={"rows": []}).status_code == 422
+        huge = client.post("/predict", json={"rows": [{**rows[0], "app_id": 2**63}]})  # beyond int64
+        assert huge.status_code == 422 and huge.json()["detail"][0]["field"] == "app_id"
 
 
 def test_load_refuses_an_artifact_whose_sha_does_not_match(run_home):
@@ -124,3 +130,99 @@ def test_hot_swap_with_requests_in_flight(run_home, rows, project_copy, monkeypa
         versions = [version for _, version in worker]
         # Once a client has seen the new version, it never gets the old one again.
         assert 1 not in versions[versions.index(2) :]
+
+
+def register_copy_of_v1(window_start: str = "2026-11-14") -> int:
+    """Another registered version of ctr with v1's artifact bytes (a new version number, same answers)."""
+    registry = Registry(settings().registry_url)
+    v1 = registry.get("ctr", 1)
+    artifact = ArtifactStore(settings().artifact_root).read_bytes(v1.artifact_uri)
+    path = settings().home / "artifacts" / "ctr" / "variants" / f"{window_start}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(artifact)
+    fields = {k: getattr(v1, k) for k in ("ds", "window_end", "code_version", "config_sha256", "features_sha256")}
+    return registry.register(
+        model="ctr",
+        window_start=window_start,
+        artifact_uri=path.as_uri(),
+        artifact_sha256=hashlib.sha256(artifact).hexdigest(),
+        algorithm=v1.algorithm,
+        metrics=v1.metrics,
+        **fields,
+    ).version.version
+
+
+def readyz_once_settled(client) -> httpx.Response:
+    """/readyz once the start-up load has finished, one way or the other."""
+    for _ in range(300):
+        response = client.get("/readyz")
+        if response.status_code == 200 or response.json()["reason"] != "loading":
+            return response
+        time.sleep(0.05)
+    return response
+
+
+def test_admin_load_needs_the_bearer_token_when_one_is_configured(run_home, monkeypatch):
+    monkeypatch.delenv("KEIKO_ADMIN_TOKEN", raising=False)
+    v2 = register_copy_of_v1()
+    app = create_app("ctr", load_production=False, admin_token="s3cret")
+    app.state.server.load(1)
+    with TestClient(app) as client:
+        for headers in (
+            {},
+            {"authorization": "Bearer wrong"},
+            {"authorization": "s3cret"},
+            {"authorization": "Bearer "},
+            {"authorization": "Bearer sécret".encode()},  # not ASCII: still a plain 401
+        ):
+            response = client.post("/admin/load", json={"version": v2}, headers=headers)
+            assert response.status_code == 401, headers
+            assert "Authorization: Bearer" in response.json()["error"]
+            assert client.get("/version").json()["version"] == 1
+        assert client.post("/predict", json={"rows": []}).status_code == 422  # /predict needs no token
+        response = client.post("/admin/load", json={"version": v2}, headers={"authorization": "Bearer s3cret"})
+        assert response.status_code == 200, response.text
+        assert response.json()["version"] == v2
+        assert client.get("/version").json()["version"] == v2
+
+
+def test_the_client_sends_the_token_from_the_environment(run_home, monkeypatch):
+    v2 = register_copy_of_v1()
+    monkeypatch.setenv("KEIKO_ADMIN_TOKEN", "s3cret")  # the server's token too (create_app's default)
+    app = create_app("ctr", load_production=False)
+    app.state.server.load(1)
+    with serve_in_thread(app) as url:
+        with ModelServerClient(url) as client:
+            assert client.load(v2)["version"] == v2
+            assert client.version()["version"] == v2
+        monkeypatch.setenv("KEIKO_ADMIN_TOKEN", "not-the-token")
+        with ModelServerClient(url) as client, pytest.raises(KeikoError, match="refused to load v1"):
+            client.load(1)
+        monkeypatch.delenv("KEIKO_ADMIN_TOKEN")
+        with ModelServerClient(url) as client, pytest.raises(KeikoError, match="refused to load v1"):
+            client.load(1)
+        assert httpx.get(f"{url}/version").json()["version"] == v2
+
+
+def test_keiko_model_version_pins_the_version_loaded_at_start(run_home, monkeypatch, rows):
+    Registry(settings().registry_url).move_alias("ctr", 1)
+    v2 = register_copy_of_v1()
+    monkeypatch.setenv("KEIKO_MODEL_VERSION", str(v2))
+    with TestClient(create_app("ctr")) as client:
+        assert readyz_once_settled(client).json() == {"ready": True, "version": v2}
+        assert client.get("/version").json()["version"] == v2
+        assert client.post("/predict", json={"rows": rows}).json()["model_version"] == v2
+    assert Registry(settings().registry_url).alias("ctr") == 1  # pinning a server moves no alias
+
+
+def test_a_pinned_version_that_cannot_load_is_named_by_readyz(run_home, monkeypatch):
+    Registry(settings().registry_url).move_alias("ctr", 1)
+    monkeypatch.setenv("KEIKO_MODEL_VERSION", "999")
+    with TestClient(create_app("ctr")) as client:
+        response = readyz_once_settled(client)
+        assert response.status_code == 503
+        assert "KEIKO_MODEL_VERSION=999" in response.json()["reason"]
+        assert "no version 999" in response.json()["reason"]
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/version").json()["version"] is None  # not production v1 instead
+        assert client.post("/predict", json={"rows": []}).status_code == 503
