@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import os
 import shutil
 import tempfile
@@ -147,3 +148,35 @@ def serve_replicas(count: int, model: str = "ctr"):
     apps = [create_app(model) for _ in range(count)]
     with contextlib.ExitStack() as stack:
         yield apps, [stack.enter_context(serve_in_thread(app)) for app in apps]
+
+
+def v1_bytes() -> bytes:
+    """The artifact of ctr v1 in the current KEIKO_HOME."""
+    from keiko.config import settings
+    from keiko.registry import Registry
+    from keiko.storage import ArtifactStore
+
+    v1 = Registry(settings().registry_url).get("ctr", 1)
+    return ArtifactStore(settings().artifact_root).read_bytes(v1.artifact_uri)
+
+
+def register_variant(artifact: bytes, *, sha256: str | None = None, window_start: str) -> int:
+    """Another version of ctr whose artifact is `artifact` (and, to break it, a sha256 that is not its own)."""
+    from keiko.config import settings
+    from keiko.registry import Registry
+
+    registry = Registry(settings().registry_url)
+    v1 = registry.get("ctr", 1)
+    path = settings().home / "artifacts" / "ctr" / "variants" / f"{window_start}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(artifact)
+    fields = {k: getattr(v1, k) for k in ("ds", "window_end", "code_version", "config_sha256", "features_sha256")}
+    return registry.register(
+        model="ctr",
+        window_start=window_start,
+        artifact_uri=path.as_uri(),
+        artifact_sha256=sha256 or hashlib.sha256(artifact).hexdigest(),
+        algorithm=v1.algorithm,
+        metrics=v1.metrics,
+        **fields,
+    ).version.version

@@ -16,12 +16,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from conftest import DS, serve_replicas
+from conftest import DS, register_variant, serve_replicas, v1_bytes
 from keiko.config import settings
 from keiko.registry import Registry
 from keiko.rollout import RolloutFailed, SmokeTest
 from keiko.rollout.local import LocalRollout
-from keiko.storage import ArtifactStore
 
 
 class Traffic:
@@ -68,32 +67,8 @@ def replicas(run_home):
         yield apps, urls
 
 
-def register_variant(artifact: bytes, *, sha256: str | None = None, window_start: str) -> int:
-    """Another version of ctr whose artifact is `artifact` (and, to break it, a sha256 that is not its own)."""
-    registry = Registry(settings().registry_url)
-    v1 = registry.get("ctr", 1)
-    path = settings().home / "artifacts" / "ctr" / "variants" / f"{window_start}.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(artifact)
-    fields = {k: getattr(v1, k) for k in ("ds", "window_end", "code_version", "config_sha256", "features_sha256")}
-    return registry.register(
-        model="ctr",
-        window_start=window_start,
-        artifact_uri=path.as_uri(),
-        artifact_sha256=sha256 or hashlib.sha256(artifact).hexdigest(),
-        algorithm=v1.algorithm,
-        metrics=v1.metrics,
-        **fields,
-    ).version.version
-
-
 def golden() -> pq.Table:
     return pq.read_table(settings().home / "artifacts" / "ctr" / DS / "golden.parquet")
-
-
-def v1_bytes() -> bytes:
-    v1 = Registry(settings().registry_url).get("ctr", 1)
-    return ArtifactStore(settings().artifact_root).read_bytes(v1.artifact_uri)
 
 
 def roll(urls: list[str], version: int, smoke: SmokeTest, ready_timeout: float = 10) -> tuple[list, Exception | None]:

@@ -1,4 +1,3 @@
-import hashlib
 import json
 import threading
 import time
@@ -11,14 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import DS, run_steps, serve_in_thread
+from conftest import DS, register_variant, run_steps, serve_in_thread, v1_bytes
 from keiko.config import settings
 from keiko.errors import KeikoError
 from keiko.registry import Registry
 from keiko.serving.app import create_app
 from keiko.serving.client import ModelServerClient
 from keiko.stages.train import feature_arrays
-from keiko.storage import ArtifactStore
 from keiko.summary import sample_rows
 
 
@@ -132,26 +130,6 @@ def test_hot_swap_with_requests_in_flight(run_home, rows, project_copy, monkeypa
         assert 1 not in versions[versions.index(2) :]
 
 
-def register_copy_of_v1(window_start: str = "2026-11-14") -> int:
-    """Another registered version of ctr with v1's artifact bytes (a new version number, same answers)."""
-    registry = Registry(settings().registry_url)
-    v1 = registry.get("ctr", 1)
-    artifact = ArtifactStore(settings().artifact_root).read_bytes(v1.artifact_uri)
-    path = settings().home / "artifacts" / "ctr" / "variants" / f"{window_start}.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(artifact)
-    fields = {k: getattr(v1, k) for k in ("ds", "window_end", "code_version", "config_sha256", "features_sha256")}
-    return registry.register(
-        model="ctr",
-        window_start=window_start,
-        artifact_uri=path.as_uri(),
-        artifact_sha256=hashlib.sha256(artifact).hexdigest(),
-        algorithm=v1.algorithm,
-        metrics=v1.metrics,
-        **fields,
-    ).version.version
-
-
 def readyz_once_settled(client) -> httpx.Response:
     """/readyz once the start-up load has finished, one way or the other."""
     for _ in range(300):
@@ -164,7 +142,7 @@ def readyz_once_settled(client) -> httpx.Response:
 
 def test_admin_load_needs_the_bearer_token_when_one_is_configured(run_home, monkeypatch):
     monkeypatch.delenv("KEIKO_ADMIN_TOKEN", raising=False)
-    v2 = register_copy_of_v1()
+    v2 = register_variant(v1_bytes(), window_start="2026-11-14")
     app = create_app("ctr", load_production=False, admin_token="s3cret")
     app.state.server.load(1)
     with TestClient(app) as client:
@@ -187,7 +165,7 @@ def test_admin_load_needs_the_bearer_token_when_one_is_configured(run_home, monk
 
 
 def test_the_client_sends_the_token_from_the_environment(run_home, monkeypatch):
-    v2 = register_copy_of_v1()
+    v2 = register_variant(v1_bytes(), window_start="2026-11-14")
     monkeypatch.setenv("KEIKO_ADMIN_TOKEN", "s3cret")  # the server's token too (create_app's default)
     app = create_app("ctr", load_production=False)
     app.state.server.load(1)
@@ -206,7 +184,7 @@ def test_the_client_sends_the_token_from_the_environment(run_home, monkeypatch):
 
 def test_keiko_model_version_pins_the_version_loaded_at_start(run_home, monkeypatch, rows):
     Registry(settings().registry_url).move_alias("ctr", 1)
-    v2 = register_copy_of_v1()
+    v2 = register_variant(v1_bytes(), window_start="2026-11-14")
     monkeypatch.setenv("KEIKO_MODEL_VERSION", str(v2))
     with TestClient(create_app("ctr")) as client:
         assert readyz_once_settled(client).json() == {"ready": True, "version": v2}
