@@ -93,9 +93,9 @@ def build_model(home: Path) -> tuple[Path, Path]:
         run_child(step[0], [sys.executable, "-m", "keiko", *step], env)
     os.environ.update(KEIKO_HOME=str(home), KEIKO_PROJECT_DIR=str(REPO))
     from keiko.config import settings
-    from keiko.registry import Registry
+    from keiko.registry import open_registry
 
-    registry = Registry(settings().registry_url)
+    registry = open_registry(settings().registry_url)
     registry.move_alias(MODEL, 1, note="bench/serving.py")
     day = home / "artifacts" / MODEL / DS.isoformat()
     return Path(registry.get(MODEL, 1).artifact_uri.removeprefix("file://")), day / "golden.parquet"

@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -153,19 +155,19 @@ def serve_replicas(count: int, model: str = "ctr"):
 def v1_bytes() -> bytes:
     """The artifact of ctr v1 in the current KEIKO_HOME."""
     from keiko.config import settings
-    from keiko.registry import Registry
+    from keiko.registry import open_registry
     from keiko.storage import ArtifactStore
 
-    v1 = Registry(settings().registry_url).get("ctr", 1)
+    v1 = open_registry(settings().registry_url).get("ctr", 1)
     return ArtifactStore(settings().artifact_root).read_bytes(v1.artifact_uri)
 
 
 def register_variant(artifact: bytes, *, sha256: str | None = None, window_start: str) -> int:
     """Another version of ctr whose artifact is `artifact` (and, to break it, a sha256 that is not its own)."""
     from keiko.config import settings
-    from keiko.registry import Registry
+    from keiko.registry import open_registry
 
-    registry = Registry(settings().registry_url)
+    registry = open_registry(settings().registry_url)
     v1 = registry.get("ctr", 1)
     path = settings().home / "artifacts" / "ctr" / "variants" / f"{window_start}.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,3 +182,54 @@ def register_variant(artifact: bytes, *, sha256: str | None = None, window_start
         metrics=v1.metrics,
         **fields,
     ).version.version
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """moto in server mode: S3, DynamoDB and Athena as real HTTP APIs on loopback (one per test session)."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+AWS_CONN_ID = "keiko_aws"
+
+
+def aws_connection_env(endpoint: str) -> dict[str, str]:
+    """The environment that points keiko at the moto server through the Airflow connection `keiko_aws`.
+
+    Credentials and endpoint live only in the connection, as in production; AWS_* variables that could
+    reach a real account are blanked.
+    """
+    connection = {
+        "conn_type": "aws",
+        "login": "testing",
+        "password": "testing",
+        "extra": {"region_name": "us-east-1", "endpoint_url": endpoint},
+    }
+    return {
+        f"AIRFLOW_CONN_{AWS_CONN_ID.upper()}": json.dumps(connection),
+        "KEIKO_AWS_CONN_ID": AWS_CONN_ID,
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "AWS_CONFIG_FILE": "/dev/null",
+    }
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> str:
+    """This test's keiko talks to the moto server through the Airflow connection `keiko_aws`; its endpoint."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in aws_connection_env(moto_endpoint).items():
+        monkeypatch.setenv(name, value)
+    return moto_endpoint

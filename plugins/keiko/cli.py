@@ -128,10 +128,10 @@ def _print_versions(versions: list, as_json: bool, aliases: dict[str, int]) -> N
 def cmd_models(args: argparse.Namespace) -> int:
     from keiko.config import settings
     from keiko.modeldef import load_model
-    from keiko.registry import Registry
+    from keiko.registry import open_registry
 
     load_model(args.model)  # unknown model -> clear error
-    registry = Registry(settings().registry_url)
+    registry = open_registry(settings().registry_url)
     aliases = registry.aliases_of(args.model)
     if args.models_command == "list":
         _print_versions(registry.list(args.model), args.json, aliases)

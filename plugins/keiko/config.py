@@ -1,6 +1,7 @@
-"""Where keiko keeps things: every location is an environment variable with an embedded default.
+"""Where keiko keeps things and how it runs: every setting is an environment variable with an embedded default.
 
 Read at call time (never cached at import) so tests and the CLI can point KEIKO_HOME elsewhere.
+`SETTINGS` is the one list of them; the README's configuration table mirrors it (a test checks).
 """
 
 from __future__ import annotations
@@ -19,15 +20,93 @@ def _default_project_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str  # the embedded default, as documented
+    production: str  # what a production deployment sets
+    meaning: str
+
+
+SETTINGS = (
+    Setting("KEIKO_HOME", "`./.keiko`", "unused (no local state)", "all local state: artifacts, registry, warehouse"),
+    Setting("KEIKO_PROJECT_DIR", "the checkout", "`/opt/keiko` (the image)", "where `include/` (models, SQL) is"),
+    Setting(
+        "KEIKO_ARTIFACT_ROOT", "`file://$KEIKO_HOME/artifacts`", "`s3://<bucket>/keiko`", "the artifact store (fsspec)"
+    ),
+    Setting("KEIKO_WAREHOUSE", "`duckdb`", "`athena`", "where extract SQL runs: `duckdb` or `athena`"),
+    Setting(
+        "KEIKO_WAREHOUSE_DIR", "`$KEIKO_HOME/warehouse`", "unused", "DuckDB warehouse: `<table>/dt=<day>/*.parquet`"
+    ),
+    Setting("KEIKO_ATHENA_DATABASE", "`keiko`", "the Glue database", "Athena: database of the warehouse tables"),
+    Setting("KEIKO_ATHENA_WORKGROUP", "`primary`", "`keiko`", "Athena: workgroup the queries run in"),
+    Setting(
+        "KEIKO_ATHENA_OUTPUT",
+        "`$KEIKO_ARTIFACT_ROOT/athena-results`",
+        "`s3://<bucket>/athena-results`",
+        "Athena: query result location",
+    ),
+    Setting(
+        "KEIKO_REGISTRY_URL",
+        "`sqlite:///$KEIKO_HOME/registry.db`",
+        "`dynamodb://keiko-registry`",
+        "the model registry: a SQLAlchemy URL, or `dynamodb://<table>`",
+    ),
+    Setting(
+        "KEIKO_AWS_CONN_ID",
+        "empty: boto's chain (env, IRSA)",
+        "`aws_default`",
+        "Airflow AWS connection for S3, DynamoDB and Athena (credentials, region, endpoint)",
+    ),
+    Setting("KEIKO_STAGE_RUNNER", "`local`", "`kubernetes`", "stages run as `local` subprocesses or `kubernetes` pods"),
+    Setting("KEIKO_IMAGE", "`keiko:latest`", "`<registry>/keiko:<tag>`", "image of stage pods and model servers"),
+    Setting("KEIKO_K8S_NAMESPACE", "`keiko`", "`keiko`", "namespace of stage pods and model-server Deployments"),
+    Setting("KEIKO_K8S_CONN_ID", "`kubernetes_default`", "in-cluster connection", "Airflow Kubernetes connection"),
+    Setting("KEIKO_K8S_SERVICE_ACCOUNT", "`keiko-stage`", "`keiko-stage`", "service account of stage pods"),
+    Setting(
+        "KEIKO_K8S_ENV_SECRET", "`keiko-env`", "`keiko-env`", "Secret whose keys become stage pods' environment"
+    ),
+    Setting(
+        "KEIKO_K8S_CONFIGMAP", "`keiko-config`", "`keiko-config`", "ConfigMap of the keiko settings for pods"
+    ),
+    Setting("KEIKO_DEPLOY_BACKEND", "`local`", "`kubernetes`", "rollout to `local` replicas or a Deployment"),
+    Setting(
+        "KEIKO_SERVING_URLS_<MODEL>",
+        "`127.0.0.1:<serving.port>+i`",
+        "the Service (derived)",
+        "comma-separated model-server URLs",
+    ),
+    Setting("KEIKO_ADMIN_TOKEN", "empty (loopback only)", "from a Secret", "bearer token for `/admin/load`"),
+    Setting("KEIKO_MODEL_VERSION", "empty: `production`", "set by the rollout", "version a server loads at start"),
+)
+
+# The trigger param `deploy`: auto (deploy a blessed, current model), skip, force (deploy even history;
+# the blessing is still required).
+DEPLOY_MODES = ("auto", "skip", "force")
+DEPLOY_BACKENDS = ("local", "kubernetes")
+STAGE_RUNNERS = ("local", "kubernetes")
+WAREHOUSES = ("duckdb", "athena")
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     project_dir: Path
     artifact_root: str
     warehouse_dir: Path
     registry_url: str
+    warehouse: str = "duckdb"
+    athena_database: str = "keiko"
+    athena_workgroup: str = "primary"
+    athena_output: str = ""
+    aws_conn_id: str = ""
+    stage_runner: str = "local"
+    image: str = "keiko:latest"
     deploy_backend: str = "local"  # KEIKO_DEPLOY_BACKEND: local replicas, or a Kubernetes Deployment
     kubernetes_namespace: str = "keiko"
     kubernetes_conn_id: str = "kubernetes_default"
+    kubernetes_service_account: str = "keiko-stage"
+    kubernetes_env_secret: str = "keiko-env"
+    kubernetes_configmap: str = "keiko-config"
 
     @property
     def models_dir(self) -> Path:
@@ -53,22 +132,37 @@ class Settings:
         return [f"http://127.0.0.1:{port + i}" for i in range(replicas)]
 
 
-# The trigger param `deploy`: auto (deploy a blessed, current model), skip, force (deploy even history;
-# the blessing is still required).
-DEPLOY_MODES = ("auto", "skip", "force")
-DEPLOY_BACKENDS = ("local", "kubernetes")
+def _choice(env: str, default: str, allowed: tuple[str, ...]) -> str:
+    from keiko.errors import KeikoError
+
+    value = os.environ.get(env) or default
+    if value not in allowed:
+        raise KeikoError(f"{env}={value!r}: expected one of {', '.join(allowed)}")
+    return value
 
 
 def settings() -> Settings:
-    home = Path(os.environ.get("KEIKO_HOME", ".keiko")).resolve()
-    project_dir = Path(os.environ.get("KEIKO_PROJECT_DIR") or _default_project_dir()).resolve()
+    env = os.environ.get
+    home = Path(env("KEIKO_HOME", ".keiko")).resolve()
+    project_dir = Path(env("KEIKO_PROJECT_DIR") or _default_project_dir()).resolve()
+    artifact_root = (env("KEIKO_ARTIFACT_ROOT") or (home / "artifacts").as_uri()).rstrip("/")
     return Settings(
         home=home,
         project_dir=project_dir,
-        artifact_root=os.environ.get("KEIKO_ARTIFACT_ROOT", (home / "artifacts").as_uri()).rstrip("/"),
-        warehouse_dir=Path(os.environ.get("KEIKO_WAREHOUSE_DIR", home / "warehouse")).resolve(),
-        registry_url=os.environ.get("KEIKO_REGISTRY_URL", f"sqlite:///{home / 'registry.db'}"),
-        deploy_backend=os.environ.get("KEIKO_DEPLOY_BACKEND") or "local",
-        kubernetes_namespace=os.environ.get("KEIKO_K8S_NAMESPACE") or "keiko",
-        kubernetes_conn_id=os.environ.get("KEIKO_K8S_CONN_ID") or "kubernetes_default",
+        artifact_root=artifact_root,
+        warehouse_dir=Path(env("KEIKO_WAREHOUSE_DIR") or home / "warehouse").resolve(),
+        registry_url=env("KEIKO_REGISTRY_URL") or f"sqlite:///{home / 'registry.db'}",
+        warehouse=_choice("KEIKO_WAREHOUSE", "duckdb", WAREHOUSES),
+        athena_database=env("KEIKO_ATHENA_DATABASE") or "keiko",
+        athena_workgroup=env("KEIKO_ATHENA_WORKGROUP") or "primary",
+        athena_output=(env("KEIKO_ATHENA_OUTPUT") or f"{artifact_root}/athena-results").rstrip("/"),
+        aws_conn_id=env("KEIKO_AWS_CONN_ID") or "",
+        stage_runner=_choice("KEIKO_STAGE_RUNNER", "local", STAGE_RUNNERS),
+        image=env("KEIKO_IMAGE") or "keiko:latest",
+        deploy_backend=env("KEIKO_DEPLOY_BACKEND") or "local",
+        kubernetes_namespace=env("KEIKO_K8S_NAMESPACE") or "keiko",
+        kubernetes_conn_id=env("KEIKO_K8S_CONN_ID") or "kubernetes_default",
+        kubernetes_service_account=env("KEIKO_K8S_SERVICE_ACCOUNT") or "keiko-stage",
+        kubernetes_env_secret=env("KEIKO_K8S_ENV_SECRET") or "keiko-env",
+        kubernetes_configmap=env("KEIKO_K8S_CONFIGMAP") or "keiko-config",
     )

@@ -9,10 +9,14 @@ from __future__ import annotations
 import datetime as dt
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow as pa
 
 from keiko.errors import KeikoError, MissingDataError
+
+if TYPE_CHECKING:
+    from keiko.config import Settings
 
 SQL_DIALECT = "trino"  # templates must parse as Trino (Athena) and run on DuckDB
 
@@ -48,6 +52,12 @@ def referenced_tables(sql: str) -> set[str]:
         raise KeikoError(f"extract SQL does not parse as {SQL_DIALECT}: {exc}") from None
     ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     return {t.name for t in tree.find_all(exp.Table)} - ctes
+
+
+class Warehouse(Protocol):
+    def tables(self) -> list[str]: ...
+    def query(self, sql: str) -> pa.Table: ...
+    def check_window(self, sql: str, start: dt.date, end: dt.date) -> None: ...
 
 
 class DuckDBWarehouse:
@@ -99,3 +109,8 @@ class DuckDBWarehouse:
                 f"missing warehouse partitions under {self.directory}: {shown} "
                 f"(data window {start}..{end}; run `keiko synth` or wait for the logs to land)"
             )
+
+
+def open_warehouse(config: Settings) -> Warehouse:
+    """The warehouse KEIKO_WAREHOUSE names."""
+    return DuckDBWarehouse(config.warehouse_dir)

@@ -68,10 +68,10 @@ def test_dag_retrains_registers_deploys_and_the_server_answers(environment, tmp_
     assert "gate_serving passed" in first  # the live replica answers the golden set as offline
 
     from keiko.algorithms import load_model_bytes
-    from keiko.registry import Registry
+    from keiko.registry import open_registry
     from keiko.stages.train import feature_arrays
 
-    registry = Registry(f"sqlite:///{tmp_path / 'home' / 'registry.db'}")
+    registry = open_registry(f"sqlite:///{tmp_path / 'home' / 'registry.db'}")
     assert registry.alias("ctr") == 1
     entry = registry.get("ctr", 1)
     assert (entry.window_start, entry.window_end) == ("2026-11-15", DS)

@@ -18,7 +18,7 @@ import pytest
 from conftest import END_DATE, UP_TO_REGISTER, copy_home, run_step, serve_in_thread
 from keiko.cli import EXIT_GATE_FAILED, EXIT_SKIPPED, EXIT_USER_ERROR, main
 from keiko.config import settings
-from keiko.registry import Registry
+from keiko.registry import open_registry
 from keiko.serving.app import create_app
 
 NEXT = END_DATE + dt.timedelta(days=1)  # the run after production's
@@ -109,7 +109,7 @@ def test_the_gate_stops_the_fault(name, production_home, warehouse_dir, tmp_path
 
     assert (step, code) == (case.stopped_by, case.exit_code), log
     assert any(case.expectation in line and case.column in line for line in log.splitlines()), log
-    registry = Registry(settings().registry_url)
+    registry = open_registry(settings().registry_url)
     assert registry.alias("ctr") == 1
     assert [h["to_version"] for h in registry.history("ctr")] == [1]
     new_versions = [v for v in registry.list("ctr") if v.ds == NEXT.isoformat()]

@@ -9,7 +9,7 @@ import datetime as dt
 from conftest import END_DATE, ROWS_PER_DAY, UP_TO_REGISTER, run_step, serve_in_thread
 from keiko.config import settings
 from keiko.gates.headroom import format_ranges, observed_ranges
-from keiko.registry import Registry
+from keiko.registry import open_registry
 from keiko.serving.app import create_app
 from keiko.stages.context import StageContext
 from keiko.synth import write_warehouse
@@ -39,6 +39,6 @@ def test_fourteen_clean_days_raise_no_alarm(tmp_path, monkeypatch):
     checks = {(r["check"], r["column"]) for r in ranges}
     assert {("raw.daily", "rows / median"), ("features.drift", "app_id"), ("evaluation.blessing", "auc")} <= checks
     assert ("evaluation.blessing", "logloss_regression") in checks  # production existed from day 2 on
-    registry = Registry(settings().registry_url)
+    registry = open_registry(settings().registry_url)
     assert all(v.status == "registered" for v in registry.list("ctr"))
     assert registry.alias("ctr") is not None

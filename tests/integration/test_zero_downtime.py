@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from conftest import DS, register_variant, serve_replicas, v1_bytes
 from keiko.config import settings
-from keiko.registry import Registry
+from keiko.registry import open_registry
 from keiko.rollout import RolloutFailed, SmokeTest
 from keiko.rollout.local import LocalRollout
 
@@ -55,7 +55,7 @@ class Traffic:
 @pytest.fixture
 def replicas(run_home):
     """Three replicas serving production v1: (apps, urls)."""
-    registry = Registry(settings().registry_url)
+    registry = open_registry(settings().registry_url)
     registry.move_alias("ctr", 1)
     with serve_replicas(3) as (apps, urls):
         for url in urls:

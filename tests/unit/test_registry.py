@@ -3,12 +3,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from keiko.errors import RegistryError
-from keiko.registry import Registry
+from keiko.registry import open_registry
 
 
 @pytest.fixture
 def registry(tmp_path):
-    return Registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    return open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
 
 
 def register(registry, sha, *, window=("2026-11-15", "2026-11-21"), status="registered", model="ctr"):

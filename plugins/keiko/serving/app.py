@@ -38,7 +38,7 @@ from keiko.columns import example_row, from_rows
 from keiko.config import settings
 from keiko.errors import KeikoError
 from keiko.modeldef import ModelDefinition, load_model
-from keiko.registry import Registry
+from keiko.registry import Registry, open_registry
 from keiko.serving.row_scorer import RowScorer, row_scorer
 from keiko.serving.validation import describe_errors, request_adapter
 from keiko.storage import ArtifactStore
@@ -170,7 +170,7 @@ def create_app(model: str, *, load_production: bool = True, admin_token: str | N
     """`admin_token` defaults to KEIKO_ADMIN_TOKEN; without one, /admin/load is open (loopback use only:
     `keiko serve` refuses other hosts without a token)."""
     config = settings()
-    server = ModelServer(load_model(model), Registry(config.registry_url), ArtifactStore(config.artifact_root))
+    server = ModelServer(load_model(model), open_registry(config.registry_url), ArtifactStore(config.artifact_root))
     token = admin_token if admin_token is not None else os.environ.get("KEIKO_ADMIN_TOKEN", "")
 
     async def healthz(_: Request) -> JSONResponse:

@@ -19,7 +19,7 @@ from keiko.warehouse import data_window
 
 if TYPE_CHECKING:  # imported where used: not every stage needs SQLAlchemy or DuckDB
     from keiko.registry import Registry
-    from keiko.warehouse import DuckDBWarehouse
+    from keiko.warehouse import Warehouse
 
 
 @dataclass
@@ -53,15 +53,15 @@ class StageContext:
 
     @cached_property
     def registry(self) -> Registry:
-        from keiko.registry import Registry
+        from keiko.registry import open_registry
 
-        return Registry(self.settings.registry_url)
+        return open_registry(self.settings.registry_url)
 
     @cached_property
-    def warehouse(self) -> DuckDBWarehouse:
-        from keiko.warehouse import DuckDBWarehouse
+    def warehouse(self) -> Warehouse:
+        from keiko.warehouse import open_warehouse
 
-        return DuckDBWarehouse(self.settings.warehouse_dir)
+        return open_warehouse(self.settings)
 
     @property
     def window(self) -> tuple[dt.date, dt.date]:

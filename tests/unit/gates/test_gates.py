@@ -11,7 +11,7 @@ import pytest
 from conftest import DS
 from keiko.cli import EXIT_GATE_FAILED, EXIT_USER_ERROR, main
 from keiko.config import settings
-from keiko.registry import Registry
+from keiko.registry import open_registry
 
 
 def day_dir(home):
@@ -152,7 +152,7 @@ def test_register_refuses_a_missing_or_stale_blessing(run_home, capsys):
     blessing.unlink()
     assert main(["stage", "register", "--model", "ctr", "--ds", DS]) == EXIT_USER_ERROR
     assert "gate_evaluation did not reach a verdict" in capsys.readouterr().err
-    assert [v.version for v in Registry(settings().registry_url).list("ctr")] == [1]
+    assert [v.version for v in open_registry(settings().registry_url).list("ctr")] == [1]
 
 
 def test_a_model_adds_its_own_expectations_from_json(run_home):

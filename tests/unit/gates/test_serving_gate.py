@@ -10,7 +10,7 @@ import pytest
 from conftest import DS, run_steps, serve_replicas
 from keiko.cli import EXIT_GATE_FAILED, main
 from keiko.config import settings
-from keiko.registry import Registry
+from keiko.registry import open_registry
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_skew_fails_and_rolls_back_to_the_previous_version(apps, project_copy, c
     assert "replica2_answers" in out and "abs_error" in out
     assert "rolled back to v1 (replicas and production alias)" in err
     assert [httpx.get(f"{u}/version").json()["version"] for u in urls] == [1, 1]
-    assert Registry(settings().registry_url).alias("ctr") == 1
+    assert open_registry(settings().registry_url).alias("ctr") == 1
 
 
 def test_a_slow_service_fails_the_latency_budget(apps, project_copy, capsys):

@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from conftest import DS, run_step
 from keiko.cli import EXIT_USER_ERROR
 from keiko.config import settings
-from keiko.registry import Registry
+from keiko.registry import open_registry
 from keiko.rollout import RolloutFailed
 from keiko.rollout.kubernetes import CONTAINER, REVISION_ANNOTATION, VERSION_ANNOTATION, VERSION_ENV, KubernetesRollout
 
@@ -522,7 +522,7 @@ def test_the_deploy_stage_rolls_the_deployment_when_the_backend_is_kubernetes(ru
     monkeypatch.setattr("keiko.rollout.kubernetes.time.sleep", lambda _seconds: None)
     assert run_step("deploy") == 0
     assert env_value(api.template) == "1" and api.pods() == {"1": (2, 2)}
-    assert Registry(settings().registry_url).alias("ctr") == 1
+    assert open_registry(settings().registry_url).alias("ctr") == 1
     record = deploy_stage_record(run_home)
     assert record["backend"] == "kubernetes" and record["success"]
     assert record["replicas"] == ["http://keiko-ctr-server.keiko.svc:8601"]  # what gate_serving will probe
@@ -533,4 +533,4 @@ def test_an_unknown_deploy_backend_is_a_user_error_that_changes_nothing(run_home
     monkeypatch.setenv("KEIKO_DEPLOY_BACKEND", "nomad")
     assert run_step("deploy") == EXIT_USER_ERROR
     assert "KEIKO_DEPLOY_BACKEND='nomad': expected one of local, kubernetes" in capsys.readouterr().err
-    assert Registry(settings().registry_url).alias("ctr") is None
+    assert open_registry(settings().registry_url).alias("ctr") is None

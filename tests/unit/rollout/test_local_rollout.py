@@ -9,7 +9,7 @@ import pytest
 from conftest import DS, run_steps, serve_replicas
 from keiko.cli import EXIT_USER_ERROR, main
 from keiko.config import settings
-from keiko.registry import Registry
+from keiko.registry import open_registry
 
 
 @pytest.fixture
@@ -36,13 +36,13 @@ def second_version(project_copy):
     path = project_copy / "include" / "models" / "ctr" / "model.yaml"
     path.write_text(path.read_text().replace("seed: 0", "seed: 1"))
     run_steps("train", "gate_training", "evaluate", "gate_evaluation", "register")
-    assert Registry(settings().registry_url).get("ctr", 2).status == "registered"
+    assert open_registry(settings().registry_url).get("ctr", 2).status == "registered"
 
 
 def test_replicas_move_one_at_a_time_then_the_alias(replicas):
     assert deploy() == 0
     assert served(replicas) == [1, 1]
-    assert Registry(settings().registry_url).alias("ctr") == 1
+    assert open_registry(settings().registry_url).alias("ctr") == 1
     steps = [(e["replica"], e["event"]) for e in record()["events"]]
     per_replica = ["loaded", "ready", "smoke passed"]
     assert steps == [(replicas[0], e) for e in per_replica] + [(replicas[1], e) for e in per_replica]
@@ -58,7 +58,7 @@ def test_a_failing_replica_rolls_the_moved_ones_back(replicas, project_copy, mon
     err = capsys.readouterr().err
     assert "rollout of v2 failed on http://127.0.0.1:9" in err and "rolled back 1 replica(s) to v1" in err
     assert served(replicas) == [1, 1]
-    assert Registry(settings().registry_url).alias("ctr") == 1
+    assert open_registry(settings().registry_url).alias("ctr") == 1
     events = [(e["replica"], e["event"], e["version"]) for e in record()["events"]]
     assert (replicas[0], "smoke passed", 2) in events and events[-1] == (replicas[0], "rolled back", 1)
     assert record()["success"] is False and record()["rolled_back"] is True
@@ -78,4 +78,4 @@ def test_wrong_known_answers_stop_the_rollout_on_the_first_replica(replicas, pro
     assert deploy() == EXIT_USER_ERROR
     assert "smoke predictions differ from the offline ones by 0.001" in capsys.readouterr().err
     assert served(replicas) == [1, 1]
-    assert Registry(settings().registry_url).alias("ctr") == 1
+    assert open_registry(settings().registry_url).alias("ctr") == 1

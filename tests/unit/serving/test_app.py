@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 from conftest import DS, register_variant, run_steps, serve_in_thread, v1_bytes
 from keiko.config import settings
 from keiko.errors import KeikoError
-from keiko.registry import Registry
+from keiko.registry import open_registry
 from keiko.serving.app import create_app
 from keiko.serving.client import ModelServerClient
 from keiko.stages.train import feature_arrays
@@ -48,7 +48,7 @@ def test_not_ready_until_a_model_is_loaded(run_home):
 
 
 def test_loads_production_at_start_and_predicts_like_training(run_home, rows):
-    Registry(settings().registry_url).move_alias("ctr", 1)
+    open_registry(settings().registry_url).move_alias("ctr", 1)
     with TestClient(create_app("ctr")) as client:
         for _ in range(50):
             if client.get("/readyz").status_code == 200:
@@ -82,7 +82,7 @@ def test_malformed_rows_get_422_naming_row_and_field(run_home, rows):
 def test_load_refuses_an_artifact_whose_sha_does_not_match(run_home):
     app = create_app("ctr", load_production=False)
     app.state.server.load(1)
-    entry = Registry(settings().registry_url).get("ctr", 1)
+    entry = open_registry(settings().registry_url).get("ctr", 1)
     assert "/ctr/versions/" in entry.artifact_uri  # registered artifacts are content-addressed
     model_file = Path(entry.artifact_uri.removeprefix("file://"))
     model_file.write_bytes(model_file.read_bytes() + b"tampered")
@@ -99,7 +99,7 @@ def test_hot_swap_with_requests_in_flight(run_home, rows, project_copy, monkeypa
     path = project_copy / "include" / "models" / "ctr" / "model.yaml"
     path.write_text(path.read_text().replace("hash_bits: 20", "hash_bits: 18"))
     run_steps("features", "gate_features", "train", "gate_training", "evaluate", "gate_evaluation", "register")
-    assert Registry(settings().registry_url).get("ctr", 2).version == 2
+    assert open_registry(settings().registry_url).get("ctr", 2).version == 2
 
     app = create_app("ctr", load_production=False)
     app.state.server.load(1)
@@ -183,18 +183,18 @@ def test_the_client_sends_the_token_from_the_environment(run_home, monkeypatch):
 
 
 def test_keiko_model_version_pins_the_version_loaded_at_start(run_home, monkeypatch, rows):
-    Registry(settings().registry_url).move_alias("ctr", 1)
+    open_registry(settings().registry_url).move_alias("ctr", 1)
     v2 = register_variant(v1_bytes(), window_start="2026-11-14")
     monkeypatch.setenv("KEIKO_MODEL_VERSION", str(v2))
     with TestClient(create_app("ctr")) as client:
         assert readyz_once_settled(client).json() == {"ready": True, "version": v2}
         assert client.get("/version").json()["version"] == v2
         assert client.post("/predict", json={"rows": rows}).json()["model_version"] == v2
-    assert Registry(settings().registry_url).alias("ctr") == 1  # pinning a server moves no alias
+    assert open_registry(settings().registry_url).alias("ctr") == 1  # pinning a server moves no alias
 
 
 def test_a_pinned_version_that_cannot_load_is_named_by_readyz(run_home, monkeypatch):
-    Registry(settings().registry_url).move_alias("ctr", 1)
+    open_registry(settings().registry_url).move_alias("ctr", 1)
     monkeypatch.setenv("KEIKO_MODEL_VERSION", "999")
     with TestClient(create_app("ctr")) as client:
         response = readyz_once_settled(client)

@@ -8,7 +8,7 @@ import pytest
 from conftest import DS, run_steps, serve_in_thread
 from keiko.cli import EXIT_GATE_FAILED, EXIT_SKIPPED, EXIT_USER_ERROR, main
 from keiko.config import settings
-from keiko.registry import Registry
+from keiko.registry import open_registry
 from keiko.serving.app import create_app
 
 
@@ -24,7 +24,7 @@ def deploy() -> int:
 
 
 def test_first_deploy_loads_the_server_then_moves_the_alias(live_server):
-    registry = Registry(settings().registry_url)
+    registry = open_registry(settings().registry_url)
     assert registry.alias("ctr") is None
     assert deploy() == 0
     assert httpx.get(f"{live_server}/version").json()["version"] == 1
@@ -41,7 +41,7 @@ def test_an_unblessed_candidate_is_registered_as_rejected_and_not_deployed(live_
     run_steps("features", "train", "evaluate")
     assert main(["gate", "evaluation", "--model", "ctr", "--ds", DS]) == EXIT_GATE_FAILED
     run_steps("register")  # in the DAG it runs after a failed gate_evaluation too (all_done_min_one_success)
-    registry = Registry(settings().registry_url)
+    registry = open_registry(settings().registry_url)
     rejected = registry.get("ctr", 2)
     assert rejected.status == "rejected" and rejected.reason.startswith("logloss_regression")
     capsys.readouterr()
@@ -58,7 +58,7 @@ def test_unreachable_server_fails_and_leaves_the_alias(run_home, monkeypatch, ca
     monkeypatch.setenv("KEIKO_SERVING_URLS_CTR", "http://127.0.0.1:9")
     assert deploy() == EXIT_USER_ERROR
     assert "unreachable" in capsys.readouterr().err
-    assert Registry(settings().registry_url).alias("ctr") is None
+    assert open_registry(settings().registry_url).alias("ctr") is None
 
 
 def test_deploy_result_is_recorded(live_server):

@@ -8,7 +8,7 @@ import pytest
 from conftest import DS, run_steps
 from keiko.cli import EXIT_SKIPPED, EXIT_USER_ERROR, main
 from keiko.config import settings
-from keiko.registry import Registry
+from keiko.registry import open_registry
 
 EARLIER = (dt.date.fromisoformat(DS) - dt.timedelta(days=1)).isoformat()
 UP_TO_REGISTER_EARLIER = ("extract", "features", "train", "evaluate", "gate_evaluation", "register")
@@ -16,7 +16,7 @@ UP_TO_REGISTER_EARLIER = ("extract", "features", "train", "evaluate", "gate_eval
 
 @pytest.fixture
 def registry(run_home):
-    registry = Registry(settings().registry_url)
+    registry = open_registry(settings().registry_url)
     registry.move_alias("ctr", 1)  # production: v1, data up to DS
     return registry
 
@@ -41,7 +41,7 @@ def test_a_backfill_run_is_history_even_on_newer_data(run_home, monkeypatch):
         path.unlink()
     monkeypatch.setenv("KEIKO_RUN_TYPE", "backfill")
     run_steps("register")
-    entry = Registry(settings().registry_url).get("ctr", 1)
+    entry = open_registry(settings().registry_url).get("ctr", 1)
     assert (entry.status, entry.reason) == ("historical", "a backfill run: backfills never deploy")
 
 

@@ -281,3 +281,8 @@ class Registry:
                 .order_by(alias_history.c.id)
             )
             return [{**dict(r._mapping), "at": r.at.isoformat()} for r in rows]
+
+
+def open_registry(url: str) -> Registry:
+    """The registry at `url`: a SQLAlchemy URL (sqlite:///..., postgresql://...)."""
+    return Registry(url)
