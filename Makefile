@@ -32,6 +32,7 @@ demo: install
 	DEMO_DATE=$(DEMO_DATE) DEMO_DAYS=$(DEMO_DAYS) DEMO_ROWS=$(DEMO_ROWS) scripts/demo.sh
 
 test: install
+	$(BIN)/uv pip check --python $(BIN)/python
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

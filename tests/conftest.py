@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -156,10 +158,10 @@ def v1_bytes() -> bytes:
     """The artifact of ctr v1 in the current KEIKO_HOME."""
     from keiko.config import settings
     from keiko.registry import open_registry
-    from keiko.storage import ArtifactStore
+    from keiko.storage import open_store
 
     v1 = open_registry(settings().registry_url).get("ctr", 1)
-    return ArtifactStore(settings().artifact_root).read_bytes(v1.artifact_uri)
+    return open_store(settings()).read_bytes(v1.artifact_uri)
 
 
 def register_variant(artifact: bytes, *, sha256: str | None = None, window_start: str) -> int:
@@ -190,16 +192,49 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _holding(lock: threading.RLock, method):
+    @functools.wraps(method)
+    def locked(*args, **kwargs):
+        with lock:
+            return method(*args, **kwargs)
+
+    return locked
+
+
+def _serialize_moto_dynamodb(patch: pytest.MonkeyPatch) -> None:
+    """Every operation of moto's DynamoDB backend under one lock.
+
+    moto's ThreadedMotoServer serves each request in its own thread, and DynamoDBBackend takes no lock
+    (moto 5.2.5, moto/dynamodb/models/__init__.py): transact_write_items evaluates each condition and
+    then writes, so two transactions putting the same key with attribute_not_exists(pk) can both
+    commit; and a cancelled transaction rolls back by restoring deep copies of its tables taken when
+    it started, erasing what other requests committed meanwhile. Real DynamoDB serializes conflicting
+    transactions (the loser is cancelled with ConditionalCheckFailed or TransactionConflict), which is
+    what the registry relies on. Reentrant: backend methods call each other.
+    """
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    for name, member in list(vars(DynamoDBBackend).items()):
+        if not name.startswith("_") and inspect.isfunction(member):
+            patch.setattr(DynamoDBBackend, name, _holding(lock, member))
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint():
-    """moto in server mode: S3, DynamoDB and Athena as real HTTP APIs on loopback (one per test session)."""
+    """moto in server mode: S3, DynamoDB and Athena as real HTTP APIs on loopback (one per test session).
+
+    Its DynamoDB is serialized as real DynamoDB is (see _serialize_moto_dynamodb)."""
     from moto.server import ThreadedMotoServer
 
+    patch = pytest.MonkeyPatch()
+    _serialize_moto_dynamodb(patch)
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+    patch.undo()
 
 
 AWS_CONN_ID = "keiko_aws"

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 
-def aws_client(service: str, conn_id: str) -> Any:
-    """A boto3 client for `service` ("dynamodb", "athena", "glue", ...)."""
+def aws_client(service: str, conn_id: str, *, region: str | None = None) -> Any:
+    """A boto3 client for `service` ("dynamodb", "athena", "glue", ...); `region` overrides the connection's."""
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-    return AwsBaseHook(aws_conn_id=conn_id or None, client_type=service).get_conn()
+    return AwsBaseHook(aws_conn_id=conn_id or None, client_type=service, region_name=region).get_conn()
 
 
 def s3_filesystem(conn_id: str) -> Any:

@@ -24,6 +24,8 @@ EXIT_USER_ERROR = 2
 EXIT_GATE_FAILED = 3
 EXIT_SKIPPED = 99
 RESULT_PREFIX = "keiko-result: "
+# In a pod, the result also goes where KubernetesPodOperator's XCom sidecar reads it.
+RESULT_FILE_ENV = "KEIKO_RESULT_FILE"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -93,7 +95,11 @@ def _run_step(kind: str, name: str, args: argparse.Namespace) -> int:
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     ctx.store.write_json(ctx.uri(f"{kind}s/{name}.json"), result)
     ctx.log(f"{name} done in {result['seconds']:.1f}s, peak RSS {result['peak_rss_mb']:,.0f} MB")
-    print(RESULT_PREFIX + json.dumps(result, sort_keys=True, default=str), flush=True)
+    encoded = json.dumps(result, sort_keys=True, default=str)
+    if result_file := os.environ.get(RESULT_FILE_ENV):
+        with open(result_file, "w") as f:
+            f.write(encoded)
+    print(RESULT_PREFIX + encoded, flush=True)
     return 0
 
 

@@ -7,29 +7,19 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TriggerRule
+from airflow.sdk import DAG, BaseOperator, CronDataIntervalTimetable, Param, TriggerRule
 
-from keiko.config import DEPLOY_MODES
+from keiko.config import DEPLOY_MODES, settings
 from keiko.errors import KeikoError, ModelConfigError
 from keiko.modeldef import ModelDefinition, load_model, model_names
 from keiko.operators.stage import KeikoStageOperator
+from keiko.pipeline import PIPELINE
 
 STAGE_RETRIES = 2
-PIPELINE = (
-    ("extract", "stage"),
-    ("gate_raw", "gate"),
-    ("features", "stage"),
-    ("gate_features", "gate"),
-    ("train", "stage"),
-    ("gate_training", "gate"),
-    ("evaluate", "stage"),
-    ("gate_evaluation", "gate"),
-    ("register", "stage"),
-    ("deploy", "stage"),
-    ("gate_serving", "gate"),
-)
 STAGE_TIMEOUT = dt.timedelta(hours=2)
 
 DOC_TEMPLATE = """\
@@ -57,6 +47,8 @@ gates `keiko gate <suite> --model {name} --ds <ds>`: any task can be rerun by ha
   (logs not landed yet: clear the task once they have).
 - *train/evaluate failed*: see the task log; artifacts are under `{{artifact_root}}/{name}/<ds>/`.
 - *deploy skipped*: the version was registered as rejected; the log gives the blessing's reasons.
+- *a stage pod failed* (KEIKO_STAGE_RUNNER=kubernetes): failed pods are kept for inspection,
+  `kubectl -n <namespace> get pods -l keiko.io/model={name}`; succeeded pods are deleted.
 - *deploy failed*: the model server did not confirm the new version; the `production` alias
   did not move. `keiko models list {name}` shows what serves.
 """
@@ -97,14 +89,14 @@ def build_dag(definition: ModelDefinition) -> DAG:
             "execution_timeout": STAGE_TIMEOUT,
         },
     )
+    make_task = _task_builder(definition)
     with dag:
         tasks = {}
         for step, kind in PIPELINE:
-            name = step.removeprefix("gate_")
-            tasks[step] = KeikoStageOperator(
+            tasks[step] = make_task(
                 task_id=step,
                 model=definition.name,
-                stage=name,
+                stage=step.removeprefix("gate_"),
                 kind=kind,
                 env={"KEIKO_RUN_TYPE": "{{ dag_run.run_type }}", "KEIKO_DEPLOY": "{{ params.deploy }}"},
                 # A failed expectation is deterministic: retrying a gate only delays the page.
@@ -119,12 +111,36 @@ def build_dag(definition: ModelDefinition) -> DAG:
     return dag
 
 
+def _task_builder(definition: ModelDefinition) -> Callable[..., BaseOperator]:
+    """KEIKO_STAGE_RUNNER picks how every task runs: a local subprocess, or a pod from the project image."""
+    config = settings()
+    if config.stage_runner == "local":
+        return KeikoStageOperator
+    from keiko.operators.pod import KeikoPodOperator  # the Kubernetes client is imported only when used
+
+    def make_pod_task(*, task_id: str, **kwargs: Any) -> BaseOperator:
+        return KeikoPodOperator(
+            task_id=task_id,
+            pod=definition.config.pod(task_id),
+            image=config.image,
+            namespace=config.kubernetes_namespace,
+            kubernetes_conn_id=config.kubernetes_conn_id,
+            service_account_name=config.kubernetes_service_account,
+            env_secret=config.kubernetes_env_secret,
+            configmap=config.kubernetes_configmap,
+            **kwargs,
+        )
+
+    return make_pod_task
+
+
 def build_dags(models_dir: Path | None = None) -> dict[str, DAG]:
     """All model DAGs; any invalid model.yaml fails the whole file, naming every broken file and field.
 
     Failing loudly (an import error in the Airflow UI and in the DagBag test) beats a model
     whose DAG silently disappears.
     """
+    settings()  # a bad KEIKO_* value fails the file with its own message, not as a broken model
     dags: dict[str, DAG] = {}
     problems: list[str] = []
     for name in model_names(models_dir):

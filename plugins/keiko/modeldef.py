@@ -13,13 +13,14 @@ import sys
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from keiko.config import settings
 from keiko.errors import KeikoError, ModelConfigError
+from keiko.pipeline import TASK_IDS
 
 MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
@@ -40,9 +41,42 @@ class Thresholds(_Strict):
     max_regression: float = Field(ge=0.0, description="relative test logloss increase over production still deployed")
 
 
-class Resources(_Strict):
-    requests: dict[str, str] = Field(default_factory=dict)
-    limits: dict[str, str] = Field(default_factory=dict)
+# A Kubernetes quantity ("500m", "2", "1.5Gi"); checked here so a typo fails at parse, naming the field.
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+
+
+class Toleration(_Strict):
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class PodSettings(_Strict):
+    """What a stage pod asks of the cluster (KEIKO_STAGE_RUNNER=kubernetes)."""
+
+    requests: dict[Literal["cpu", "memory", "ephemeral-storage"], str] = Field(default_factory=dict)
+    limits: dict[Literal["cpu", "memory", "ephemeral-storage"], str] = Field(default_factory=dict)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+
+    @field_validator("requests", "limits")
+    @classmethod
+    def _quantities(cls, value: dict[str, str]) -> dict[str, str]:
+        for resource, quantity in value.items():
+            if not QUANTITY.match(str(quantity)):
+                raise ValueError(f"{resource}: {quantity!r} is not a Kubernetes quantity (e.g. 500m, 2, 4Gi)")
+        return value
+
+    def over(self, base: PodSettings) -> PodSettings:
+        """These settings on top of `base`: resources merge per resource, the rest replaces when set."""
+        return PodSettings(
+            requests={**base.requests, **self.requests},
+            limits={**base.limits, **self.limits},
+            node_selector=self.node_selector if "node_selector" in self.model_fields_set else base.node_selector,
+            tolerations=self.tolerations if "tolerations" in self.model_fields_set else base.tolerations,
+        )
 
 
 class Serving(_Strict):
@@ -113,8 +147,23 @@ class ModelConfig(_Strict):
     algorithm: Algorithm
     thresholds: Thresholds
     gates: Gates
-    resources: Resources = Resources()
+    pods: dict[str, PodSettings] = Field(
+        default_factory=dict, description="stage pods: `default`, then overrides per task id (train, gate_raw, ...)"
+    )
     serving: Serving
+
+    @field_validator("pods")
+    @classmethod
+    def _pod_tasks(cls, value: dict[str, PodSettings]) -> dict[str, PodSettings]:
+        unknown = sorted(set(value) - {"default", *TASK_IDS})
+        if unknown:
+            raise ValueError(f"unknown task {', '.join(unknown)}; expected default or one of {', '.join(TASK_IDS)}")
+        return value
+
+    def pod(self, task_id: str) -> PodSettings:
+        """The pod settings of one task: its own entry over `default`."""
+        default = self.pods.get("default", PodSettings())
+        return self.pods[task_id].over(default) if task_id in self.pods else default
 
     @field_validator("schedule")
     @classmethod

@@ -1,4 +1,4 @@
-"""The artifact store: `{artifact_root}/{model}/{ds}/{name}` on any fsspec filesystem.
+"""The artifact store: `{artifact_root}/{model}/{ds}/{name}` on any fsspec filesystem (file://, s3://).
 
 Writes are atomic (temporary name, then rename; a single PUT on object stores) so a retried
 or killed stage never leaves a half-written artifact under its final name.
@@ -11,13 +11,18 @@ import io
 import json
 import uuid
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from keiko.errors import KeikoError, MissingDataError
+
+if TYPE_CHECKING:
+    from keiko.config import Settings
+
+S3_PROTOCOLS = ("s3", "s3a")
 
 
 class IntegrityError(KeikoError):
@@ -29,11 +34,18 @@ def sha256_bytes(data: bytes) -> str:
 
 
 class ArtifactStore:
-    def __init__(self, root_uri: str) -> None:
+    """:param aws_conn_id: for s3:// roots, the Airflow AWS connection (empty: boto's default chain)."""
+
+    def __init__(self, root_uri: str, *, aws_conn_id: str = "") -> None:
         self.root_uri = root_uri.rstrip("/")
+        self.aws_conn_id = aws_conn_id
 
     @cached_property
     def fs(self) -> fsspec.AbstractFileSystem:
+        if fsspec.utils.get_protocol(self.root_uri) in S3_PROTOCOLS:
+            from keiko.aws import s3_filesystem
+
+            return s3_filesystem(self.aws_conn_id)
         fs, _ = fsspec.url_to_fs(self.root_uri)
         return fs
 
@@ -103,3 +115,8 @@ class ArtifactStore:
             raise MissingDataError(f"artifact not found: {uri} (did the upstream stage run for this date?)")
         with self.fs.open(self._path(uri), "rb") as f:
             return pq.read_table(f, columns=columns, filters=filters)
+
+
+def open_store(config: Settings) -> ArtifactStore:
+    """The artifact store KEIKO_ARTIFACT_ROOT names, with KEIKO_AWS_CONN_ID's credentials for s3://."""
+    return ArtifactStore(config.artifact_root, aws_conn_id=config.aws_conn_id)

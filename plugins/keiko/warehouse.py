@@ -1,7 +1,8 @@
-"""The warehouse: extract SQL rendered for a run's data window and run on DuckDB over Parquet.
+"""The warehouse: extract SQL rendered for a run's data window and run on DuckDB over Parquet, or on Athena.
 
 The SQL names plain tables (impressions, clicks, ...). Here they are DuckDB views over the
-`dt=` partitions; on Athena they are the Glue tables of the same names, so one template serves both.
+`dt=` partitions; on Athena (keiko.athena) they are the Glue tables of the same names, so one
+template serves both.
 """
 
 from __future__ import annotations
@@ -54,7 +55,24 @@ def referenced_tables(sql: str) -> set[str]:
     return {t.name for t in tree.find_all(exp.Table)} - ctes
 
 
+def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
+    """Every day from `start` to `end`, both included."""
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def missing_partitions_error(
+    missing: list[str], where: str, start: dt.date, end: dt.date, hint: str
+) -> MissingDataError:
+    """One message naming the first missing `table/dt=day` partitions, the same on every warehouse."""
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return MissingDataError(f"missing warehouse partitions in {where}: {shown} (data window {start}..{end}; {hint})")
+
+
 class Warehouse(Protocol):
+    def describe(self) -> str:
+        """Where the SQL runs, for the log: a line an on-call person can act on."""
+        ...
+
     def tables(self) -> list[str]: ...
     def query(self, sql: str) -> pa.Table: ...
     def check_window(self, sql: str, start: dt.date, end: dt.date) -> None: ...
@@ -67,6 +85,9 @@ class DuckDBWarehouse:
         self.directory = directory
         self.memory_limit = memory_limit
         self.threads = threads
+
+    def describe(self) -> str:
+        return f"DuckDB over {self.directory}"
 
     def tables(self) -> list[str]:
         return sorted(p.name for p in self.directory.iterdir() if p.is_dir()) if self.directory.is_dir() else []
@@ -101,16 +122,17 @@ class DuckDBWarehouse:
         return self.connection.sql(sql).to_arrow_table()
 
     def check_window(self, sql: str, start: dt.date, end: dt.date) -> None:
-        days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-        missing = self.missing_partitions(referenced_tables(sql), days)
+        missing = self.missing_partitions(referenced_tables(sql), days_between(start, end))
         if missing:
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise MissingDataError(
-                f"missing warehouse partitions under {self.directory}: {shown} "
-                f"(data window {start}..{end}; run `keiko synth` or wait for the logs to land)"
+            raise missing_partitions_error(
+                missing, str(self.directory), start, end, "run `keiko synth` or wait for the logs to land"
             )
 
 
 def open_warehouse(config: Settings) -> Warehouse:
-    """The warehouse KEIKO_WAREHOUSE names."""
+    """The warehouse KEIKO_WAREHOUSE names: DuckDB over KEIKO_WAREHOUSE_DIR, or Athena over Glue."""
+    if config.warehouse == "athena":
+        from keiko.athena import AthenaWarehouse
+
+        return AthenaWarehouse.from_settings(config)
     return DuckDBWarehouse(config.warehouse_dir)

@@ -22,27 +22,70 @@ def validate(document: dict) -> None:
     kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
 
 
-def documents() -> dict[str, dict]:
-    found = {}
+def documents() -> list[dict]:
+    found = []
     for path in sorted(K8S_DIR.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc:
-                found[doc["kind"]] = doc
+        if path.name != "kustomization.yaml":
+            found.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
     return found
 
 
 @pytest.fixture(scope="module")
 def manifests() -> dict[str, dict]:
-    return documents()
+    """The model-server objects by kind (one of each)."""
+    return {doc["kind"]: doc for doc in documents() if doc["kind"] in ("Deployment", "Service", "PodDisruptionBudget")}
 
 
-def test_every_manifest_is_valid_against_the_kubernetes_schema(manifests):
-    assert set(manifests) == {"Deployment", "Service", "PodDisruptionBudget"}
-    for doc in manifests.values():
+def test_every_manifest_is_valid_against_the_kubernetes_schema():
+    objects = documents()
+    assert sorted(f"{d['kind']}/{d['metadata']['name']}" for d in objects) == [
+        "ConfigMap/keiko-config",
+        "Deployment/keiko-ctr-server",
+        "PodDisruptionBudget/keiko-ctr-server",
+        "Role/keiko-deployer",
+        "Role/keiko-pod-launcher",
+        "RoleBinding/airflow-worker-keiko-pods",
+        "RoleBinding/keiko-stage-deployer",
+        "Service/keiko-ctr-server",
+        "ServiceAccount/keiko-stage",
+    ]
+    for doc in objects:
         validate(doc)
         assert doc["metadata"]["namespace"] == "keiko"
+
+
+def test_the_configmap_names_only_known_settings_and_the_stage_runner_defaults_match():
+    """Every key is a setting keiko reads (or boto's region); the pods' names are config's defaults."""
+    from keiko.config import SETTINGS, settings
+
+    (configmap,) = [d for d in documents() if d["kind"] == "ConfigMap"]
+    known = {s.env for s in SETTINGS} | {"AWS_DEFAULT_REGION"}
+    assert set(configmap["data"]) <= known
+    defaults = settings()
+    assert configmap["metadata"]["name"] == defaults.kubernetes_configmap
+    names = {d["metadata"]["name"] for d in documents()}
+    assert defaults.kubernetes_service_account in names
+
+
+# The Kubernetes API calls of KubernetesRollout -> the (resource, verb) RBAC must allow for them.
+API_CALL_PERMISSIONS = {
+    "read_namespaced_deployment": ("deployments", "get"),
+    "read_namespaced_deployment_status": ("deployments/status", "get"),
+    "patch_namespaced_deployment": ("deployments", "patch"),
+    "list_namespaced_replica_set": ("replicasets", "list"),
+}
+
+
+def test_the_deploy_stage_may_do_what_the_rollout_does_and_no_more():
+    import re
+
+    import keiko.rollout.kubernetes as rollout
+
+    calls = set(re.findall(r"apps_api\.(\w+)\(", Path(rollout.__file__).read_text()))
+    assert calls <= set(API_CALL_PERMISSIONS), f"new API calls need RBAC: {calls - set(API_CALL_PERMISSIONS)}"
+    (role,) = [d for d in documents() if d["kind"] == "Role" and d["metadata"]["name"] == "keiko-deployer"]
+    allowed = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert allowed == {API_CALL_PERMISSIONS[call] for call in calls}
 
 
 def test_kustomization_lists_every_manifest():

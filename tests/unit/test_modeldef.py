@@ -48,3 +48,18 @@ def test_unknown_model_lists_the_known_ones():
         load_model("nope")
     with pytest.raises(KeikoError, match="invalid model name"):
         load_model("../etc")
+
+
+def test_pod_settings_merge_over_default_and_refuse_typos(project_copy):
+    config = load_model("ctr").config
+    assert config.pod("gate_serving") == config.pods["default"]
+    train = config.pod("train")
+    assert train.requests["cpu"] == "2" and train.node_selector  # its own entry over default
+    path = project_copy / "include" / "models" / "ctr" / "model.yaml"
+    original = path.read_text()
+    _write(project_copy, original.replace("  evaluate: {requests", "  evaluat: {requests"))
+    with pytest.raises(ModelConfigError, match=r"pods: Value error, unknown task evaluat; expected default or"):
+        load_model("ctr")
+    _write(project_copy, original.replace("cpu: 500m, memory: 1Gi", "cpu: 500m, memory: 1 GB"))
+    with pytest.raises(ModelConfigError, match=r"memory: '1 GB' is not a Kubernetes quantity"):
+        load_model("ctr")

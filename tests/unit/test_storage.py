@@ -1,23 +1,37 @@
+import uuid
+
 import pyarrow as pa
 import pytest
 
+from keiko.config import settings
 from keiko.errors import MissingDataError
-from keiko.storage import ArtifactStore, IntegrityError, sha256_bytes
+from keiko.storage import ArtifactStore, IntegrityError, open_store, sha256_bytes
 
 
-def test_write_is_atomic_and_returns_the_sha256(tmp_path):
-    store = ArtifactStore((tmp_path / "artifacts").as_uri())
+@pytest.fixture(params=["file", "s3"])
+def store(request, tmp_path, monkeypatch) -> ArtifactStore:
+    """The same store contract on local files and on S3 (moto's server, through the Airflow connection)."""
+    if request.param == "file":
+        return ArtifactStore((tmp_path / "artifacts").as_uri())
+    request.getfixturevalue("aws")
+    from keiko.aws import aws_client
+
+    bucket = f"keiko-{uuid.uuid4().hex[:12]}"
+    aws_client("s3", settings().aws_conn_id).create_bucket(Bucket=bucket)
+    monkeypatch.setenv("KEIKO_ARTIFACT_ROOT", f"s3://{bucket}/keiko")
+    return open_store(settings())
+
+
+def test_write_returns_the_sha256_and_a_rerun_overwrites(store):
     uri = store.uri("ctr", "2026-11-21", "model.npz")
     assert uri.endswith("/ctr/2026-11-21/model.npz")
     assert store.write_bytes(uri, b"first") == sha256_bytes(b"first")
     store.write_bytes(uri, b"second")  # a rerun overwrites in place
     assert store.read_bytes(uri) == b"second"
-    leftovers = [p.name for p in (tmp_path / "artifacts" / "ctr" / "2026-11-21").iterdir()]
-    assert leftovers == ["model.npz"]  # no temporary files left behind
+    assert store.glob(store.uri("ctr", "2026-11-21", "*")) == [uri]  # no temporary files left behind
 
 
-def test_read_verified_refuses_a_changed_artifact(tmp_path):
-    store = ArtifactStore((tmp_path / "a").as_uri())
+def test_read_verified_refuses_a_changed_artifact(store):
     uri = store.uri("ctr", "d", "model.npz")
     sha = store.write_bytes(uri, b"weights")
     assert store.read_verified(uri, sha) == b"weights"
@@ -26,10 +40,20 @@ def test_read_verified_refuses_a_changed_artifact(tmp_path):
         store.read_verified(uri, sha)
 
 
-def test_tables_round_trip_and_missing_artifacts_are_named(tmp_path):
-    store = ArtifactStore((tmp_path / "a").as_uri())
+def test_tables_round_trip_and_missing_artifacts_are_named(store):
     uri = store.uri("ctr", "d", "raw.parquet")
     store.write_table(uri, pa.table({"x": [1, 2, 3]}))
     assert store.read_table(uri).column("x").to_pylist() == [1, 2, 3]
+    assert store.read_table(uri, filters=[("x", ">", 1)]).column("x").to_pylist() == [2, 3]
     with pytest.raises(MissingDataError, match=r"test\.parquet"):
         store.read_table(store.uri("ctr", "d", "test.parquet"))
+    with pytest.raises(MissingDataError, match=r"model\.npz"):
+        store.read_bytes(store.uri("ctr", "d", "model.npz"))
+
+
+def test_s3_credentials_come_from_the_airflow_connection(aws, monkeypatch):
+    """The connection `keiko_aws` alone carries credentials and endpoint: no AWS_* variables are set."""
+    store = ArtifactStore("s3://no-such-bucket-here/keiko", aws_conn_id="keiko_aws")
+    assert store.fs.client_kwargs.get("endpoint_url", store.fs.endpoint_url) == aws
+    with pytest.raises(MissingDataError, match="no-such-bucket-here"):
+        store.read_bytes(store.uri("ctr", "d", "model.npz"))

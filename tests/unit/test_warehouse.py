@@ -5,7 +5,7 @@ import sqlglot
 
 from keiko.errors import MissingDataError
 from keiko.modeldef import load_model
-from keiko.warehouse import DuckDBWarehouse, data_window, referenced_tables, render_sql
+from keiko.warehouse import DuckDBWarehouse, data_window, missing_partitions_error, referenced_tables, render_sql
 
 DS = dt.date(2026, 11, 21)
 
@@ -36,3 +36,13 @@ def test_missing_partitions_are_named(warehouse_dir):
     sql = render_sql(load_model("ctr").sql_path, ds=dt.date(2026, 11, 23), window_days=7, model="ctr")
     with pytest.raises(MissingDataError, match=r"clicks/dt=2026-11-22.*impressions/dt=2026-11-22"):
         warehouse.check_window(sql, dt.date(2026, 11, 17), dt.date(2026, 11, 23))
+
+
+def test_missing_partitions_error_names_five_and_counts_the_rest():
+    missing = [f"impressions/dt=2026-11-{day}" for day in range(10, 18)]
+    error = missing_partitions_error(missing, "/w", dt.date(2026, 11, 10), dt.date(2026, 11, 17), "run `keiko synth`")
+    assert str(error) == (
+        "missing warehouse partitions in /w: impressions/dt=2026-11-10, impressions/dt=2026-11-11, "
+        "impressions/dt=2026-11-12, impressions/dt=2026-11-13, impressions/dt=2026-11-14 and 3 more "
+        "(data window 2026-11-10..2026-11-17; run `keiko synth`)"
+    )

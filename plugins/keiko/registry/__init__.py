@@ -1,85 +1,21 @@
 """The model registry: versions with lineage, and aliases (`production`) that move only on deploy.
 
-SQLAlchemy Core over SQLite by default (Postgres works with the same code). Versions are
-allocated as max+1 under a unique constraint, retried on conflict, so concurrent registrations
-cannot share a number; registration is idempotent on (model, data window, artifact sha256).
+Two backends implement one contract (`Registry`, below): SQLAlchemy (`sql.py`: SQLite by default,
+Postgres with the same code) and DynamoDB (`dynamodb.py`). `open_registry(url)` picks one from the URL;
+neither backend's driver is imported until then, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
+import abc
+import re
 from dataclasses import asdict, dataclass
-from functools import cached_property
-from pathlib import Path
 from typing import Any
-
-from sqlalchemy import (
-    JSON,
-    Column,
-    DateTime,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    UniqueConstraint,
-    create_engine,
-    event,
-    func,
-    insert,
-    select,
-    update,
-)
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 
 from keiko.errors import RegistryError
 
-metadata = MetaData()
-
-versions = Table(
-    "model_versions",
-    metadata,
-    Column("model", String(64), primary_key=True),
-    Column("version", Integer, primary_key=True),
-    Column("status", String(16), nullable=False),  # registered | rejected | historical (blessed, never deployed)
-    Column("ds", String(10), nullable=False),
-    Column("window_start", String(10), nullable=False),
-    Column("window_end", String(10), nullable=False),
-    Column("artifact_uri", String(1024), nullable=False),
-    Column("artifact_sha256", String(64), nullable=False),
-    Column("code_version", String(128), nullable=False),
-    Column("config_sha256", String(64), nullable=False),
-    Column("features_sha256", String(64), nullable=False),
-    Column("algorithm", String(64), nullable=False),
-    Column("metrics", JSON, nullable=False),
-    Column("reason", String(1024), nullable=False, default=""),
-    Column("run_id", String(256), nullable=False, default=""),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("model", "window_start", "window_end", "artifact_sha256", name="uq_version_identity"),
-)
-
-aliases = Table(
-    "model_aliases",
-    metadata,
-    Column("model", String(64), primary_key=True),
-    Column("alias", String(32), primary_key=True),
-    Column("version", Integer, nullable=False),
-    Column("previous_version", Integer, nullable=True),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
-
-alias_history = Table(
-    "model_alias_history",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model", String(64), nullable=False),
-    Column("alias", String(32), nullable=False),
-    Column("from_version", Integer, nullable=True),
-    Column("to_version", Integer, nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
-    Column("note", String(1024), nullable=False, default=""),
-)
+# registered: may be deployed; rejected: failed its gates; historical: blessed, but never deployable.
+STATUSES = ("registered", "rejected", "historical")
 
 
 @dataclass(frozen=True)
@@ -111,40 +47,27 @@ class Registration:
     created: bool  # False when an identical registration already existed (a retry)
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+def require_known_status(status: str) -> None:
+    if status not in STATUSES:
+        raise RegistryError(f"unknown status {status!r}: expected one of {', '.join(STATUSES)}")
 
 
-def _row_to_version(row: Any) -> ModelVersion:
-    data = dict(row._mapping)
-    data["created_at"] = data["created_at"].isoformat()
-    if isinstance(data["metrics"], str):
-        data["metrics"] = json.loads(data["metrics"])
-    return ModelVersion(**data)
+class Registry(abc.ABC):
+    """What every registry backend guarantees; the contract tests in tests/unit/registry check it on each.
 
+    Versions: numbered per model from 1, one more than the highest so far, never reused; distinct
+    even when many processes register at once. A version's identity is (model, window_start,
+    window_end, artifact_sha256): registering an identity again returns the existing version with
+    `created=False` and stores nothing (the other fields of the retry are ignored).
 
-class Registry:
-    def __init__(self, url: str) -> None:
-        self.url = url
+    Aliases (`production`, ...): a per-model name pointing at one `registered` version. A move is
+    atomic with its history entry, and can be made conditional on the alias's current version so two
+    concurrent deploys cannot both win.
 
-    @cached_property
-    def engine(self) -> Engine:
-        engine = create_engine(self.url)
-        if engine.dialect.name == "sqlite":
-            if engine.url.database and engine.url.database != ":memory:":
-                Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+    Refusals raise `RegistryError` naming the model and version. Timestamps are ISO 8601 strings.
+    """
 
-            # Concurrent writers (parallel DAG runs, the CLI) wait for the lock instead of failing.
-            @event.listens_for(engine, "connect")
-            def _sqlite_pragmas(dbapi_connection, _record):
-                cursor = dbapi_connection.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA busy_timeout=30000")
-                cursor.close()
-
-        metadata.create_all(engine)
-        return engine
-
+    @abc.abstractmethod
     def register(
         self,
         *,
@@ -163,126 +86,84 @@ class Registry:
         reason: str = "",
         run_id: str = "",
     ) -> Registration:
-        if status not in ("registered", "rejected", "historical"):
-            raise RegistryError(f"unknown status {status!r}")
-        identity = (
-            (versions.c.model == model)
-            & (versions.c.window_start == window_start)
-            & (versions.c.window_end == window_end)
-            & (versions.c.artifact_sha256 == artifact_sha256)
-        )
-        for _attempt in range(20):
-            with self.engine.begin() as conn:
-                existing = conn.execute(select(versions).where(identity)).first()
-                if existing is not None:
-                    return Registration(_row_to_version(existing), created=False)
-                next_version = (
-                    conn.execute(
-                        select(func.coalesce(func.max(versions.c.version), 0)).where(versions.c.model == model)
-                    ).scalar_one()
-                    + 1
-                )
-                try:
-                    conn.execute(
-                        insert(versions).values(
-                            model=model,
-                            version=next_version,
-                            status=status,
-                            ds=ds,
-                            window_start=window_start,
-                            window_end=window_end,
-                            artifact_uri=artifact_uri,
-                            artifact_sha256=artifact_sha256,
-                            code_version=code_version,
-                            config_sha256=config_sha256,
-                            features_sha256=features_sha256,
-                            algorithm=algorithm,
-                            metrics=metrics,
-                            reason=reason,
-                            run_id=run_id,
-                            created_at=_now(),
-                        )
-                    )
-                except IntegrityError:
-                    continue  # another writer took this number (or this identity): look again
-            return Registration(self.get(model, next_version), created=True)
-        raise RegistryError(f"could not allocate a version for {model} after 20 attempts")
+        """Record a new version of `model` (the next number), or return the one with the same identity.
 
+        `status` is one of STATUSES (else RegistryError). `metrics` is any JSON-serializable dict and
+        reads back equal, floats included. Gives up with RegistryError if no number could be taken
+        after a bounded number of attempts (sustained contention).
+        """
+
+    @abc.abstractmethod
     def get(self, model: str, version: int) -> ModelVersion:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(versions).where((versions.c.model == model) & (versions.c.version == version))
-            ).first()
-        if row is None:
-            raise RegistryError(f"{model} has no version {version}")
-        return _row_to_version(row)
+        """Version `version` of `model`; RegistryError "<model> has no version <version>" if absent."""
 
+    @abc.abstractmethod
     def list(self, model: str) -> list[ModelVersion]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(versions).where(versions.c.model == model).order_by(versions.c.version))
-            return [_row_to_version(r) for r in rows]
+        """Every version of `model`, oldest (version 1) first; empty for an unknown model."""
 
+    @abc.abstractmethod
     def alias(self, model: str, alias: str = "production") -> int | None:
-        with self.engine.connect() as conn:
-            return conn.execute(
-                select(aliases.c.version).where((aliases.c.model == model) & (aliases.c.alias == alias))
-            ).scalar_one_or_none()
+        """The version `alias` points at, or None if it was never set."""
 
+    @abc.abstractmethod
     def aliases_of(self, model: str) -> dict[str, int]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(aliases.c.alias, aliases.c.version).where(aliases.c.model == model))
-            return {alias: version for alias, version in rows}
+        """Every alias of `model` and the version it points at."""
 
+    @abc.abstractmethod
     def move_alias(
         self, model: str, version: int, *, alias: str = "production", expected: int | None = None, note: str = ""
     ) -> int | None:
-        """Point `alias` at `version`; returns the previous version.
+        """Point `alias` at `version` and append a history entry (with `note`); returns the previous version.
 
-        `expected` makes the move conditional (compare-and-set): it fails if the alias moved
-        since the caller looked, so two concurrent deploys cannot both win.
+        Only a `registered` version can be the target: otherwise RegistryError "<model> v<version> is
+        <status>, it cannot become <alias>" (or "has no version" if it does not exist).
+        `expected` (a version) makes the move a compare-and-set: if the alias does not point at it, or
+        moves between the check and the write, RegistryError containing "moved concurrently" and nothing
+        changes. Without `expected`, a move that races another may also fail that way (never both win).
+        Moving an alias to the version it already points at changes nothing and records no history.
         """
-        target = self.get(model, version)
-        if target.status != "registered":
-            raise RegistryError(f"{model} v{version} is {target.status}, it cannot become {alias}")
-        with self.engine.begin() as conn:
-            key = (aliases.c.model == model) & (aliases.c.alias == alias)
-            current = conn.execute(select(aliases.c.version).where(key)).scalar_one_or_none()
-            if expected is not None and current != expected:
-                raise RegistryError(f"{model} {alias} is v{current}, expected v{expected}: moved concurrently")
-            if current is None:
-                conn.execute(insert(aliases).values(model=model, alias=alias, version=version, updated_at=_now()))
-            elif current != version:
-                result = conn.execute(
-                    update(aliases)
-                    .where(key & (aliases.c.version == current))
-                    .values(version=version, previous_version=current, updated_at=_now())
-                )
-                if result.rowcount != 1:
-                    raise RegistryError(f"{model} {alias} moved concurrently; retry")
-            if current != version:
-                conn.execute(
-                    insert(alias_history).values(
-                        model=model, alias=alias, from_version=current, to_version=version, at=_now(), note=note
-                    )
-                )
-        return current
 
+    @abc.abstractmethod
     def previous(self, model: str, alias: str = "production") -> int | None:
-        with self.engine.connect() as conn:
-            return conn.execute(
-                select(aliases.c.previous_version).where((aliases.c.model == model) & (aliases.c.alias == alias))
-            ).scalar_one_or_none()
+        """The version `alias` pointed at before its last move (None before a second move)."""
 
+    @abc.abstractmethod
     def history(self, model: str, alias: str = "production") -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(alias_history)
-                .where((alias_history.c.model == model) & (alias_history.c.alias == alias))
-                .order_by(alias_history.c.id)
-            )
-            return [{**dict(r._mapping), "at": r.at.isoformat()} for r in rows]
+        """The moves of `alias`, oldest first: dicts with id (increasing with each move), model, alias,
+        from_version (None for the first), to_version, at (ISO 8601) and note."""
+
+
+_CREDENTIALS_IN_URL = re.compile(r"(://[^/:@]*:)[^/@]*@")
+
+
+def redact(url: str) -> str:
+    """`url` without its password, for error messages."""
+    return _CREDENTIALS_IN_URL.sub(r"\1***@", url)
 
 
 def open_registry(url: str) -> Registry:
-    """The registry at `url`: a SQLAlchemy URL (sqlite:///..., postgresql://...)."""
-    return Registry(url)
+    """The registry at `url`: `dynamodb://<table>[?region=<region>]`, or a SQLAlchemy URL (sqlite:///...,
+    postgresql://...). A URL neither backend understands raises RegistryError naming it."""
+    scheme, separator, _rest = url.partition("://")
+    if not separator or not scheme:
+        raise RegistryError(
+            f"registry URL {redact(url)!r} is not a URL: expected dynamodb://<table> "
+            "or a SQLAlchemy URL such as sqlite:///path/to/registry.db"
+        )
+    if scheme == "dynamodb":
+        from keiko.registry.dynamodb import DynamoDBRegistry
+
+        return DynamoDBRegistry.from_url(url)
+    from keiko.registry.sql import SqlRegistry
+
+    return SqlRegistry(url)
+
+
+__all__ = [
+    "STATUSES",
+    "ModelVersion",
+    "Registration",
+    "Registry",
+    "RegistryError",
+    "open_registry",
+]

@@ -41,7 +41,7 @@ from keiko.modeldef import ModelDefinition, load_model
 from keiko.registry import Registry, open_registry
 from keiko.serving.row_scorer import RowScorer, row_scorer
 from keiko.serving.validation import describe_errors, request_adapter
-from keiko.storage import ArtifactStore
+from keiko.storage import ArtifactStore, open_store
 
 log = logging.getLogger("keiko.serving")
 
@@ -170,7 +170,7 @@ def create_app(model: str, *, load_production: bool = True, admin_token: str | N
     """`admin_token` defaults to KEIKO_ADMIN_TOKEN; without one, /admin/load is open (loopback use only:
     `keiko serve` refuses other hosts without a token)."""
     config = settings()
-    server = ModelServer(load_model(model), open_registry(config.registry_url), ArtifactStore(config.artifact_root))
+    server = ModelServer(load_model(model), open_registry(config.registry_url), open_store(config))
     token = admin_token if admin_token is not None else os.environ.get("KEIKO_ADMIN_TOKEN", "")
 
     async def healthz(_: Request) -> JSONResponse:

@@ -14,7 +14,7 @@ import keiko
 from keiko.config import DEPLOY_MODES, Settings, settings
 from keiko.errors import KeikoError
 from keiko.modeldef import ModelDefinition, load_model
-from keiko.storage import ArtifactStore
+from keiko.storage import ArtifactStore, open_store
 from keiko.warehouse import data_window
 
 if TYPE_CHECKING:  # imported where used: not every stage needs SQLAlchemy or DuckDB
@@ -49,7 +49,7 @@ class StageContext:
 
     @cached_property
     def store(self) -> ArtifactStore:
-        return ArtifactStore(self.settings.artifact_root)
+        return open_store(self.settings)
 
     @cached_property
     def registry(self) -> Registry:

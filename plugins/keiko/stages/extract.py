@@ -9,7 +9,7 @@ from keiko.warehouse import render_sql
 def run(ctx: StageContext) -> dict:
     start, end = ctx.window
     sql = render_sql(ctx.model.sql_path, ds=ctx.ds, window_days=ctx.model.config.window_days, model=ctx.model.name)
-    ctx.log(f"extract {ctx.model.name}: data window {start}..{end} from {ctx.warehouse.directory}")
+    ctx.log(f"extract {ctx.model.name}: data window {start}..{end} on {ctx.warehouse.describe()}")
     ctx.warehouse.check_window(sql, start, end)
     table = ctx.warehouse.query(sql)
     ctx.log(

@@ -1,0 +1,98 @@
+"""KeikoPodOperator: the same `keiko stage|gate ...` command as KeikoStageOperator, in a pod from the project image.
+
+A KubernetesPodOperator subclass, so everything the provider does (log streaming, XCom sidecar, reattach,
+deferrable mode, templated fields) works unchanged; keiko only fixes what the pod runs and asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from kubernetes.client import models as k8s
+
+from keiko.cli import EXIT_SKIPPED, RESULT_FILE_ENV
+from keiko.modeldef import PodSettings
+
+# Where KubernetesPodOperator's XCom sidecar reads the task's return value.
+XCOM_RESULT_FILE = "/airflow/xcom/return.json"
+STAGE_USER_ID = 50000  # the Airflow image's `airflow` user
+
+
+class KeikoPodOperator(KubernetesPodOperator):
+    """Run one keiko stage (or gate) for one model and day as a Kubernetes pod.
+
+    :param model: model name (a folder under include/models/)
+    :param stage: stage or gate suite name
+    :param kind: "stage" or "gate"
+    :param ds: the run's day, YYYY-MM-DD (templated, through `arguments`)
+    :param env: extra environment for the stage (templated, through `env_vars`)
+    :param pod: requests, limits, node selector and tolerations (model.yaml `pods:`)
+    :param image: the project image
+    :param service_account_name: service account of the pod
+    :param env_secret: Secret whose keys become the pod's environment (credentials, tokens)
+    :param configmap: ConfigMap whose keys become the pod's environment (the KEIKO_* settings)
+    """
+
+    template_fields: Sequence[str] = KubernetesPodOperator.template_fields
+    ui_color = "#dbe9f6"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        stage: str,
+        kind: str = "stage",
+        ds: str = "{{ ds }}",
+        env: dict[str, str] | None = None,
+        pod: PodSettings | None = None,
+        image: str,
+        namespace: str,
+        service_account_name: str,
+        env_secret: str,
+        configmap: str,
+        **kwargs: Any,
+    ) -> None:
+        pod = pod or PodSettings()
+        super().__init__(
+            name=f"keiko-{model.replace('_', '-')}-{stage.replace('_', '-')}",
+            image=image,
+            namespace=namespace,
+            cmds=["keiko"],
+            arguments=[kind, stage, "--model", model, "--ds", ds],
+            env_vars={**(env or {}), "KEIKO_RUN_ID": "{{ run_id }}", RESULT_FILE_ENV: XCOM_RESULT_FILE},
+            env_from=[
+                k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=configmap)),
+                k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=env_secret)),
+            ],
+            container_resources=k8s.V1ResourceRequirements(
+                requests=dict(pod.requests) or None, limits=dict(pod.limits) or None
+            ),
+            node_selector=dict(pod.node_selector) or None,
+            tolerations=[k8s.V1Toleration(**t.model_dump(exclude_none=True)) for t in pod.tolerations] or None,
+            service_account_name=service_account_name,
+            labels={
+                "app.kubernetes.io/part-of": "keiko",
+                "keiko.io/model": model,
+                "keiko.io/task": stage if kind == "stage" else f"gate-{stage}",
+            },
+            security_context=k8s.V1PodSecurityContext(
+                run_as_non_root=True,
+                run_as_user=STAGE_USER_ID,
+                seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+            ),
+            container_security_context=k8s.V1SecurityContext(
+                allow_privilege_escalation=False, capabilities=k8s.V1Capabilities(drop=["ALL"])
+            ),
+            # A failed pod stays for `kubectl logs/describe`; a succeeded one goes.
+            on_finish_action="delete_succeeded_pod",
+            skip_on_exit_code=EXIT_SKIPPED,
+            do_xcom_push=True,
+            get_logs=True,
+            log_events_on_failure=True,
+            **kwargs,
+        )
+        self.model = model
+        self.stage = stage
+        self.kind = kind

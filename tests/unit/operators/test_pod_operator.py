@@ -1,0 +1,118 @@
+"""Every task of every model's DAG, with KEIKO_STAGE_RUNNER=kubernetes, renders a valid pod that runs its stage."""
+
+import copy
+from types import SimpleNamespace
+
+import kubernetes_validate
+import pytest
+from kubernetes.client import ApiClient
+
+from conftest import DS
+from keiko.dag_factory import build_dags
+from keiko.errors import KeikoError
+from keiko.modeldef import load_model, model_names
+from keiko.operators.pod import XCOM_RESULT_FILE, KeikoPodOperator
+from keiko.pipeline import PIPELINE
+
+KUBERNETES_VERSION = "1.33"  # as tests/deploy/test_k8s_manifests.py
+RUN_ID = "scheduled__2026-11-21T02:00:00+00:00"
+IMAGE = "registry.example.com/keiko:1.4.0"
+
+
+@pytest.fixture
+def pod_dags(monkeypatch):
+    monkeypatch.setenv("KEIKO_STAGE_RUNNER", "kubernetes")
+    monkeypatch.setenv("KEIKO_IMAGE", IMAGE)
+    monkeypatch.setenv("KEIKO_K8S_NAMESPACE", "ml-keiko")
+    return build_dags()
+
+
+def render(task) -> dict:
+    """The pod the task would create for the run of DS, as the API server would receive it."""
+    ti = SimpleNamespace(dag_id=task.dag_id, task_id=task.task_id, map_index=-1, try_number=1)
+    context = {
+        "ds": DS,
+        "run_id": RUN_ID,
+        "dag": task.dag,
+        "ti": ti,
+        "dag_run": SimpleNamespace(run_type="scheduled"),
+        "params": {"deploy": "auto"},
+    }
+    task.render_template_fields(context)
+    pod = task.build_pod_request_obj(context, dry_run=True)
+    return ApiClient().sanitize_for_serialization(pod)
+
+
+CASES = [(model, task_id, kind) for model in model_names() for task_id, kind in PIPELINE]
+
+
+@pytest.mark.parametrize(("model", "task_id", "kind"), CASES)
+def test_every_task_renders_a_valid_pod_running_its_stage(pod_dags, model, task_id, kind):
+    task = pod_dags[f"keiko_{model}"].get_task(task_id)
+    assert isinstance(task, KeikoPodOperator)
+    pod = render(task)
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+
+    (container, *sidecars) = pod["spec"]["containers"]
+    stage = task_id.removeprefix("gate_")
+    assert container["command"] == ["keiko"]
+    assert container["args"] == [kind, stage, "--model", model, "--ds", DS]
+    assert container["image"] == IMAGE
+    assert pod["metadata"]["namespace"] == "ml-keiko"
+    assert pod["spec"]["serviceAccountName"] == "keiko-stage"
+    assert pod["metadata"]["labels"]["keiko.io/model"] == model
+
+    expected = load_model(model).config.pod(task_id)
+    assert container["resources"].get("requests", {}) == expected.requests
+    assert container["resources"].get("limits", {}) == expected.limits
+    assert pod["spec"].get("nodeSelector", {}) == expected.node_selector
+    assert len(pod["spec"].get("tolerations", [])) == len(expected.tolerations)
+
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["KEIKO_RUN_ID"] == RUN_ID
+    assert env["KEIKO_RUN_TYPE"] == "scheduled"
+    assert env["KEIKO_DEPLOY"] == "auto"
+    assert env["KEIKO_RESULT_FILE"] == XCOM_RESULT_FILE
+    assert {s.get("configMapRef", s.get("secretRef"))["name"] for s in container["envFrom"]} == {
+        "keiko-config",
+        "keiko-env",
+    }
+    assert [s["name"] for s in sidecars] == ["airflow-xcom-sidecar"]  # the result comes back as XCom
+    assert task.on_finish_action.value == "delete_succeeded_pod"  # failed pods stay for inspection
+    assert task.skip_on_exit_code == [99]
+    assert task.retries == (0 if kind == "gate" else 2)
+
+
+def test_training_goes_to_spot_nodes_and_tolerates_them(pod_dags):
+    pod = render(pod_dags["keiko_ctr"].get_task("train"))
+    assert pod["spec"]["nodeSelector"] == {"karpenter.sh/capacity-type": "spot"}
+    assert pod["spec"]["tolerations"] == [{"key": "spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"}]
+    extract = render(pod_dags["keiko_ctr"].get_task("extract"))
+    assert not extract["spec"].get("nodeSelector") and not extract["spec"].get("tolerations")
+
+
+def test_a_broken_pod_is_rejected_by_the_schema(pod_dags):
+    """The schema check can fail: a pod whose memory request is not a quantity."""
+    pod = copy.deepcopy(render(pod_dags["keiko_ctr"].get_task("extract")))
+    pod["spec"]["containers"][0]["resources"]["requests"]["memory"] = {"gigabytes": 3}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+
+
+def test_every_templated_field_renders(pod_dags):
+    task = pod_dags["keiko_ctr"].get_task("gate_raw")
+    render(task)
+    for field in task.template_fields:
+        value = getattr(task, field)
+        assert "{{" not in repr(value), f"{field} did not render: {value!r}"
+
+
+def test_local_runner_is_the_default(monkeypatch):
+    monkeypatch.delenv("KEIKO_STAGE_RUNNER", raising=False)
+    assert type(build_dags()["keiko_ctr"].get_task("train")).__name__ == "KeikoStageOperator"
+
+
+def test_an_unknown_runner_fails_the_dag_file_naming_the_setting(monkeypatch):
+    monkeypatch.setenv("KEIKO_STAGE_RUNNER", "ecs")
+    with pytest.raises(KeikoError, match=r"KEIKO_STAGE_RUNNER='ecs': expected one of local, kubernetes"):
+        build_dags()
