@@ -11,7 +11,7 @@
 #   Stage pods          KubernetesPodOperator sets the container's command to `keiko stage <name> --model M
 #                       --ds D` (or `keiko gate <suite> ...`). A Kubernetes `command` replaces the
 #                       ENTRYPOINT: keiko runs directly, without /entrypoint's database wait.
-#   Model server        deploy/k8s/deployment.yaml's `command: ["keiko", "serve", "--model", "ctr", "--host",
+#   Model server        deploy/k8s/ctr-server.yaml's `command: ["keiko", "serve", "--model", "ctr", "--host",
 #                       "0.0.0.0", "--port", "8601", "--replicas", "1"]` replaces the ENTRYPOINT the same way;
 #                       docker-compose.yaml does the same with `entrypoint: ["/usr/bin/dumb-init", "--"]` and
 #                       that command.

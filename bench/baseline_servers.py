@@ -1,10 +1,13 @@
-"""The two servers bench/serving.py compares keiko's model server with, run by the same uvicorn setup.
+"""The servers bench/serving.py compares keiko's model server with, run by the same uvicorn setup.
 
 * `ceiling`: a bare ASGI app that reads the request and answers a fixed prediction. No Python server on
   this machine can be faster; the distance from it is what scoring and validation cost.
 * `naive_app()`: the model server most teams write first: FastAPI with pydantic request models, a pandas
   DataFrame per request, the feature code, a one-hot sparse matrix and scikit-learn's `predict_proba`
   on an SGDClassifier holding the same weights. KEIKO_BENCH_MODEL is the model artifact to serve.
+* `unbatched_app()`: keiko's own server for KEIKO_BENCH_MODEL_NAME (cvr) with micro-batching switched off:
+  each request scored by its own vectorised call, as if requests were handled one at a time. What
+  micro-batching gains is keiko's cvr row against this one.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint's annotations at run time, and
@@ -61,3 +64,13 @@ def naive_app():
         return {"model_version": 0, "predictions": classifier.predict_proba(one_hot)[:, 1].tolist()}
 
     return app
+
+
+def unbatched_app():
+    from keiko.serving.app import PredictEndpoint, create_app
+
+    async def respond(self, body: bytes) -> tuple[int, bytes]:
+        return self.server.predict_json(body)
+
+    PredictEndpoint.respond = respond
+    return create_app(os.environ["KEIKO_BENCH_MODEL_NAME"])

@@ -105,7 +105,7 @@ class PipelineRun:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows-per-day", type=int, default=1_000_000, help="impressions per day (default 1,000,000)")
-    parser.add_argument("--days", type=int, default=7, help="days of warehouse to write (>= window_days; default 7)")
+    parser.add_argument("--days", type=int, default=8, help="days of warehouse to write (>= window_days; default 8)")
     parser.add_argument("--end-date", type=dt.date.fromisoformat, default=dt.date(2026, 11, 21), help="the run's ds")
     parser.add_argument("--seed", type=int, default=7, help="synth seed (default 7)")
     parser.add_argument(

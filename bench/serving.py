@@ -2,23 +2,25 @@
 
 What it measures, in one run on this machine:
 
-* three servers, each as two single-process replicas on two ports (one process per core, as
+* five servers, each as two single-process replicas on two ports (one process per core, as
   `keiko serve --replicas 2` runs them; on Kubernetes, pods with one CPU behind the Service), all under
   the same uvicorn setup (uvloop, httptools, no access log):
-  - `keiko`: `keiko serve` with the production ctr model;
+  - `keiko`: `keiko serve` with the production ctr model (hashed LR: per-row weight lookups);
   - `naive`: FastAPI + pydantic + pandas + scikit-learn `predict_proba` per request (bench/baseline_servers.py);
   - `ceiling`: a bare ASGI app answering a fixed body: the most any Python server does here;
+  - `keiko-cvr`: `keiko serve` with the production cvr model (CatBoost: micro-batched requests);
+  - `cvr-unbatched`: the same server and model with micro-batching off (one CatBoost call per request);
 * load: one wrk process per replica (1 thread, --connections each), both at once, after a warm-up, with a
   Lua script cycling through the test day's golden rows (one row per request, each a different auction);
   req/s is the sum, p50/p95/p99 the worse replica's, errors are wrk's socket errors and timeouts plus non-2xx answers;
 * before load, every server answers the golden rows and must agree with the offline predictions within
   1e-6 (the ceiling excepted): a fast wrong server is no result.
 
-Targets (the seed's online inference service, on this 2-core machine with the load generator beside it):
->= 9,000 req/s at p95 <= 10 ms, and >= 5x the naive baseline. Results go to the `## Serving` section of
+Targets (on this 2-core machine with the load generator beside it): ctr >= 9,000 req/s at p95 <= 10 ms and
+>= 5x the naive baseline; cvr >= 5,000 req/s at p95 <= 10 ms. Results go to the `## Serving` section of
 bench/RESULTS.md.
 
-    .venv/bin/python bench/serving.py                 # ~3 minutes, half of it building a model
+    .venv/bin/python bench/serving.py                 # ~6 minutes, half of it building the models
     .venv/bin/python bench/serving.py --seconds 5 --no-write
 """
 
@@ -40,17 +42,17 @@ from pathlib import Path
 import httpx
 from pipeline import REPO, child_env, machine, run_child, write_section
 
-MODEL = "ctr"
+MODELS = ("ctr", "cvr")
 DS = dt.date(2026, 11, 21)
 PIPELINE = (
     ("stage", "extract"), ("gate", "raw"), ("stage", "features"), ("gate", "features"), ("stage", "train"),
     ("gate", "training"), ("stage", "evaluate"), ("gate", "evaluation"), ("stage", "register"),
 )  # fmt: skip
-STEPS = (
-    ("synth", "--end-date", DS.isoformat(), "--days", "8", "--rows-per-day", "30000"),
-    *((kind, name, "--model", MODEL, "--ds", DS.isoformat()) for kind, name in PIPELINE),
-)
+# 14 days (cvr's window) x 100k impressions: ~2,800 clicks a day for cvr.
+SYNTH = ("synth", "--end-date", DS.isoformat(), "--days", "14", "--rows-per-day", "100000")
+SERVERS = {"keiko": "ctr", "naive": "ctr", "ceiling": "ctr", "keiko-cvr": "cvr", "cvr-unbatched": "cvr"}
 TARGET_RPS, TARGET_P95_MS, TARGET_SPEEDUP = 9000, 10.0, 5.0
+TARGET_CVR_RPS = 5000
 WRK_LINE = re.compile(r"keiko-wrk (.*)$", re.MULTILINE)
 UVICORN = ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"]
 WRK_SCRIPT = """\
@@ -86,30 +88,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_model(home: Path) -> tuple[Path, Path]:
-    """A home with ctr v1 registered and production (8 days x 30k rows); its model and golden set."""
+def build_models(home: Path) -> dict[str, tuple[Path, Path]]:
+    """A home where each model has v1 registered and production; each one's model artifact and golden set."""
     env = child_env(home)
-    for step in STEPS:
-        run_child(step[0], [sys.executable, "-m", "keiko", *step], env)
+    run_child("synth", [sys.executable, "-m", "keiko", *SYNTH], env)
+    for model in MODELS:
+        for kind, name in PIPELINE:
+            run_child(name, [sys.executable, "-m", "keiko", kind, name, "--model", model, "--ds", DS.isoformat()], env)
     os.environ.update(KEIKO_HOME=str(home), KEIKO_PROJECT_DIR=str(REPO))
     from keiko.config import settings
     from keiko.registry import open_registry
 
     registry = open_registry(settings().registry_url)
-    registry.move_alias(MODEL, 1, note="bench/serving.py")
-    day = home / "artifacts" / MODEL / DS.isoformat()
-    return Path(registry.get(MODEL, 1).artifact_uri.removeprefix("file://")), day / "golden.parquet"
+    built = {}
+    for model in MODELS:
+        registry.move_alias(model, 1, note="bench/serving.py")
+        artifact = Path(registry.get(model, 1).artifact_uri.removeprefix("file://"))
+        built[model] = artifact, home / "artifacts" / model / DS.isoformat() / "golden.parquet"
+    return built
 
 
-def golden_requests(golden: Path, directory: Path) -> tuple[list[dict], list[float], Path]:
-    """Single-row request bodies of the golden set (one JSON per line, for wrk), and their answers."""
+def golden_requests(golden: Path, path: Path) -> tuple[list[dict], list[float], Path]:
+    """Single-row request bodies of the golden set (one JSON per line at `path`, for wrk), and their answers."""
     import pyarrow.parquet as pq
 
     from keiko.rollout import json_rows
 
     table = pq.read_table(golden)
     rows = json_rows(table.drop_columns(["impression_id", "expected_prediction"]))
-    path = directory / "bodies.jsonl"
     path.write_text("".join(json.dumps({"rows": [row]}, separators=(",", ":")) + "\n" for row in rows))
     return rows, table["expected_prediction"].to_pylist(), path
 
@@ -117,13 +123,41 @@ def golden_requests(golden: Path, directory: Path) -> tuple[list[dict], list[flo
 @contextmanager
 def replicas(name: str, ports: list[int], env: dict[str, str], log: Path):
     """Two server processes of kind `name`; stopped on exit."""
+
+    def keiko_serve(model: str):
+        return lambda port: [
+            sys.executable,
+            "-m",
+            "keiko",
+            "serve",
+            "--model",
+            model,
+            "--port",
+            str(port),
+            "--replicas",
+            "1",
+        ]
+
+    def uvicorn_app(app: str, *factory: str):
+        return lambda port: [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            *factory,
+            app,
+            "--app-dir",
+            str(REPO / "bench"),
+            "--port",
+            str(port),
+            *UVICORN,
+        ]
+
     commands = {
-        "keiko": lambda port: [sys.executable, "-m", "keiko", "serve", "--model", MODEL, "--port", str(port),
-                                 "--replicas", "1"],
-        "naive": lambda port: [sys.executable, "-m", "uvicorn", "--factory", "baseline_servers:naive_app",
-                               "--app-dir", str(REPO / "bench"), "--port", str(port), *UVICORN],
-        "ceiling": lambda port: [sys.executable, "-m", "uvicorn", "baseline_servers:ceiling",
-                                 "--app-dir", str(REPO / "bench"), "--port", str(port), *UVICORN],
+        "keiko": keiko_serve("ctr"),
+        "naive": uvicorn_app("baseline_servers:naive_app", "--factory"),
+        "ceiling": uvicorn_app("baseline_servers:ceiling"),
+        "keiko-cvr": keiko_serve("cvr"),
+        "cvr-unbatched": uvicorn_app("baseline_servers:unbatched_app", "--factory"),
     }  # fmt: skip
     with log.open("a") as output:
         processes = [
@@ -193,8 +227,17 @@ def measure(name: str, urls: list[str], script: Path, args: argparse.Namespace) 
     return result
 
 
+LABELS = {
+    "keiko": "ctr: keiko serve (hashed LR, row scorer)",
+    "naive": "ctr: naive FastAPI + pydantic + sklearn predict_proba",
+    "ceiling": "ceiling: bare ASGI, fixed answer",
+    "keiko-cvr": "cvr: keiko serve (CatBoost, micro-batched)",
+    "cvr-unbatched": "cvr: keiko serve, micro-batching off",
+}
+
+
 def report(results: dict[str, dict[str, float]], args: argparse.Namespace, info: dict[str, str]) -> str:
-    keiko, naive = results["keiko"], results["naive"]
+    keiko, naive, cvr = results["keiko"], results["naive"], results["keiko-cvr"]
     speedup = keiko["rps"] / naive["rps"]
     lines = [
         "## Serving",
@@ -205,28 +248,33 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace, info:
         "",
         "Single-auction POST /predict (one golden row of the test day per request, 500 distinct rows cycled), "
         f"two replicas per server, one wrk (1 thread, {args.connections} connections) per replica at once; "
-        "p50/p95/p99 are the worse replica's.",
+        "p50/p95/p99 are the worse replica's. Models built from 14 days x 100k synthetic impressions.",
         "",
-        "| server | req/s | p50 ms | p95 ms | p99 ms | errors | vs naive |",
+        "| server | req/s | p50 ms | p95 ms | p99 ms | errors | vs its baseline |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, label in (("keiko", "keiko serve"), ("naive", "naive: FastAPI + pydantic + sklearn predict_proba"),
-                        ("ceiling", "ceiling: bare ASGI, fixed answer")):  # fmt: skip
+    baselines = {"keiko": "naive", "keiko-cvr": "cvr-unbatched"}
+    for name, label in LABELS.items():
         r = results[name]
+        versus = f"{r['rps'] / results[baselines[name]]['rps']:.1f}x" if name in baselines else ""
         lines.append(
             f"| {label} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | {r['errors']:.0f} "
-            f"| {r['rps'] / naive['rps']:.1f}x |"
+            f"| {versus} |"
         )
     met = keiko["rps"] >= TARGET_RPS and keiko["p95"] <= TARGET_P95_MS
+    cvr_met = cvr["rps"] >= TARGET_CVR_RPS and cvr["p95"] <= TARGET_P95_MS
     lines += [
         "",
-        f"- Target >= {TARGET_RPS:,} req/s at p95 <= {TARGET_P95_MS:g} ms: **{'met' if met else 'not met'}** "
+        f"- ctr target >= {TARGET_RPS:,} req/s at p95 <= {TARGET_P95_MS:g} ms: **{'met' if met else 'not met'}** "
         f"({keiko['rps']:,.0f} req/s, p95 {keiko['p95']:.2f} ms).",
-        f"- Target >= {TARGET_SPEEDUP:g}x the naive baseline: **{'met' if speedup >= TARGET_SPEEDUP else 'not met'}** "
-        f"({speedup:.1f}x).",
-        f"- keiko reaches {keiko['rps'] / results['ceiling']['rps']:.0%} of the ceiling, a server that does no "
-        "work at all: the ceiling is what uvicorn's HTTP handling, the kernel's loopback TCP and wrk itself cost "
-        "on these two cores, and bounds any Python server here.",
+        f"- ctr target >= {TARGET_SPEEDUP:g}x the naive baseline: "
+        f"**{'met' if speedup >= TARGET_SPEEDUP else 'not met'}** ({speedup:.1f}x).",
+        f"- cvr target >= {TARGET_CVR_RPS:,} req/s at p95 <= {TARGET_P95_MS:g} ms: "
+        f"**{'met' if cvr_met else 'not met'}** ({cvr['rps']:,.0f} req/s, p95 {cvr['p95']:.2f} ms); "
+        f"micro-batching gives {cvr['rps'] / results['cvr-unbatched']['rps']:.1f}x the unbatched server.",
+        f"- keiko's ctr server reaches {keiko['rps'] / results['ceiling']['rps']:.0%} of the ceiling, a server that "
+        "does no work at all: the ceiling is what uvicorn's HTTP handling, the kernel's loopback TCP and wrk "
+        "itself cost on these two cores, and bounds any Python server here.",
     ]
     return "\n".join(lines)
 
@@ -238,14 +286,18 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     home = Path(tempfile.mkdtemp(prefix="keiko-bench-serving-"))
     try:
-        print(f"building a ctr model in {home}", flush=True)
-        model, golden = build_model(home)
-        rows, expected, bodies = golden_requests(golden, home)
-        script = home / "golden.lua"
-        script.write_text(WRK_SCRIPT % {"bodies": bodies})
-        env = {**child_env(home), "KEIKO_BENCH_MODEL": str(model)}
+        print(f"building the {' and '.join(MODELS)} models in {home}", flush=True)
+        built = build_models(home)
+        requests = {}
+        for model, (_, golden) in built.items():
+            rows, expected, bodies = golden_requests(golden, home / f"{model}-bodies.jsonl")
+            script = home / f"{model}.lua"
+            script.write_text(WRK_SCRIPT % {"bodies": bodies})
+            requests[model] = rows, expected, script
         results = {}
-        for offset, name in enumerate(("keiko", "naive", "ceiling")):
+        for offset, (name, model) in enumerate(SERVERS.items()):
+            env = {**child_env(home), "KEIKO_BENCH_MODEL": str(built[model][0]), "KEIKO_BENCH_MODEL_NAME": model}
+            rows, expected, script = requests[model]
             ports = [args.port + 2 * offset, args.port + 2 * offset + 1]
             log = home / f"{name}.log"
             with replicas(name, ports, env, log) as urls:

@@ -34,7 +34,7 @@ os.environ.pop("KEIKO_PROJECT_DIR", None)
 END_DATE = dt.date(2026, 11, 21)
 DS = END_DATE.isoformat()
 ROWS_PER_DAY = 30_000
-DAYS = 8
+DAYS = 9  # ctr's 8-day window for DS and for the day before it (history tests)
 UP_TO_REGISTER = (
     "extract", "gate_raw", "features", "gate_features", "train", "gate_training",
     "evaluate", "gate_evaluation", "register",

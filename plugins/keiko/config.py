@@ -62,12 +62,8 @@ SETTINGS = (
     Setting("KEIKO_K8S_NAMESPACE", "`keiko`", "`keiko`", "namespace of stage pods and model-server Deployments"),
     Setting("KEIKO_K8S_CONN_ID", "`kubernetes_default`", "in-cluster connection", "Airflow Kubernetes connection"),
     Setting("KEIKO_K8S_SERVICE_ACCOUNT", "`keiko-stage`", "`keiko-stage`", "service account of stage pods"),
-    Setting(
-        "KEIKO_K8S_ENV_SECRET", "`keiko-env`", "`keiko-env`", "Secret whose keys become stage pods' environment"
-    ),
-    Setting(
-        "KEIKO_K8S_CONFIGMAP", "`keiko-config`", "`keiko-config`", "ConfigMap of the keiko settings for pods"
-    ),
+    Setting("KEIKO_K8S_ENV_SECRET", "`keiko-env`", "`keiko-env`", "Secret whose keys become stage pods' environment"),
+    Setting("KEIKO_K8S_CONFIGMAP", "`keiko-config`", "`keiko-config`", "ConfigMap of the keiko settings for pods"),
     Setting("KEIKO_DEPLOY_BACKEND", "`local`", "`kubernetes`", "rollout to `local` replicas or a Deployment"),
     Setting(
         "KEIKO_SERVING_URLS_<MODEL>",

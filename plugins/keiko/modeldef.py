@@ -33,6 +33,15 @@ class Algorithm(_Strict):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        from keiko.algorithms import ALGORITHMS  # names only: no training library is imported
+
+        if value not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {value!r}; known: {', '.join(ALGORITHMS)}")
+        return value
+
 
 class Thresholds(_Strict):
     min_auc: float = Field(gt=0.5, le=1.0)

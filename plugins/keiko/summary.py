@@ -41,7 +41,11 @@ def print_summary(model: str, ds: dt.date) -> None:
     else:
         print("prod      (none before this run)")
     if bayes:
-        print(f"bayes-opt {bayes:>10.5f}   (candidate is {candidate['logloss'] / bayes - 1:+.2%} above the ceiling)")
+        print(
+            f"bayes-opt {bayes:>10.5f} {'':>8} {evaluation['bayes_optimal_calibration']:>7.3f}   "
+            f"(candidate: logloss {candidate['logloss'] / bayes - 1:+.2%} above the ceiling, "
+            f"calibration {evaluation['candidate_calibration_to_truth']:.3f} against the true probabilities)"
+        )
     blessing = ctx.store.read_json(ctx.uri(BLESSING))
     print(f"blessing  {'blessed' if blessing['blessed'] else 'NOT blessed'}: {'; '.join(blessing['reasons'])}")
     print(

@@ -1,6 +1,7 @@
 """DAG policy as tests: every model folder yields a clean, documented, owned, retried DAG."""
 
 import json
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -90,7 +91,7 @@ def test_parsing_imports_no_training_or_validation_libraries():
 
 def test_a_broken_model_yaml_is_an_import_error_naming_file_and_field(project_copy):
     path = project_copy / "include" / "models" / "ctr" / "model.yaml"
-    path.write_text(path.read_text().replace("window_days: 7", "window_days: seven"))
+    path.write_text(re.sub(r"^window_days: *\d+", "window_days: seven", path.read_text(), flags=re.M))
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     (message,) = bag.import_errors.values()
     assert str(path) in message and "window_days" in message

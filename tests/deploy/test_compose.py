@@ -26,12 +26,12 @@ import pytest
 import yaml
 
 from keiko.config import SETTINGS
+from keiko.modeldef import model_names
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
-DEPLOYMENT = ROOT / "deploy" / "k8s" / "deployment.yaml"
 IMAGE = "keiko:latest"
 PROJECT_DIR = "/opt/keiko"
 
@@ -297,7 +297,8 @@ def test_keiko_reads_the_worker_settings_as_meant(compose, monkeypatch):
     from keiko.config import settings
     from keiko.modeldef import load_model
 
-    serving = load_model("ctr").config.serving  # from this checkout's include/, before the environment changes
+    # from this checkout's include/, before the environment changes
+    servings = {name: load_model(name).config.serving for name in model_names()}
     worker = compose["services"]["airflow-worker"]
     for variable in [v for v in os.environ if v.startswith("KEIKO_")]:
         monkeypatch.delenv(variable)
@@ -309,27 +310,37 @@ def test_keiko_reads_the_worker_settings_as_meant(compose, monkeypatch):
     assert config.artifact_root == "s3://keiko-artifacts/keiko"
     assert urlsplit(config.registry_url).hostname == "postgres"
 
-    urls = config.serving_urls("ctr", serving.port, serving.replicas)
-    assert len(urls) >= serving.replicas, f"{urls}: fewer than model.yaml's {serving.replicas} replicas"
     servers = model_servers(compose)
-    for url in urls:
-        parts = urlsplit(url)
-        assert parts.hostname in servers, f"{url}: no model-server service {parts.hostname!r}"
-        arguments = serve_arguments(servers[parts.hostname])
-        assert arguments["--model"] == "ctr"
-        assert int(arguments["--port"]) == parts.port, f"{url}: the server listens on {arguments['--port']}"
-    assert set(servers) == {urlsplit(u).hostname for u in urls}, "a model server deploy would never move"
+    addressed = set()
+    for model, serving in servings.items():
+        urls = config.serving_urls(model, serving.port, serving.replicas)
+        assert len(urls) >= serving.replicas, f"{model} {urls}: fewer than model.yaml's {serving.replicas} replicas"
+        for url in urls:
+            parts = urlsplit(url)
+            assert parts.hostname in servers, f"{url}: no model-server service {parts.hostname!r}"
+            arguments = serve_arguments(servers[parts.hostname])
+            assert arguments["--model"] == model, f"{url} serves {arguments['--model']}, not {model}"
+            assert int(arguments["--port"]) == parts.port, f"{url}: the server listens on {arguments['--port']}"
+            addressed.add(parts.hostname)
+    assert set(servers) == addressed, "a model server deploy would never move"
+
+
+def kubernetes_server(model: str) -> dict:
+    """The model-server container of `model`'s Deployment in deploy/k8s/, with the pod's security context."""
+    path = ROOT / "deploy" / "k8s" / f"{model}-server.yaml"
+    deployment = next(d for d in yaml.safe_load_all(path.read_text()) if d["kind"] == "Deployment")
+    container = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "model-server")
+    pod = deployment["spec"]["template"]["spec"].get("securityContext", {})
+    return {**container, "security": {**pod, **container.get("securityContext", {})}}
 
 
 def test_model_servers_run_the_kubernetes_command_and_are_reachable(compose):
-    deployment = yaml.safe_load(DEPLOYMENT.read_text())
-    container = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "model-server")
-    pod = deployment["spec"]["template"]["spec"].get("securityContext", {})
-    security = {**pod, **container.get("securityContext", {})}
     servers = model_servers(compose)
-    assert len(servers) >= 2, sorted(servers)
+    assert {serve_arguments(s)["--model"] for s in servers.values()} == set(model_names()), sorted(servers)
     host_ports = []
     for name, service in servers.items():
+        container = kubernetes_server(serve_arguments(service)["--model"])
+        security = container["security"]
         run = invocation(service)
         # The image's /entrypoint would prefix `airflow`: the servers replace it (dumb-init only).
         assert run[: -len(container["command"])] in ([], ["/usr/bin/dumb-init", "--"]), f"{name}: {run}"

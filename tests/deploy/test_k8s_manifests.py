@@ -8,12 +8,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from keiko.config import settings
+from keiko.modeldef import load_model, model_names
 from keiko.rollout.kubernetes import CONTAINER, VERSION_ANNOTATION, VERSION_ENV
 
 K8S_DIR = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 # The oldest API the manifests are meant for (kubernetes-validate 1.37.0 ships schemas up to 1.37); the
 # preStop `sleep` action needs >= 1.30.
 KUBERNETES_VERSION = "1.33"
+SERVER_KINDS = ("Deployment", "Service", "PodDisruptionBudget")
 
 
 def validate(document: dict) -> None:
@@ -30,25 +33,29 @@ def documents() -> list[dict]:
     return found
 
 
-@pytest.fixture(scope="module")
-def manifests() -> dict[str, dict]:
-    """The model-server objects by kind (one of each)."""
-    return {doc["kind"]: doc for doc in documents() if doc["kind"] in ("Deployment", "Service", "PodDisruptionBudget")}
+@pytest.fixture(params=model_names())
+def manifests(request) -> dict[str, dict]:
+    """One model's server objects by kind: its Deployment, Service and PodDisruptionBudget."""
+    name = settings().server_deployment(request.param)
+    objects = {d["kind"]: d for d in documents() if d["metadata"]["name"] == name}
+    assert set(objects) == {"Deployment", "Service", "PodDisruptionBudget"}, f"{name}: model server objects"
+    return {**objects, "model": request.param, "serving": load_model(request.param).config.serving}
 
 
 def test_every_manifest_is_valid_against_the_kubernetes_schema():
     objects = documents()
-    assert sorted(f"{d['kind']}/{d['metadata']['name']}" for d in objects) == [
-        "ConfigMap/keiko-config",
-        "Deployment/keiko-ctr-server",
-        "PodDisruptionBudget/keiko-ctr-server",
-        "Role/keiko-deployer",
-        "Role/keiko-pod-launcher",
-        "RoleBinding/airflow-worker-keiko-pods",
-        "RoleBinding/keiko-stage-deployer",
-        "Service/keiko-ctr-server",
-        "ServiceAccount/keiko-stage",
-    ]
+    servers = [f"{kind}/{settings().server_deployment(m)}" for m in model_names() for kind in SERVER_KINDS]
+    assert sorted(f"{d['kind']}/{d['metadata']['name']}" for d in objects) == sorted(
+        [
+            *servers,  # every model's server
+            "ConfigMap/keiko-config",
+            "Role/keiko-deployer",
+            "Role/keiko-pod-launcher",
+            "RoleBinding/airflow-worker-keiko-pods",
+            "RoleBinding/keiko-stage-deployer",
+            "ServiceAccount/keiko-stage",
+        ]
+    )
     for doc in objects:
         validate(doc)
         assert doc["metadata"]["namespace"] == "keiko"
@@ -56,7 +63,7 @@ def test_every_manifest_is_valid_against_the_kubernetes_schema():
 
 def test_the_configmap_names_only_known_settings_and_the_stage_runner_defaults_match():
     """Every key is a setting keiko reads (or boto's region); the pods' names are config's defaults."""
-    from keiko.config import SETTINGS, settings
+    from keiko.config import SETTINGS
 
     (configmap,) = [d for d in documents() if d["kind"] == "ConfigMap"]
     known = {s.env for s in SETTINGS} | {"AWS_DEFAULT_REGION"}
@@ -114,20 +121,22 @@ def test_the_validation_rejects_a_broken_deployment(manifests, breakage):
 def test_the_deployment_rolls_without_losing_capacity(manifests):
     spec = manifests["Deployment"]["spec"]
     assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
-    assert spec["replicas"] == 2 and spec["progressDeadlineSeconds"] == 300 and spec["revisionHistoryLimit"] >= 2
+    assert spec["replicas"] == manifests["serving"].replicas
+    assert spec["progressDeadlineSeconds"] == 300 and spec["revisionHistoryLimit"] >= 2
 
 
 def test_probes_hit_readyz_and_healthz_on_the_named_port(manifests):
     pod = manifests["Deployment"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8601}
+    port = manifests["serving"].port
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": port}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     command = container["command"]
-    assert command[:4] == ["keiko", "serve", "--model", "ctr"]
+    assert command[:4] == ["keiko", "serve", "--model", manifests["model"]]
     # reachable from the kubelet and the Service (the CLI's default host is loopback), one process per pod
     assert command[command.index("--host") + 1] == "0.0.0.0"
-    assert command[command.index("--port") + 1] == "8601"
+    assert command[command.index("--port") + 1] == str(port)
     assert command[command.index("--replicas") + 1] == "1"
 
 
@@ -163,6 +172,7 @@ def test_service_and_pdb_select_the_deployments_pods(manifests):
     assert selector.items() <= pod_labels.items()
     service = manifests["Service"]["spec"]
     assert service["type"] == "ClusterIP" and service["selector"] == selector
-    assert service["ports"] == [{"name": "http", "port": 8601, "targetPort": "http", "protocol": "TCP"}]
+    port = manifests["serving"].port
+    assert service["ports"] == [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]
     pdb = manifests["PodDisruptionBudget"]["spec"]
     assert pdb["selector"]["matchLabels"] == selector and pdb["minAvailable"] == 1

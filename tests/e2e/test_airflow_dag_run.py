@@ -74,7 +74,7 @@ def test_dag_retrains_registers_deploys_and_the_server_answers(environment, tmp_
     registry = open_registry(f"sqlite:///{tmp_path / 'home' / 'registry.db'}")
     assert registry.alias("ctr") == 1
     entry = registry.get("ctr", 1)
-    assert (entry.window_start, entry.window_end) == ("2026-11-15", DS)
+    assert (entry.window_start, entry.window_end) == ("2026-11-14", DS)  # ctr's 8 days
     assert entry.metrics["bayes_optimal_logloss"] < entry.metrics["test"]["logloss"]
 
     status = httpx.get(f"{url}/version").json()

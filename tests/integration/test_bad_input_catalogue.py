@@ -22,7 +22,7 @@ from keiko.registry import open_registry
 from keiko.serving.app import create_app
 
 NEXT = END_DATE + dt.timedelta(days=1)  # the run after production's
-TRAIN_DAYS = [NEXT - dt.timedelta(days=offset) for offset in range(6, 1, -1)]  # window minus valid and test
+TRAIN_DAYS = [NEXT - dt.timedelta(days=offset) for offset in range(7, 1, -1)]  # window minus valid and test
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import datetime as dt
 from conftest import END_DATE, ROWS_PER_DAY, UP_TO_REGISTER, run_step, serve_in_thread
 from keiko.config import settings
 from keiko.gates.headroom import format_ranges, observed_ranges
+from keiko.modeldef import load_model
 from keiko.registry import open_registry
 from keiko.serving.app import create_app
 from keiko.stages.context import StageContext
@@ -20,7 +21,7 @@ RUN_DAYS = [END_DATE - dt.timedelta(days=offset) for offset in range(13, -1, -1)
 def test_fourteen_clean_days_raise_no_alarm(tmp_path, monkeypatch):
     monkeypatch.setenv("KEIKO_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KEIKO_WAREHOUSE_DIR", str(tmp_path / "warehouse"))
-    window_days = 7
+    window_days = load_model("ctr").config.window_days
     write_warehouse(tmp_path / "warehouse", END_DATE, len(RUN_DAYS) + window_days - 1, ROWS_PER_DAY, progress=print)
 
     alarms = []

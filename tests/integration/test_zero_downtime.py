@@ -73,7 +73,7 @@ def golden() -> pq.Table:
 
 def roll(urls: list[str], version: int, smoke: SmokeTest, ready_timeout: float = 10) -> tuple[list, Exception | None]:
     rows = smoke.rows[:4]
-    rollout = LocalRollout(urls=urls, smoke=smoke, ready_timeout=ready_timeout, log=lambda _m: None)
+    rollout = LocalRollout(model="ctr", urls=urls, smoke=smoke, ready_timeout=ready_timeout, log=lambda _m: None)
     with Traffic(urls, rows) as traffic:
         time.sleep(0.5)  # traffic before the rollout starts
         error = None

@@ -1,5 +1,6 @@
 """User mistakes print one line and exit non-zero; never a traceback."""
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import pytest
 
 from conftest import DS, END_DATE, ROWS_PER_DAY
 from keiko.cli import EXIT_USER_ERROR, main
+from keiko.modeldef import load_model
 from keiko.synth import daily_rows
 
 
@@ -43,7 +45,8 @@ def test_models_list_and_show(run_home, capsys):
     assert [v["version"] for v in versions] == [1]
     assert main(["models", "show", "ctr", "1", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["window_start"] == "2026-11-15" and shown["window_end"] == DS
+    window_days = load_model("ctr").config.window_days
+    assert shown["window_start"] == str(END_DATE - dt.timedelta(days=window_days - 1)) and shown["window_end"] == DS
     assert shown["metrics"]["test"]["rows"] == daily_rows(END_DATE, ROWS_PER_DAY, seed=7)
     assert main(["models", "list", "ctr"]) == 0
     assert "registered" in capsys.readouterr().out

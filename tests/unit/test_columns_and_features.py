@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from keiko.columns import from_arrow, from_rows
-from keiko.modeldef import load_model
+from keiko.modeldef import load_model, model_names
 
 ROWS = [
     {
@@ -47,14 +47,18 @@ def ctr():
     return load_model("ctr")
 
 
-def test_rows_and_warehouse_table_give_the_same_features(ctr):
-    schema = ctr.features.INPUT_SCHEMA
+@pytest.mark.parametrize("name", model_names())
+def test_rows_and_warehouse_table_give_the_same_features(name):
+    """Strings arrive as Categoricals from the warehouse and as object arrays from requests: same features."""
+    model = load_model(name)
+    schema, params = model.features.INPUT_SCHEMA, model.config.feature_params
     table = pa.Table.from_pylist(ROWS)
-    from_table = ctr.features.transform(from_arrow(table, schema), hash_bits=20)
-    from_request = ctr.features.transform(from_rows(ROWS, schema), hash_bits=20)
-    assert from_table.keys() == from_request.keys()
-    for slot in from_table:
-        np.testing.assert_array_equal(from_table[slot], from_request[slot], err_msg=slot)
+    from_table = model.features.transform(from_arrow(table, schema), **params)
+    from_request = model.features.transform(from_rows(ROWS, schema), **params)
+    assert list(from_table) == list(from_request) == model.features.FEATURE_COLUMNS
+    for column in from_table:
+        np.testing.assert_array_equal(from_table[column], from_request[column], err_msg=column)
+        assert from_table[column].dtype == from_request[column].dtype, column
 
 
 def test_timezone_aware_timestamps_are_read_as_utc(ctr):

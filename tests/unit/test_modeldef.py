@@ -44,7 +44,7 @@ def test_bad_cron_and_bad_yaml(project_copy):
 
 
 def test_unknown_model_lists_the_known_ones():
-    with pytest.raises(KeikoError, match=r"unknown model 'nope'.*known models: ctr"):
+    with pytest.raises(KeikoError, match=r"unknown model 'nope'.*known models: .*\bctr\b"):
         load_model("nope")
     with pytest.raises(KeikoError, match="invalid model name"):
         load_model("../etc")
@@ -63,3 +63,21 @@ def test_pod_settings_merge_over_default_and_refuse_typos(project_copy):
     _write(project_copy, original.replace("cpu: 500m, memory: 1Gi", "cpu: 500m, memory: 1 GB"))
     with pytest.raises(ModelConfigError, match=r"memory: '1 GB' is not a Kubernetes quantity"):
         load_model("ctr")
+
+
+def test_an_unknown_algorithm_fails_at_parse_naming_the_known_ones(project_copy):
+    path = project_copy / "include" / "models" / "ctr" / "model.yaml"
+    _write(project_copy, path.read_text().replace("name: hashed_logistic_regression", "name: xgboost"))
+    with pytest.raises(ModelConfigError, match=r"algorithm.name: .*unknown algorithm 'xgboost'; known: hashed_log"):
+        load_model("ctr")
+
+
+def test_models_serve_on_ports_no_other_model_uses():
+    """Each model's replicas take serving.port .. port + replicas - 1; two models sharing one would load each
+    other's versions (the local rollout refuses a replica that names another model, but only at deploy)."""
+    taken: dict[int, str] = {}
+    for name in model_names():
+        serving = load_model(name).config.serving
+        for port in range(serving.port, serving.port + serving.replicas):
+            assert port not in taken, f"{name} and {taken[port]} both serve on port {port}"
+            taken[port] = name

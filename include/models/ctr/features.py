@@ -1,4 +1,4 @@
-"""ctr features: hashed categorical fields, crosses, hour of day and floor-price buckets.
+"""ctr features: hashed categorical fields, crosses, hour of day, weekend and floor-price buckets.
 
 Imported by the features stage (millions of rows) and by the model server (a few rows per
 request): one definition, so training and serving cannot drift apart.
@@ -35,6 +35,11 @@ SLOTS: dict[str, tuple[str, ...]] = {
     "country": ("country",),
     "position": ("position",),
     "hour": ("hour",),
+    # Clicks rise at the weekend (synth.WEEKDAY_CLICK_EFFECT: Sat +0.06, Sun +0.05 in logit vs ~0 on weekdays).
+    # Without it, a Saturday test day after Sun..Thu training reads calibration to truth 0.930 (demo data,
+    # ds 2026-11-21); with it (and model.yaml's 8-day window and decaying step) 0.990. Weekend, not day of
+    # week: the 6 training days always hold a Saturday or a Sunday, but not always the test day's weekday.
+    "weekend": ("weekend",),
     "floor_bucket": ("floor_bucket",),
     "advertiser_category_x_os": ("advertiser_category", "os"),
     "app_id_x_advertiser_category": ("app_id", "advertiser_category"),
@@ -43,15 +48,20 @@ SLOTS: dict[str, tuple[str, ...]] = {
 
 FEATURE_COLUMNS = list(SLOTS)  # what transform() returns: gate_features expects exactly these
 FLOOR_BUCKET_WIDTH = 0.1  # in log(price): ~10% wide buckets
+DAY_US = 86_400_000_000
 
 
 def derived(columns: dict) -> dict:
-    hour = (columns["event_time"].astype("int64") // 3_600_000_000) % 24
+    micros = columns["event_time"].astype("int64")
+    hour = (micros // 3_600_000_000) % 24
+    # 1 on Saturday and Sunday (UTC, as the warehouse's dt partitions), else 0: 1970-01-01 was a Thursday,
+    # so +3 days puts Monday 00:00 at 0 mod a week, and the weekend is the week's last 2 of 7 days.
+    weekend = (micros + 3 * DAY_US) % (7 * DAY_US) // (5 * DAY_US)
     # fmax: a missing (NaN) or non-positive floor counts as 1e-4. (Not clip + nan_to_num: the same
     # values, but 5x slower on the model server's one-row columns.)
     floor = np.fmax(columns["floor_price"], 1e-4)
     floor_bucket = np.floor(np.log(floor) / FLOOR_BUCKET_WIDTH).astype(np.int64)
-    return {"hour": hour, "floor_bucket": floor_bucket}
+    return {"hour": hour, "weekend": weekend, "floor_bucket": floor_bucket}
 
 
 def transform(columns: dict, *, hash_bits: int) -> dict[str, np.ndarray]:

@@ -1,8 +1,14 @@
-"""The model interface: what a model family takes in and gives back (TFX-style, no I/O here)."""
+"""The model interface: what a model family takes in and gives back (TFX-style, no I/O here).
+
+Stages, gates and the server only talk to these two protocols; each model family implements them
+in its own module, registered by name in keiko.algorithms.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
@@ -10,7 +16,7 @@ import numpy as np
 
 @dataclass
 class TrainingLog:
-    """Per-epoch losses (for the training gate) and why training stopped."""
+    """Per-epoch (or per-round) losses, for the training gate, and why training stopped."""
 
     epochs: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
@@ -23,15 +29,20 @@ class TrainingLog:
 class TrainedModel(Protocol):
     algorithm: str
     feature_params: dict[str, Any]
+    artifact_name: str  # the saved model's file name; its extension names the format (model.npz, model.cbm)
 
     def predict(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        """Probabilities in (0, 1), one per row, from the model's feature columns."""
+        """Probabilities in (0, 1), one per row, from the feature module's transform() output."""
 
     def to_bytes(self) -> bytes:
         """A deterministic, pickle-free serialisation: same model, same bytes."""
 
     def describe(self) -> dict[str, Any]:
         """Small JSON-able facts (size, parameters) for the registry and logs."""
+
+    def row_scorer(self, features: ModuleType) -> Callable[[Mapping[str, Any]], float] | None:
+        """A function scoring one request row exactly as predict() does, when the family has a faster way
+        than the vectorised path for a few rows; None: the server batches rows through predict()."""
 
 
 class Algorithm(Protocol):
@@ -48,3 +59,7 @@ class Algorithm(Protocol):
         feature_params: dict[str, Any],
         progress: Any = print,
     ) -> tuple[TrainedModel, TrainingLog]: ...
+
+    @staticmethod
+    def load(data: bytes) -> TrainedModel:
+        """The model saved by to_bytes(); refuses anything else (never unpickles)."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,7 @@ class HashedLRModel:
     feature_params: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
     algorithm: str = ALGORITHM
+    artifact_name: str = "model.npz"
 
     def decision(self, features: dict[str, np.ndarray]) -> np.ndarray:
         z = np.full(len(features[self.slots[0]]), self.bias, dtype=np.float64)
@@ -53,6 +56,14 @@ class HashedLRModel:
             "feature_params": self.feature_params,
             **self.extra,
         }
+
+    def row_scorer(self, features: ModuleType) -> Callable[[Mapping[str, Any]], float] | None:
+        """Weight lookups per slot (keiko.serving.row_scorer), for a feature module built from hashed SLOTS."""
+        if not (hasattr(features, "SLOTS") and hasattr(features, "derived")):
+            return None
+        from keiko.serving.row_scorer import RowScorer
+
+        return RowScorer(features, self).score
 
     def to_bytes(self) -> bytes:
         meta = {
@@ -97,6 +108,7 @@ def _one_hot(features: dict[str, np.ndarray], slots: list[str], n_buckets: int):
 
 class HashedLogisticRegression:
     name = ALGORITHM
+    load = staticmethod(HashedLRModel.from_bytes)
 
     @staticmethod
     def fit(train, y_train, valid, y_valid, *, params, feature_params, progress=print):

@@ -2,7 +2,7 @@
 
 The deploy stage patches the template (annotation `keiko.io/model-version` and env
 `KEIKO_MODEL_VERSION`, which the server loads at start) and the Deployment controller replaces the
-pods one at a time (deploy/k8s/deployment.yaml: maxSurge 1, maxUnavailable 0, readiness on /readyz),
+pods one at a time (deploy/k8s/ctr-server.yaml: maxSurge 1, maxUnavailable 0, readiness on /readyz),
 so serving capacity never drops below spec.replicas. The watch is `kubectl rollout status`'s: done
 once the controller has observed the new generation and every pod is updated and available, with no
 old pod left; a `ProgressDeadlineExceeded` condition or our own timeout is a failure, after which the

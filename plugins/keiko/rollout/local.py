@@ -18,6 +18,7 @@ class LocalRollout(Rollout):
     def __init__(
         self,
         *,
+        model: str,
         urls: list[str],
         smoke: SmokeTest,
         ready_timeout: float = 60.0,
@@ -26,6 +27,7 @@ class LocalRollout(Rollout):
         if not urls:
             raise KeikoError("no model-server replicas configured")
         super().__init__(log=log)
+        self.model = model
         self.urls = urls
         self.smoke = smoke
         self.ready_timeout = ready_timeout
@@ -44,7 +46,14 @@ class LocalRollout(Rollout):
         for url in self.urls:
             with ModelServerClient(url) as server:
                 try:
-                    if server.version().get("version") == version:
+                    status = server.version()
+                    # Two models configured on the same ports would otherwise load each other's versions.
+                    if status.get("model") != self.model:
+                        raise KeikoError(
+                            f"{url} serves model {status.get('model')!r}, not {self.model!r}: "
+                            "check serving.port in model.yaml and KEIKO_SERVING_URLS_*"
+                        )
+                    if status.get("version") == version:
                         self._record(url, "unchanged", version, "already serving it")
                         continue
                     touched.append(url)

@@ -8,18 +8,22 @@ At start it loads KEIKO_MODEL_VERSION if set (how a Kubernetes rollout pins a ve
 reference, so requests in flight finish on the model they started with.
 
 /predict is the hot path: a plain ASGI endpoint (no Request object), pydantic-core validation
-straight from the bytes, per-row scoring from cached slot weights for small requests
-(keiko.serving.row_scorer) and msgspec's JSON encoder.
+straight from the bytes, and msgspec's JSON encoder. Small requests are scored by the model's own
+row scorer when its family has one (hashed LR: cached slot weights, keiko.serving.row_scorer);
+otherwise the rows of all requests that arrived in the same event-loop turn are scored in one
+vectorised call (micro-batching: CatBoost costs ~270 us a call for one row, ~25 us a row in a batch).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +43,6 @@ from keiko.config import settings
 from keiko.errors import KeikoError
 from keiko.modeldef import ModelDefinition, load_model
 from keiko.registry import Registry, open_registry
-from keiko.serving.row_scorer import RowScorer, row_scorer
 from keiko.serving.validation import describe_errors, request_adapter
 from keiko.storage import ArtifactStore, open_store
 
@@ -57,7 +60,7 @@ class LoadedModel:
     artifact_sha256: str
     model: TrainedModel
     loaded_at: str
-    row_scorer: RowScorer | None = None
+    row_scorer: Callable[[Mapping[str, Any]], float] | None = None
 
 
 class ModelServer:
@@ -77,19 +80,27 @@ class ModelServer:
 
     def score(self, loaded: LoadedModel, rows: list[dict[str, Any]]) -> list[float]:
         if loaded.row_scorer is not None and len(rows) <= ROW_PATH_MAX_ROWS:
-            return [loaded.row_scorer.score(row) for row in rows]
+            return [loaded.row_scorer(row) for row in rows]
         return self.score_vectorised(loaded, rows)
 
-    def predict_json(self, body: bytes) -> tuple[int, bytes]:
-        """/predict without HTTP: (status, JSON body)."""
+    def parse(self, body: bytes) -> tuple[LoadedModel | None, list[dict[str, Any]] | None, tuple[int, bytes] | None]:
+        """(model, rows, None) for a valid request on a loaded server; else (.., .., the error response)."""
         loaded = self.current
         if loaded is None:
-            return 503, b'{"error":"no model loaded"}'
+            return None, None, (503, b'{"error":"no model loaded"}')
         try:
             rows = self.adapter.validate_json(body)["rows"]
         except ValidationError as exc:
-            return 422, msgspec.json.encode({"error": "invalid request", "detail": describe_errors(exc.errors())})
-        return 200, msgspec.json.encode({"model_version": loaded.version, "predictions": self.score(loaded, rows)})
+            error = msgspec.json.encode({"error": "invalid request", "detail": describe_errors(exc.errors())})
+            return loaded, None, (422, error)
+        return loaded, rows, None
+
+    def predict_json(self, body: bytes) -> tuple[int, bytes]:
+        """/predict without HTTP and without batching: (status, JSON body)."""
+        loaded, rows, error = self.parse(body)
+        if error is not None:
+            return error
+        return 200, encode_predictions(loaded.version, self.score(loaded, rows))
 
     def load(self, version: int) -> LoadedModel:
         """Load, verify and warm up `version`, then make it the serving model. Blocking."""
@@ -103,14 +114,14 @@ class ModelServer:
                 entry.artifact_sha256,
                 model,
                 dt.datetime.now(dt.UTC).isoformat(),
-                row_scorer(self.definition.features, model),
+                model.row_scorer(self.definition.features),
             )
             warmup = [example_row(self.schema)] * 64
             predictions = np.asarray(self.score_vectorised(candidate, warmup))
             if not np.all((predictions > 0) & (predictions < 1)):
                 raise KeikoError(f"v{version} failed warm-up: predictions outside (0, 1)")
             # Equal up to exp()'s last bit (math.exp vs numpy's); anything more is a bug in the row path.
-            if candidate.row_scorer is not None and abs(candidate.row_scorer.score(warmup[0]) - predictions[0]) > 1e-12:
+            if candidate.row_scorer is not None and abs(candidate.row_scorer(warmup[0]) - predictions[0]) > 1e-12:
                 raise KeikoError(f"v{version} failed warm-up: row and vectorised scoring disagree")
             self.current = candidate  # the swap: one reference assignment
             self.last_error = None
@@ -132,11 +143,65 @@ class ModelServer:
             log.error(self.last_error)
 
 
+def encode_predictions(version: int, predictions: list[float]) -> bytes:
+    return msgspec.json.encode({"model_version": version, "predictions": predictions})
+
+
+class MicroBatcher:
+    """Scores the rows of every request that reached it in one event-loop turn with one vectorised call.
+
+    The first request of a turn schedules the flush with call_soon, so it runs once the requests whose
+    bodies arrived in the same turn have joined: no timer, no added wait when traffic is light, and
+    batches grow by themselves under load (requests queue while a batch is scored). All of a batch is
+    scored by the model serving when it runs, and each answer names that version.
+    """
+
+    def __init__(self, server: ModelServer) -> None:
+        self.server = server
+        self.pending: list[tuple[list[dict[str, Any]], asyncio.Future]] = []
+
+    async def score(self, rows: list[dict[str, Any]]) -> tuple[int, list[float]]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self.pending:
+            loop.call_soon(self.flush)
+        self.pending.append((rows, future))
+        return await future
+
+    def flush(self) -> None:
+        batch, self.pending = self.pending, []
+        loaded = self.server.current
+        try:
+            predictions = self.server.score_vectorised(loaded, [row for rows, _ in batch for row in rows])
+        except Exception as exc:  # every request of the batch gets the error, none hangs
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        start = 0
+        for rows, future in batch:
+            future.set_result((loaded.version, predictions[start : start + len(rows)]))
+            start += len(rows)
+
+
 class PredictEndpoint:
     """POST /predict as a bare ASGI app: the framework's Request/Response objects cost more than scoring."""
 
     def __init__(self, server: ModelServer) -> None:
         self.server = server
+        self.batcher = MicroBatcher(server)
+
+    async def respond(self, body: bytes) -> tuple[int, bytes]:
+        loaded, rows, error = self.server.parse(body)
+        if error is not None:
+            return error
+        if loaded.row_scorer is not None and len(rows) <= ROW_PATH_MAX_ROWS:
+            return 200, encode_predictions(loaded.version, self.server.score(loaded, rows))  # row by row
+        try:
+            version, predictions = await self.batcher.score(rows)
+        except Exception:
+            log.exception("scoring failed")
+            return 500, b'{"error":"scoring failed"}'
+        return 200, encode_predictions(version, predictions)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         chunks = []
@@ -145,7 +210,7 @@ class PredictEndpoint:
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
-        status, body = self.server.predict_json(b"".join(chunks))
+        status, body = await self.respond(b"".join(chunks))
         headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -16,13 +16,15 @@ from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from operator import itemgetter
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from keiko.algorithms.hashed_lr import HashedLRModel
 from keiko.columns import example_row, from_rows
 from keiko.hashing import hash_values, slot_index
+
+if TYPE_CHECKING:
+    from keiko.algorithms.hashed_lr import HashedLRModel
 
 SLOT_CACHE_SIZE = 1 << 18  # distinct value tuples per slot; a miss costs ~100 us
 
@@ -84,10 +86,3 @@ class RowScorer:
         for key_of, weight in self.slots:
             z += weight(key_of(values))
         return 1.0 / (1.0 + math.exp(-z))
-
-
-def row_scorer(features: ModuleType, model: Any) -> RowScorer | None:
-    """A RowScorer where the model is a hashed LR over the feature module's SLOTS; else None."""
-    if isinstance(model, HashedLRModel) and hasattr(features, "SLOTS") and hasattr(features, "derived"):
-        return RowScorer(features, model)
-    return None

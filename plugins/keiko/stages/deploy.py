@@ -28,7 +28,7 @@ def rollout_backend(ctx: StageContext, urls: list[str], smoke: SmokeTest) -> Rol
     if backend == "local":
         from keiko.rollout.local import LocalRollout
 
-        return LocalRollout(urls=urls, smoke=smoke, log=ctx.log)
+        return LocalRollout(model=ctx.model.name, urls=urls, smoke=smoke, log=ctx.log)
     raise KeikoError(f"KEIKO_DEPLOY_BACKEND={backend!r}: expected one of {', '.join(DEPLOY_BACKENDS)}")
 
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from keiko.algorithms import load_model_bytes
 from keiko.columns import from_arrow
-from keiko.metrics import logloss, summary
+from keiko.metrics import summary
 from keiko.stages.context import StageContext
 from keiko.stages.train import feature_arrays
 
@@ -28,7 +28,8 @@ def slice_metrics(raw_test: pa.Table, columns: list[str], y: np.ndarray, p: np.n
     return out
 
 
-def bayes_optimal(ctx: StageContext, ids: np.ndarray, y: np.ndarray) -> float | None:
+def true_probabilities(ctx: StageContext, ids: np.ndarray) -> np.ndarray | None:
+    """The generator's hidden probability of each test row (synthetic warehouse only), else None."""
     column = ctx.model.config.truth_column
     if column is None or "truth" not in ctx.warehouse.tables():
         return None
@@ -36,7 +37,18 @@ def bayes_optimal(ctx: StageContext, ids: np.ndarray, y: np.ndarray) -> float | 
     position = pd.Index(truth.column("impression_id").to_numpy()).get_indexer(ids)
     if (position < 0).any():
         return None
-    return logloss(y, truth.column(column).to_numpy()[position])
+    return truth.column(column).to_numpy()[position]
+
+
+def against_truth(y: np.ndarray, p_true: np.ndarray, p_candidate: np.ndarray) -> dict[str, float]:
+    """The ceiling: the Bayes-optimal model's logloss and calibration on these rows, and the candidate's
+    calibration against the true probabilities (sum pred / sum true p: free of the labels' sampling noise)."""
+    bayes = summary(y, p_true)
+    return {
+        "bayes_optimal_logloss": bayes["logloss"],
+        "bayes_optimal_calibration": bayes["calibration"],
+        "candidate_calibration_to_truth": float(np.sum(p_candidate) / np.sum(p_true)),
+    }
 
 
 def production_predictions(ctx: StageContext, raw_test: pa.Table) -> tuple[int, np.ndarray] | None:
@@ -87,7 +99,9 @@ def run(ctx: StageContext) -> dict:
         production = {"version": production_version, **summary(y, p_production)}
         ctx.log(f"production v{production_version}: logloss {production['logloss']:.5f}, AUC {production['auc']:.4f}")
 
-    bayes = bayes_optimal(ctx, ids, y)
+    p_true = true_probabilities(ctx, ids)
+    truth = against_truth(y, p_true, p_candidate) if p_true is not None else {}
+    bayes = truth.get("bayes_optimal_logloss")
     evaluation = {
         "model": ctx.model.name,
         "ds": ctx.ds.isoformat(),
@@ -96,12 +110,19 @@ def run(ctx: StageContext) -> dict:
         "production": production,
         "bayes_optimal_logloss": bayes,
         "candidate_gap_to_bayes": (candidate["logloss"] / bayes - 1) if bayes else None,
+        **{k: v for k, v in truth.items() if k != "bayes_optimal_logloss"},
         "slices": slice_metrics(raw_test, config.slices, y, p_candidate),
     }
     ctx.log(
         f"candidate: logloss {candidate['logloss']:.5f}, AUC {candidate['auc']:.4f}, "
         f"calibration {candidate['calibration']:.3f}"
-        + (f"; Bayes-optimal logloss {bayes:.5f} (gap {evaluation['candidate_gap_to_bayes']:+.2%})" if bayes else "")
+        + (
+            f"; Bayes-optimal logloss {bayes:.5f} (gap {evaluation['candidate_gap_to_bayes']:+.2%}), "
+            f"calibration to the true probabilities {truth['candidate_calibration_to_truth']:.3f} "
+            f"(the Bayes-optimal model's own calibration on these labels: {truth['bayes_optimal_calibration']:.3f})"
+            if bayes
+            else ""
+        )
     )
     golden_uri = ctx.uri("golden.parquet")
     golden_sha256 = ctx.store.write_table(golden_uri, golden_set(ctx, raw_test, p_candidate))

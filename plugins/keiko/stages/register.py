@@ -84,6 +84,7 @@ def run(ctx: StageContext) -> dict:
             "test": evaluation["candidate"],
             "production": evaluation["production"],
             "bayes_optimal_logloss": evaluation["bayes_optimal_logloss"],
+            "calibration_to_truth": evaluation.get("candidate_calibration_to_truth"),
             "blessing": blessing,
             "profile_uri": profile_uri,
             "raw_rows": extracted["rows"],

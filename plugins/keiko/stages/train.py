@@ -36,7 +36,7 @@ def run(ctx: StageContext) -> dict:
     )
     ctx.log(f"best epoch {log.best_epoch}; stopped: {log.stopped_because}")
     data = model.to_bytes()
-    model_uri = ctx.uri("model.npz")
+    model_uri = ctx.uri(model.artifact_name)
     sha256 = ctx.store.write_bytes(model_uri, data)
     ctx.store.write_json(ctx.uri("training_log.json"), log.to_dict())
     return {

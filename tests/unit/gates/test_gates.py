@@ -116,12 +116,14 @@ def test_volume_reference_includes_earlier_passing_runs(run_home):
     import datetime as dt
 
     from keiko.gates.raw import earlier_daily_rows
+    from keiko.modeldef import load_model
     from keiko.stages.context import StageContext
 
-    # A week later, the passing gate_raw of DS is history: its 7 daily counts feed the median.
+    # A window later, the passing gate_raw of DS is history: its daily counts feed the median.
     recorded = json.loads((day_dir(run_home) / "gates" / "raw.json").read_text())["daily_rows"]
-    later = StageContext.create("ctr", dt.date(2026, 11, 29))
-    assert sorted(earlier_daily_rows(later)) == sorted(recorded.values()) and len(recorded) == 7
+    window_days = load_model("ctr").config.window_days
+    later = StageContext.create("ctr", dt.date.fromisoformat(DS) + dt.timedelta(days=window_days))
+    assert sorted(earlier_daily_rows(later)) == sorted(recorded.values()) and len(recorded) == window_days
     assert earlier_daily_rows(StageContext.create("ctr", dt.date.fromisoformat(DS))) == []
 
 

@@ -1,5 +1,5 @@
 """The Kubernetes rolling deploy against a fake AppsV1Api that behaves like the API server plus the
-Deployment controller (no cluster here): the Deployment of deploy/k8s/deployment.yaml is patched, the
+Deployment controller (no cluster here): the Deployment of deploy/k8s/ctr-server.yaml is patched, the
 controller observes the new generation on a later status read and replaces pods one step per read
 (maxSurge 1, maxUnavailable 0); a version whose pods never get ready ends in ProgressDeadlineExceeded
 and goes back to the previous ReplicaSet's template."""
@@ -21,7 +21,7 @@ from keiko.registry import open_registry
 from keiko.rollout import RolloutFailed
 from keiko.rollout.kubernetes import CONTAINER, REVISION_ANNOTATION, VERSION_ANNOTATION, VERSION_ENV, KubernetesRollout
 
-MANIFEST = Path(__file__).resolve().parents[3] / "deploy" / "k8s" / "deployment.yaml"
+MANIFEST = Path(__file__).resolve().parents[3] / "deploy" / "k8s" / "ctr-server.yaml"
 NAME, NAMESPACE = "keiko-ctr-server", "keiko"
 STRATEGIC = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -111,7 +111,7 @@ class FakeAppsV1Api:
         self.patches: list[tuple[Any, str | None]] = []  # (body as sent, content type)
         self.status_reads = 0
         self._stalled_reads = 0
-        deployment = yaml.safe_load(MANIFEST.read_text())
+        deployment = next(d for d in yaml.safe_load_all(MANIFEST.read_text()) if d["kind"] == "Deployment")
         assert (deployment["metadata"]["name"], deployment["metadata"]["namespace"]) == (NAME, NAMESPACE)
         set_version(deployment["spec"]["template"], version)
         deployment["metadata"].update(uid="uid-keiko-ctr-server", generation=1, annotations={})

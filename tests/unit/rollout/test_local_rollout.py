@@ -79,3 +79,13 @@ def test_wrong_known_answers_stop_the_rollout_on_the_first_replica(replicas, pro
     assert "smoke predictions differ from the offline ones by 0.001" in capsys.readouterr().err
     assert served(replicas) == [1, 1]
     assert open_registry(settings().registry_url).alias("ctr") == 1
+
+
+def test_a_replica_of_another_model_is_refused_before_anything_moves(run_home, monkeypatch, capsys):
+    with serve_replicas(1, model="cvr") as (_apps, urls):
+        monkeypatch.setenv("KEIKO_SERVING_URLS_CTR", urls[0])  # e.g. two model.yaml files with one port
+        capsys.readouterr()
+        assert deploy() == EXIT_USER_ERROR
+        assert httpx.get(f"{urls[0]}/version").json()["version"] is None  # cvr's server loaded nothing of ctr's
+    assert f"{urls[0]} serves model 'cvr', not 'ctr'" in capsys.readouterr().err
+    assert open_registry(settings().registry_url).alias("ctr") is None

@@ -13,7 +13,7 @@ from conftest import DS
 from keiko.modeldef import load_model
 from keiko.rollout import json_rows
 from keiko.serving.app import ROW_PATH_MAX_ROWS, create_app
-from keiko.serving.row_scorer import RowScorer, row_scorer
+from keiko.serving.row_scorer import RowScorer
 from keiko.serving.validation import request_adapter
 
 FEATURES = load_model("ctr").features
@@ -57,20 +57,20 @@ def unseen(rows: list[dict]) -> list[dict]:
 
 def test_row_scores_equal_the_golden_offline_predictions_also_from_the_cache(app, golden):
     scorer = app.state.server.current.row_scorer
-    assert isinstance(scorer, RowScorer)
+    assert isinstance(scorer.__self__, RowScorer)
     rows = parsed(request_rows(golden))
     expected = golden["expected_prediction"].to_numpy()
     assert len(rows) == len(expected) == 500
 
-    first = [scorer.score(row) for row in rows]
-    misses = [weight.cache_info().misses for _, weight in scorer.slots]
-    second = [scorer.score(row) for row in rows]
+    first = [scorer(row) for row in rows]
+    misses = [weight.cache_info().misses for _, weight in scorer.__self__.slots]
+    second = [scorer(row) for row in rows]
 
     np.testing.assert_allclose(first, expected, rtol=0, atol=1e-12)
     np.testing.assert_allclose(second, expected, rtol=0, atol=1e-12)
     assert first == second
     # The second pass was answered from the caches: no slot computed a weight again.
-    assert [weight.cache_info().misses for _, weight in scorer.slots] == misses
+    assert [weight.cache_info().misses for _, weight in scorer.__self__.slots] == misses
 
 
 def test_row_scores_equal_the_vectorised_path_for_values_never_seen(app, golden):
@@ -79,7 +79,7 @@ def test_row_scores_equal_the_vectorised_path_for_values_never_seen(app, golden)
     rows = parsed(unseen(request_rows(golden)))
     vectorised = server.score_vectorised(loaded, rows)  # all rows in one batch: multi-value columns
     for pass_ in range(2):  # misses, then cache hits
-        row_by_row = [loaded.row_scorer.score(row) for row in rows]
+        row_by_row = [loaded.row_scorer(row) for row in rows]
         np.testing.assert_allclose(row_by_row, vectorised, rtol=0, atol=1e-12, err_msg=f"pass {pass_}")
     for row, score in zip(rows, vectorised, strict=True):  # and each row alone through the vectorised path
         assert abs(server.score_vectorised(loaded, [row])[0] - score) <= 1e-12
@@ -95,22 +95,22 @@ def test_a_tz_aware_event_time_scores_as_the_same_instant_in_naive_utc(app, gold
             {**row, "event_time": "2026-11-21T23:30:00"},
         ]
     )
-    assert scorer.score(tokyo) == scorer.score(utc)
+    assert scorer(tokyo) == scorer(utc)
     vectorised = app.state.server.score_vectorised(app.state.server.current, [tokyo, utc, local_clock])
     assert vectorised[0] == vectorised[1]
-    assert scorer.score(local_clock) != scorer.score(utc)  # the hour is a feature: 23h is not 14h
+    assert scorer(local_clock) != scorer(utc)  # the hour is a feature: 23h is not 14h
 
 
-def test_row_scorer_only_for_hashed_lr_over_a_feature_module_with_slots(app):
+def test_row_scorer_only_for_a_feature_module_with_slots(app):
     model = app.state.server.current.model
-    assert isinstance(row_scorer(FEATURES, model), RowScorer)
-    assert row_scorer(FEATURES, object()) is None
+    scorer = model.row_scorer(FEATURES)
+    assert isinstance(scorer.__self__, RowScorer)
     no_slots = types.ModuleType("no_slots")
     no_slots.INPUT_SCHEMA, no_slots.derived = FEATURES.INPUT_SCHEMA, FEATURES.derived
-    assert row_scorer(no_slots, model) is None
+    assert model.row_scorer(no_slots) is None
     no_derived = types.ModuleType("no_derived")
     no_derived.INPUT_SCHEMA, no_derived.SLOTS = FEATURES.INPUT_SCHEMA, FEATURES.SLOTS
-    assert row_scorer(no_derived, model) is None
+    assert model.row_scorer(no_derived) is None
 
 
 def test_without_a_row_scorer_small_requests_take_the_vectorised_path(app, golden):

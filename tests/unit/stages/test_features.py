@@ -4,8 +4,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conftest import DS, END_DATE, ROWS_PER_DAY, run_steps
+from keiko.modeldef import load_model
 from keiko.stages.features import split_masks
 from keiko.synth import daily_rows
+
+WINDOW_DAYS = load_model("ctr").config.window_days
 
 
 def test_split_is_by_time_with_the_last_day_as_test():
@@ -21,7 +24,8 @@ def test_features_stage_writes_splits_and_profile(pipeline_home):
     test = pq.read_table(day / "test.parquet")
     train = pq.read_table(day / "train.parquet")
     assert {"label", "impression_id", "app_id", "advertiser_category_x_os"} <= set(test.column_names)
-    rows = {day: daily_rows(day, ROWS_PER_DAY, seed=7) for day in (END_DATE - dt.timedelta(days=i) for i in range(7))}
+    days = [END_DATE - dt.timedelta(days=i) for i in range(WINDOW_DAYS)]
+    rows = {day: daily_rows(day, ROWS_PER_DAY, seed=7) for day in days}
     assert test.num_rows == rows[END_DATE]
     assert train.num_rows == sum(n for day, n in rows.items() if day < END_DATE - dt.timedelta(days=1))
     assert not set(test.column("impression_id").to_pylist()) & set(train.column("impression_id").to_pylist())
