@@ -66,6 +66,12 @@ def row(model: str, ds: dt.date, e: dict) -> str:
     )
 
 
+def windows() -> str:
+    from keiko.modeldef import load_model
+
+    return ", ".join(f"{model}: {load_model(model).config.window_days}-day window" for model in MODELS)
+
+
 def report(args: argparse.Namespace, rows: list[str], info: dict[str, str]) -> str:
     return "\n".join(
         [
@@ -75,8 +81,8 @@ def report(args: argparse.Namespace, rows: list[str], info: dict[str, str]) -> s
             f"({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; {info['nproc']} cores, load {info['load']}).",
             "",
             f"Synthetic warehouse of 16 days x {args.rows_per_day:,} impressions (seed 7) ending {END}, the demo's "
-            "daily size; each model retrained for each test day with its model.yaml (ctr: 7-day window, cvr: 14 "
-            "days). Targets: logloss within "
+            f"daily size; each model retrained for each test day with its model.yaml ({windows()}). "
+            "Targets: logloss within "
             f"{TARGET_GAP:.0%} of the Bayes-optimal, calibration within 1 +- {TARGET_CALIBRATION} (judged against "
             "the true probabilities).",
             "",
