@@ -15,6 +15,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -175,7 +177,7 @@ def register_variant(artifact: bytes, *, sha256: str | None = None, window_start
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(artifact)
     fields = {k: getattr(v1, k) for k in ("ds", "window_end", "code_version", "config_sha256", "features_sha256")}
-    return registry.register(
+    registration = registry.register(
         model="ctr",
         window_start=window_start,
         artifact_uri=path.as_uri(),
@@ -183,7 +185,10 @@ def register_variant(artifact: bytes, *, sha256: str | None = None, window_start
         algorithm=v1.algorithm,
         metrics=v1.metrics,
         **fields,
-    ).version.version
+    )
+    # A window_start equal to v1's would be v1's identity: registration is idempotent, no new version.
+    assert registration.created, f"window_start {window_start} gives v1's identity: pick another"
+    return registration.version.version
 
 
 def free_port() -> int:
@@ -268,3 +273,48 @@ def aws(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> str:
     for name, value in aws_connection_env(moto_endpoint).items():
         monkeypatch.setenv(name, value)
     return moto_endpoint
+
+
+AIRFLOW = str(ROOT / ".venv" / "bin" / "airflow") if (ROOT / ".venv" / "bin" / "airflow").exists() else "airflow"
+
+
+@contextlib.contextmanager
+def airflow_and_servers(env: dict[str, str], model: str, replicas: int = 1):
+    """Airflow's metadata DB for `env`, and `replicas` `keiko serve` processes of `model` on free loopback
+    ports; yields (env with KEIKO_SERVING_URLS_<MODEL> naming them, their URLs). Stopped on exit."""
+    import httpx
+
+    urls = [f"http://127.0.0.1:{free_port()}" for _ in range(replicas)]
+    env = {**env, f"KEIKO_SERVING_URLS_{model.upper()}": ",".join(urls)}
+    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
+    serve = [sys.executable, "-m", "keiko", "serve", "--model", model, "--replicas", "1", "--port"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT}
+    servers = [subprocess.Popen([*serve, url.rsplit(":", 1)[1]], env=env, **quiet) for url in urls]
+    try:
+        for url in urls:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{url}/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"keiko serve --model {model} at {url} did not come up within 60 s")
+                time.sleep(0.1)
+        yield env, urls
+    finally:
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(timeout=10)
+
+
+def dags_test(env: dict[str, str], model: str) -> str:
+    """`airflow dags test keiko_<model> DS`, which must succeed; its output."""
+    result = subprocess.run(
+        [AIRFLOW, "dags", "test", f"keiko_{model}", DS], env=env, capture_output=True, text=True, timeout=900
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    return output

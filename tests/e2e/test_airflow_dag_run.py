@@ -1,69 +1,32 @@
 """keiko_ctr end to end under `airflow dags test`, against a real model server on loopback."""
 
 import os
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DS, ROOT
+from conftest import DS, airflow_and_servers, dags_test
 
 pytestmark = pytest.mark.slow
-AIRFLOW = str(ROOT / ".venv" / "bin" / "airflow") if (ROOT / ".venv" / "bin" / "airflow").exists() else "airflow"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def environment(tmp_path, warehouse_dir):
-    port = free_port()
     env = {
         **os.environ,
         "KEIKO_HOME": str(tmp_path / "home"),
         "KEIKO_WAREHOUSE_DIR": str(warehouse_dir),
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "KEIKO_SERVING_URLS_CTR": f"http://127.0.0.1:{port}",
     }
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "keiko", "serve", "--model", "ctr", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    url = env["KEIKO_SERVING_URLS_CTR"]
-    for _ in range(150):
-        try:
-            if httpx.get(f"{url}/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    yield env, url
-    server.terminate()
-    server.wait(timeout=10)
-
-
-def dags_test(env) -> str:
-    result = subprocess.run(
-        [AIRFLOW, "dags", "test", "keiko_ctr", DS], env=env, capture_output=True, text=True, timeout=600
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    return output
+    with airflow_and_servers(env, "ctr") as (env, urls):
+        yield env, urls[0]
 
 
 def test_dag_retrains_registers_deploys_and_the_server_answers(environment, tmp_path):
     env, url = environment
-    first = dags_test(env)
+    first = dags_test(env, "ctr")
     assert "production alias moved vNone -> v1" in first
     assert "gate_serving passed" in first  # the live replica answers the golden set as offline
 
@@ -90,7 +53,7 @@ def test_dag_retrains_registers_deploys_and_the_server_answers(environment, tmp_
     np.testing.assert_allclose(answer["predictions"], offline, rtol=0, atol=1e-12)
 
     # A second run of the same day compares against the model the first one deployed.
-    second = dags_test(env)
+    second = dags_test(env, "ctr")
     assert "production v1: logloss" in second
     assert "already registered" in second and "v1 was already production" in second
     assert [v.version for v in registry.list("ctr")] == [1]

@@ -6,24 +6,19 @@ the model server loads its versions from the same S3 and DynamoDB.
 """
 
 import os
-import subprocess
-import sys
-import time
 import uuid
 
 import httpx
 import pytest
 
-from conftest import DS, ROOT, aws_connection_env, free_port
+from conftest import DS, airflow_and_servers, aws_connection_env, dags_test
 
 pytestmark = pytest.mark.slow
-AIRFLOW = str(ROOT / ".venv" / "bin" / "airflow") if (ROOT / ".venv" / "bin" / "airflow").exists() else "airflow"
 
 
 @pytest.fixture
 def aws_environment(tmp_path, warehouse_dir, moto_endpoint):
     bucket, table = f"keiko-e2e-{uuid.uuid4().hex[:8]}", f"keiko-registry-{uuid.uuid4().hex[:8]}"
-    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
         **aws_connection_env(moto_endpoint),
@@ -32,7 +27,6 @@ def aws_environment(tmp_path, warehouse_dir, moto_endpoint):
         "KEIKO_ARTIFACT_ROOT": f"s3://{bucket}/keiko",
         "KEIKO_REGISTRY_URL": f"dynamodb://{table}",
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "KEIKO_SERVING_URLS_CTR": f"http://127.0.0.1:{port}",
     }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
@@ -41,34 +35,13 @@ def aws_environment(tmp_path, warehouse_dir, moto_endpoint):
         from keiko.config import settings
 
         aws_client("s3", settings().aws_conn_id).create_bucket(Bucket=bucket)
-        subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
-        server = subprocess.Popen(
-            [sys.executable, "-m", "keiko", "serve", "--model", "ctr", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        url = env["KEIKO_SERVING_URLS_CTR"]
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        try:
-            yield env, bucket, url
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+        with airflow_and_servers(env, "ctr") as (env, urls):
+            yield env, bucket, urls[0]
 
 
 def test_dag_runs_with_artifacts_in_s3_and_the_registry_in_dynamodb(aws_environment, tmp_path):
     env, bucket, url = aws_environment
-    result = subprocess.run(
-        [AIRFLOW, "dags", "test", "keiko_ctr", DS], env=env, capture_output=True, text=True, timeout=900
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    output = dags_test(env, "ctr")
     assert "production alias moved vNone -> v1" in output
     assert "gate_serving passed" in output
 

@@ -5,19 +5,15 @@ cvr learns from clicks only (~3% of impressions) over a 14-day window, so it get
 """
 
 import os
-import subprocess
-import sys
-import time
 
 import httpx
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DS, END_DATE, ROOT, free_port
+from conftest import DS, END_DATE, airflow_and_servers, dags_test
 
 pytestmark = pytest.mark.slow
-AIRFLOW = str(ROOT / ".venv" / "bin" / "airflow") if (ROOT / ".venv" / "bin" / "airflow").exists() else "airflow"
 
 
 @pytest.fixture(scope="module")
@@ -31,43 +27,19 @@ def cvr_warehouse(tmp_path_factory):
 
 @pytest.fixture
 def environment(tmp_path, cvr_warehouse):
-    port = free_port()
-    while free_port() == port + 1:  # the second replica takes the next port
-        port = free_port()
     env = {
         **os.environ,
         "KEIKO_HOME": str(tmp_path / "home"),
         "KEIKO_WAREHOUSE_DIR": str(cvr_warehouse),
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "KEIKO_SERVING_URLS_CVR": f"http://127.0.0.1:{port},http://127.0.0.1:{port + 1}",
     }
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "keiko", "serve", "--model", "cvr", "--port", str(port), "--replicas", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    urls = env["KEIKO_SERVING_URLS_CVR"].split(",")
-    for url in urls:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-    yield env, urls
-    server.terminate()
-    server.wait(timeout=10)
+    with airflow_and_servers(env, "cvr", replicas=2) as (env, urls):
+        yield env, urls
 
 
 def test_cvr_dag_trains_catboost_registers_and_deploys_to_both_replicas(environment, tmp_path):
     env, urls = environment
-    result = subprocess.run(
-        [AIRFLOW, "dags", "test", "keiko_cvr", DS], env=env, capture_output=True, text=True, timeout=900
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    output = dags_test(env, "cvr")
     assert "production alias moved vNone -> v1" in output
     assert "gate_serving passed" in output
 

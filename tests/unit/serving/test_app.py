@@ -142,7 +142,7 @@ def readyz_once_settled(client) -> httpx.Response:
 
 def test_admin_load_needs_the_bearer_token_when_one_is_configured(run_home, monkeypatch):
     monkeypatch.delenv("KEIKO_ADMIN_TOKEN", raising=False)
-    v2 = register_variant(v1_bytes(), window_start="2026-11-14")
+    v2 = register_variant(v1_bytes(), window_start="2026-11-09")
     app = create_app("ctr", load_production=False, admin_token="s3cret")
     app.state.server.load(1)
     with TestClient(app) as client:
@@ -165,7 +165,7 @@ def test_admin_load_needs_the_bearer_token_when_one_is_configured(run_home, monk
 
 
 def test_the_client_sends_the_token_from_the_environment(run_home, monkeypatch):
-    v2 = register_variant(v1_bytes(), window_start="2026-11-14")
+    v2 = register_variant(v1_bytes(), window_start="2026-11-09")
     monkeypatch.setenv("KEIKO_ADMIN_TOKEN", "s3cret")  # the server's token too (create_app's default)
     app = create_app("ctr", load_production=False)
     app.state.server.load(1)
@@ -184,7 +184,7 @@ def test_the_client_sends_the_token_from_the_environment(run_home, monkeypatch):
 
 def test_keiko_model_version_pins_the_version_loaded_at_start(run_home, monkeypatch, rows):
     open_registry(settings().registry_url).move_alias("ctr", 1)
-    v2 = register_variant(v1_bytes(), window_start="2026-11-14")
+    v2 = register_variant(v1_bytes(), window_start="2026-11-09")
     monkeypatch.setenv("KEIKO_MODEL_VERSION", str(v2))
     with TestClient(create_app("ctr")) as client:
         assert readyz_once_settled(client).json() == {"ready": True, "version": v2}
