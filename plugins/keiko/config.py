@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from keiko.errors import KeikoError
+
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -129,8 +131,6 @@ class Settings:
 
 
 def _choice(env: str, default: str, allowed: tuple[str, ...]) -> str:
-    from keiko.errors import KeikoError
-
     value = os.environ.get(env) or default
     if value not in allowed:
         raise KeikoError(f"{env}={value!r}: expected one of {', '.join(allowed)}")

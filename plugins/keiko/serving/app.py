@@ -62,6 +62,10 @@ class LoadedModel:
     loaded_at: str
     row_scorer: Callable[[Mapping[str, Any]], float] | None = None
 
+    def scores_row_by_row(self, rows: int) -> bool:
+        """Small requests go through the family's row scorer, when it has one; the rest through predict()."""
+        return self.row_scorer is not None and rows <= ROW_PATH_MAX_ROWS
+
 
 class ModelServer:
     def __init__(self, definition: ModelDefinition, registry: Registry, store: ArtifactStore) -> None:
@@ -79,7 +83,7 @@ class ModelServer:
         return loaded.model.predict(features).tolist()
 
     def score(self, loaded: LoadedModel, rows: list[dict[str, Any]]) -> list[float]:
-        if loaded.row_scorer is not None and len(rows) <= ROW_PATH_MAX_ROWS:
+        if loaded.scores_row_by_row(len(rows)):
             return [loaded.row_scorer(row) for row in rows]
         return self.score_vectorised(loaded, rows)
 
@@ -194,8 +198,8 @@ class PredictEndpoint:
         loaded, rows, error = self.server.parse(body)
         if error is not None:
             return error
-        if loaded.row_scorer is not None and len(rows) <= ROW_PATH_MAX_ROWS:
-            return 200, encode_predictions(loaded.version, self.server.score(loaded, rows))  # row by row
+        if loaded.scores_row_by_row(len(rows)):  # no batching: nothing to share between requests
+            return 200, encode_predictions(loaded.version, self.server.score(loaded, rows))
         try:
             version, predictions = await self.batcher.score(rows)
         except Exception:
