@@ -15,7 +15,7 @@ DEMO_DAYS ?= 14
 DEMO_ROWS ?= 300000
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint lock bench bench-serving serve clean
+.PHONY: install chromium demo test lint lock bench bench-serving serve airflow backfill clean
 
 # --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on CI machines) every process would otherwise
 # recompile what it imports; importing Great Expectations took 16 s instead of 6.5 s.
@@ -31,16 +31,31 @@ install: $(BIN)/activate
 demo: install
 	DEMO_DATE=$(DEMO_DATE) DEMO_DAYS=$(DEMO_DAYS) DEMO_ROWS=$(DEMO_ROWS) scripts/demo.sh
 
-test: install
+test: install chromium
 	$(BIN)/uv pip check --python $(BIN)/python
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The run page's test opens report.html in headless Chromium, from Debian's packages.
+chromium:
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
+		|| { apt-get update -qq && apt-get install -y -qq chromium; }
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 serve: install
 	$(BIN)/keiko serve --model $(or $(MODEL),ctr) $(if $(PORT),--port $(PORT)) $(if $(REPLICAS),--replicas $(REPLICAS))
+
+# Airflow on this machine: scheduler, DAG processor and API server (UI and REST API on :8080), SQLite.
+# The schedule is off here: runs start from the trigger form, the REST API and `make backfill`.
+airflow: install
+	AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE=False AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False \
+		PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/airflow standalone
+
+# Retrain MODEL for every day FROM..TO (both included) with Airflow's backfill on the running `make airflow`.
+backfill: install
+	MODEL=$(MODEL) FROM=$(FROM) TO=$(TO) scripts/backfill.sh
 
 bench: install
 	$(BIN)/python bench/pipeline.py

@@ -147,6 +147,30 @@ def serve_in_thread(app):
 
 
 @contextlib.contextmanager
+def webhook_receiver():
+    """A loopback HTTP server that keeps the JSON body of every POST; yields (its URL, the bodies)."""
+    import http.server
+
+    received: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/keiko", received
+    finally:
+        server.shutdown()
+
+
+@contextlib.contextmanager
 def serve_replicas(count: int, model: str = "ctr"):
     """`count` model-server replicas of `model` in threads; yields (apps, urls)."""
     from keiko.serving.app import create_app

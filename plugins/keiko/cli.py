@@ -82,19 +82,62 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refresh_run_page(ctx) -> None:
+    """Redraw the run's page (keiko.report) with what this step added, however the step ended."""
+    try:
+        from keiko.report import write_run_page
+
+        uri = write_run_page(ctx.store, ctx.model.name, ctx.ds.isoformat())
+    except Exception as exc:  # the page is for reading: failing to draw it must not fail the stage
+        ctx.log(f"run page not updated: {type(exc).__name__}: {exc}")
+    else:
+        ctx.log(f"run page: {uri}")
+
+
 def _run_step(kind: str, name: str, args: argparse.Namespace) -> int:
-    """Run a stage or a gate module's run(ctx), record its result, print it as the last line."""
+    """Run a stage or a gate module's run(ctx), record its result, print it as the last line.
+
+    However it ends, the step is recorded in the run's record (keiko.runs) with a one-line message.
+    """
+    from keiko.runs import StepRecord, one_line, task_id, write_step
     from keiko.stages.context import StageContext, peak_rss_mb
 
     ctx = StageContext.create(args.model, args.ds)
     module = importlib.import_module(f"keiko.{kind}s.{name}")
     ctx.log(f"keiko {kind} {name} --model {args.model} --ds {args.ds}: starting")
-    started = time.monotonic()
-    result = module.run(ctx)
+    started_at, started = dt.datetime.now(dt.UTC), time.monotonic()
+
+    def record(outcome: str, message: str) -> None:
+        step = StepRecord(
+            task_id=task_id(kind, name),
+            outcome=outcome,
+            message=one_line(message),
+            run_id=ctx.run_id,
+            started_at=started_at.isoformat(timespec="milliseconds"),
+            finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            seconds=round(time.monotonic() - started, 3),
+            trigger=ctx.trigger,
+        )
+        write_step(ctx.store, ctx.model.name, ctx.ds.isoformat(), step)
+        _refresh_run_page(ctx)
+
+    try:
+        result = module.run(ctx)
+    except StageSkipped as exc:
+        record("skipped", str(exc))
+        raise
+    except KeikoError as exc:
+        record("failed", str(exc))
+        raise
+    except Exception as exc:
+        record("failed", f"{type(exc).__name__}: {exc}")
+        raise
     result["seconds"] = round(time.monotonic() - started, 3)
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     ctx.store.write_json(ctx.uri(f"{kind}s/{name}.json"), result)
-    ctx.log(f"{name} done in {result['seconds']:.1f}s, peak RSS {result['peak_rss_mb']:,.0f} MB")
+    summary = f"{task_id(kind, name)} done in {result['seconds']:.1f}s, peak RSS {result['peak_rss_mb']:,.0f} MB"
+    record("success", summary)
+    ctx.log(summary)
     encoded = json.dumps(result, sort_keys=True, default=str)
     if result_file := os.environ.get(RESULT_FILE_ENV):
         with open(result_file, "w") as f:
@@ -211,6 +254,27 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_why(args: argparse.Namespace) -> int:
+    from keiko.oncall.why import why
+
+    print("\n".join(why(args.model, args.ds)))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from keiko.oncall.status import status
+
+    print(status(args.json))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from keiko.oncall.rollback import rollback
+
+    print(rollback(args.model, args.to, args.reason), flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from keiko.faults import FAULTS  # numpy and pyarrow: not at import, the operator imports this module
 
@@ -269,6 +333,28 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--model", required=True)
     summary.add_argument("--ds", type=_date, required=True)
     summary.set_defaults(func=cmd_summary)
+
+    why = sub.add_parser("why", help="why a day's run did or did not put its model in production")
+    why.add_argument("model")
+    why.add_argument("ds", type=_date, help="the run's day (YYYY-MM-DD)")
+    why.set_defaults(func=cmd_why)
+
+    status = sub.add_parser("status", help="each model: production version, its age, the last run's outcome")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    rollback = sub.add_parser(
+        "rollback", help="roll the serving replicas back to an earlier version, then move the production alias"
+    )
+    rollback.add_argument("model")
+    rollback.add_argument(
+        "--to",
+        type=_positive,
+        metavar="VERSION",
+        help="a registered version (default: the one production pointed at before its last move)",
+    )
+    rollback.add_argument("--reason", default="", help="why: kept in the alias history and the rollback record")
+    rollback.set_defaults(func=cmd_rollback)
     return parser
 
 

@@ -59,6 +59,12 @@ SETTINGS = (
         "`aws_default`",
         "Airflow AWS connection for S3, DynamoDB and Athena (credentials, region, endpoint)",
     ),
+    Setting(
+        "KEIKO_ALERT_CONN_ID",
+        "`keiko_alerts` (alerts off while it does not exist)",
+        "`keiko_alerts`",
+        "Airflow HTTP connection of the webhook that failure alerts are posted to",
+    ),
     Setting("KEIKO_STAGE_RUNNER", "`local`", "`kubernetes`", "stages run as `local` subprocesses or `kubernetes` pods"),
     Setting("KEIKO_IMAGE", "`keiko:latest`", "`<registry>/keiko:<tag>`", "image of stage pods and model servers"),
     Setting("KEIKO_K8S_NAMESPACE", "`keiko`", "`keiko`", "namespace of stage pods and model-server Deployments"),
@@ -97,6 +103,7 @@ class Settings:
     athena_workgroup: str = "primary"
     athena_output: str = ""
     aws_conn_id: str = ""
+    alert_conn_id: str = "keiko_alerts"
     stage_runner: str = "local"
     image: str = "keiko:latest"
     deploy_backend: str = "local"  # KEIKO_DEPLOY_BACKEND: local replicas, or a Kubernetes Deployment
@@ -153,6 +160,7 @@ def settings() -> Settings:
         athena_workgroup=env("KEIKO_ATHENA_WORKGROUP") or "primary",
         athena_output=(env("KEIKO_ATHENA_OUTPUT") or f"{artifact_root}/athena-results").rstrip("/"),
         aws_conn_id=env("KEIKO_AWS_CONN_ID") or "",
+        alert_conn_id=env("KEIKO_ALERT_CONN_ID") or "keiko_alerts",
         stage_runner=_choice("KEIKO_STAGE_RUNNER", "local", STAGE_RUNNERS),
         image=env("KEIKO_IMAGE") or "keiko:latest",
         deploy_backend=env("KEIKO_DEPLOY_BACKEND") or "local",

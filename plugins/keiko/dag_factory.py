@@ -13,11 +13,13 @@ from typing import Any
 
 from airflow.sdk import DAG, BaseOperator, CronDataIntervalTimetable, Param, TriggerRule
 
-from keiko.config import DEPLOY_MODES, settings
+from keiko import alerts
+from keiko.config import settings
 from keiko.errors import KeikoError, ModelConfigError
 from keiko.modeldef import ModelDefinition, load_model, model_names
 from keiko.operators.stage import KeikoStageOperator
 from keiko.pipeline import PIPELINE
+from keiko.run_params import RUN_PARAMS_ENV, param_specs
 
 STAGE_RETRIES = 2
 STAGE_TIMEOUT = dt.timedelta(hours=2)
@@ -65,13 +67,8 @@ def build_dag(definition: ModelDefinition) -> DAG:
         max_active_runs=1,
         tags=["keiko", f"model:{definition.name}", f"owner:{config.owner}"],
         params={
-            "deploy": Param(
-                "auto",
-                type="string",
-                enum=list(DEPLOY_MODES),
-                description="auto: deploy a blessed model unless it is history (a backfill, or older data than "
-                "production's); skip: never deploy this run; force: deploy even history (still needs the blessing)",
-            ),
+            name: Param(spec.default, description=spec.description, section=spec.section, **spec.schema)
+            for name, spec in param_specs(config).items()
         },
         doc_md=DOC_TEMPLATE.format(
             name=definition.name,
@@ -87,7 +84,9 @@ def build_dag(definition: ModelDefinition) -> DAG:
             "retry_delay": dt.timedelta(minutes=5),
             "retry_exponential_backoff": True,
             "execution_timeout": STAGE_TIMEOUT,
+            "on_failure_callback": alerts.on_task_failure,
         },
+        on_failure_callback=alerts.on_run_failure,
     )
     make_task = _task_builder(definition)
     with dag:
@@ -98,7 +97,7 @@ def build_dag(definition: ModelDefinition) -> DAG:
                 model=definition.name,
                 stage=step.removeprefix("gate_"),
                 kind=kind,
-                env={"KEIKO_RUN_TYPE": "{{ dag_run.run_type }}", "KEIKO_DEPLOY": "{{ params.deploy }}"},
+                env={"KEIKO_RUN_TYPE": "{{ dag_run.run_type }}", RUN_PARAMS_ENV: "{{ params | tojson }}"},
                 # A failed expectation is deterministic: retrying a gate only delays the page.
                 **({"retries": 0} if kind == "gate" else {}),
             )

@@ -29,9 +29,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+MIN_WINDOW_DAYS, MAX_WINDOW_DAYS = 3, 90
+# Reserved for the run's own parameters (keiko.run_params) in the trigger form.
+RUN_PARAM_NAMES = ("deploy", "reason", "window_days")
+
+
+class Override(_Strict):
+    """An algorithm parameter a manual trigger may change, with the values allowed (JSON Schema words)."""
+
+    type: Literal["integer", "number", "string", "boolean"]
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+    exclusiveMinimum: int | float | None = None  # JSON Schema spelling, as in model.yaml
+    exclusiveMaximum: int | float | None = None
+    enum: list[str | int | float] | None = None
+    description: str = ""
+
+    def schema(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True, exclude={"description"})
+
+
 class Algorithm(_Strict):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+    overridable: dict[str, Override] = Field(
+        default_factory=dict, description="params a manual trigger may change: name -> allowed values"
+    )
 
     @field_validator("name")
     @classmethod
@@ -41,6 +64,21 @@ class Algorithm(_Strict):
         if value not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {value!r}; known: {', '.join(ALGORITHMS)}")
         return value
+
+    @model_validator(mode="after")
+    def _overridable_params(self) -> Algorithm:
+        import jsonschema  # an Airflow dependency, as Param validates with it
+
+        for name, override in self.overridable.items():
+            if name in RUN_PARAM_NAMES:
+                raise ValueError(f"overridable.{name}: the name is taken by the run parameter {name!r}")
+            if name not in self.params:
+                raise ValueError(f"overridable.{name}: not one of params ({', '.join(self.params) or 'none'})")
+            try:
+                jsonschema.validate(self.params[name], override.schema())
+            except jsonschema.ValidationError as exc:
+                raise ValueError(f"overridable.{name}: params.{name} itself is not allowed: {exc.message}") from None
+        return self
 
 
 class Thresholds(_Strict):
@@ -145,7 +183,11 @@ class ModelConfig(_Strict):
     description: str = ""
     schedule: str = Field(min_length=1, description="cron expression, UTC; the run for day D starts after D ends")
     start_date: dt.date
-    window_days: int = Field(ge=3, le=90, description="days of data per run: train, then one valid day, one test day")
+    window_days: int = Field(
+        ge=MIN_WINDOW_DAYS,
+        le=MAX_WINDOW_DAYS,
+        description="days of data per run: train, then one valid day, one test day",
+    )
     label: str = Field(min_length=1, description="label column produced by extract.sql")
     features: str = Field(default="features.py", description="feature module in the model folder")
     feature_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of transform()")
@@ -188,11 +230,11 @@ class ModelConfig(_Strict):
 class ModelDefinition:
     """A validated model.yaml with the paths and code that go with it."""
 
-    def __init__(self, name: str, directory: Path, config: ModelConfig, raw: bytes) -> None:
+    def __init__(self, name: str, directory: Path, config: ModelConfig, config_sha256: str) -> None:
         self.name = name
         self.directory = directory
         self.config = config
-        self.config_sha256 = hashlib.sha256(raw).hexdigest()
+        self.config_sha256 = config_sha256  # of model.yaml's bytes
 
     @property
     def sql_path(self) -> Path:
@@ -210,6 +252,21 @@ class ModelDefinition:
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
         return module
+
+    def with_run_params(self, *, window_days: int | None, algorithm_params: dict[str, Any]) -> ModelDefinition:
+        """This model as one run asked for it (a manual trigger's window or algorithm overrides).
+
+        The result is validated like model.yaml; config_sha256 stays the file's (the registry records
+        the run's parameters beside it).
+        """
+        params = self.config.algorithm.params
+        changed = {name: value for name, value in algorithm_params.items() if params.get(name) != value}
+        if window_days in (None, self.config.window_days) and not changed:
+            return self
+        data = self.config.model_dump(exclude_unset=True)
+        data["window_days"] = window_days or self.config.window_days
+        data["algorithm"]["params"] = {**params, **changed}
+        return ModelDefinition(self.name, self.directory, ModelConfig.model_validate(data), self.config_sha256)
 
     @cached_property
     def features_sha256(self) -> str:
@@ -244,7 +301,7 @@ def load_model(name: str, models_dir: Path | None = None) -> ModelDefinition:
         config = ModelConfig.model_validate(data)
     except ValidationError as exc:
         raise ModelConfigError(_format_validation_error(path, exc)) from None
-    return ModelDefinition(name, directory, config, raw)
+    return ModelDefinition(name, directory, config, hashlib.sha256(raw).hexdigest())
 
 
 def model_names(models_dir: Path | None = None) -> list[str]:

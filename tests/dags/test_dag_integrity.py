@@ -8,10 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk.api.datamodels._generated import DagRunType
 from airflow.sdk.definitions.param import ParamValidationError
 
 from conftest import ROOT
 from keiko.modeldef import load_model, model_names
+from keiko.stages.context import _run_type
 
 HEAVY_MODULES = ("great_expectations", "catboost", "sklearn", "scipy", "duckdb")
 
@@ -62,19 +64,54 @@ def test_dag_shape_and_policy(dagbag, model):
 
 @pytest.mark.parametrize("model", model_names())
 def test_every_templated_field_renders(dagbag, model):
-    context = {"ds": "2026-11-21", "dag_run": SimpleNamespace(run_type="backfill"), "params": {"deploy": "skip"}}
-    for task in dagbag.dags[f"keiko_{model}"].tasks:
+    dag = dagbag.dags[f"keiko_{model}"]
+    params = {**dag.params.dump(), "deploy": "skip", "reason": 'it\'s <late> & "quoted"'}
+    # The run type as a task's context has it: the SDK's enum, which renders as "DagRunType.BACKFILL".
+    run = SimpleNamespace(run_type=DagRunType.BACKFILL)
+    context = {"ds": "2026-11-21", "dag_run": run, "params": params}
+    for task in dag.tasks:
         task.render_template_fields(context)
         assert task.ds == "2026-11-21" and task.model == model
-        assert task.env == {"KEIKO_RUN_TYPE": "backfill", "KEIKO_DEPLOY": "skip"}
+        assert task.env.keys() == {"KEIKO_RUN_TYPE", "KEIKO_RUN_PARAMS"}
+        assert _run_type(task.env["KEIKO_RUN_TYPE"]) == "backfill"  # what the stage makes of it
+        assert json.loads(task.env["KEIKO_RUN_PARAMS"]) == params  # what the stage validates again
 
 
 @pytest.mark.parametrize("model", model_names())
-def test_the_deploy_param_refuses_unknown_values(dagbag, model):
-    param = dagbag.dags[f"keiko_{model}"].params.get_param("deploy")
-    assert param.value == "auto" and param.resolve("force") == "force"
-    with pytest.raises(ParamValidationError, match="sometimes"):
-        param.resolve("sometimes")
+def test_the_trigger_form_has_every_run_param_and_the_overrides_model_yaml_allows(dagbag, model):
+    config = load_model(model).config
+    params = dagbag.dags[f"keiko_{model}"].params
+    assert list(params) == ["deploy", "reason", "window_days", *config.algorithm.overridable]
+    for name in params:
+        param = params.get_param(name)
+        assert param.description, name  # the form's help text
+        assert param.schema["section"] in ("Run", f"Algorithm: {config.algorithm.name}"), name
+    assert params["window_days"] == config.window_days
+    assert {name: params[name] for name in config.algorithm.overridable} == {
+        name: config.algorithm.params[name] for name in config.algorithm.overridable
+    }
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("deploy", "sometimes"), ("window_days", 2), ("window_days", "7"), ("reason", "x" * 501), ("reason", None)],
+)
+@pytest.mark.parametrize("model", model_names())
+def test_the_run_params_refuse_invalid_values(dagbag, model, name, value):
+    param = dagbag.dags[f"keiko_{model}"].params.get_param(name)
+    with pytest.raises(ParamValidationError):
+        param.resolve(value)
+
+
+@pytest.mark.parametrize("model", model_names())
+def test_the_algorithm_overrides_refuse_values_outside_model_yaml_bounds(dagbag, model):
+    params = dagbag.dags[f"keiko_{model}"].params
+    for name, override in load_model(model).config.algorithm.overridable.items():
+        too_big = (override.maximum or override.exclusiveMaximum) + 1
+        with pytest.raises(ParamValidationError):
+            params.get_param(name).resolve(too_big)
+        with pytest.raises(ParamValidationError):
+            params.get_param(name).resolve("a string")
 
 
 def test_parsing_imports_no_training_or_validation_libraries():

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from keiko.gates.runner import Validation, report, run_validations
+from keiko.gates.runner import Outcome, Validation, report, run_validations
+from keiko.report.plots import DRIFT_PNG
 from keiko.stages.context import StageContext
 
 OTHER = "__other__"
@@ -42,10 +43,22 @@ def partition(column: pd.Series, stats: dict, top_values: int) -> tuple[pd.Serie
     return bucketed, {"values": values, "weights": (smoothed / smoothed.sum()).tolist()}
 
 
+def draw_drift(ctx: StageContext, drifts: list[Outcome], thresholds: dict[str, float]) -> None:
+    """The run page's drift chart (KL per feature against its threshold), drawn once, here."""
+    from keiko.report.plots import drift_png
+
+    kl = {o.column: o.value for o in drifts if o.value is not None}
+    try:
+        ctx.store.write_bytes(ctx.uri(DRIFT_PNG), drift_png(kl, {c: thresholds[c] for c in kl}))
+    except Exception as exc:  # a picture for people: never the reason a gate fails
+        ctx.log(f"drift chart not drawn: {type(exc).__name__}: {exc}")
+
+
 def run(ctx: StageContext) -> dict:
     import great_expectations.expectations as gxe
 
     config, module = ctx.model.config.gates.features, ctx.model.features
+    ctx.store.delete(ctx.uri(DRIFT_PNG))  # an earlier run's chart must not pass for this run's
     features = ctx.stage_result("features")
     expected_columns = [*module.FEATURE_COLUMNS, "label", "impression_id"]
     validations = []
@@ -67,16 +80,16 @@ def run(ctx: StageContext) -> dict:
         ctx.uri("raw.parquet"), columns=list(module.INPUT_SCHEMA), filters=[("dt", "=", ctx.ds.isoformat())]
     ).to_pandas()
     drift_columns = [c for c, kind in module.INPUT_SCHEMA.items() if kind != "timestamp" and c in profile["columns"]]
+    thresholds = {c: config.kl_divergence.get(c, config.max_kl_divergence) for c in drift_columns}
     if len(raw_test) >= config.min_rows:
         drift_frame, drift_expectations = pd.DataFrame(index=raw_test.index), []
         for column in drift_columns:
             drift_frame[column], partition_object = partition(
                 raw_test[column], profile["columns"][column], config.top_values
             )
-            threshold = config.kl_divergence.get(column, config.max_kl_divergence)
             drift_expectations.append(
                 gxe.ExpectColumnKLDivergenceToBeLessThan(
-                    column=column, partition_object=partition_object, threshold=threshold
+                    column=column, partition_object=partition_object, threshold=thresholds[column]
                 )
             )
         validations.append(Validation("drift", drift_frame, drift_expectations))
@@ -106,6 +119,8 @@ def run(ctx: StageContext) -> dict:
     )
     outcomes = run_validations(ctx, "features", validations)
     drifts = [o for o in outcomes if o.suite == "drift"]
+    if drifts:
+        draw_drift(ctx, drifts, thresholds)
     worst = max(drifts, key=lambda o: o.value or 0.0, default=None)
     summary = f"test/train label ratio {ratio:.3f}" + (
         f", largest drift {worst.column} KL {worst.observed}" if worst else ""

@@ -36,8 +36,8 @@ def daily_volume(frame: pd.DataFrame, label: str) -> pd.DataFrame:
     return pd.DataFrame({"rows": grouped.size(), "label_rate": grouped.mean()}).reset_index()
 
 
-def earlier_daily_rows(ctx: StageContext) -> list[int]:
-    """Daily row counts recorded by gate_raw runs that passed for earlier days (the trailing history)."""
+def earlier_daily_counts(ctx: StageContext) -> dict[str, int]:
+    """Row counts by day recorded by gate_raw runs that passed for earlier days (the trailing history)."""
     pattern = f"{ctx.store.root_uri}/{ctx.model.name}/*/gates/raw.json"
     counts: dict[str, int] = {}
     for uri in ctx.store.glob(pattern):
@@ -45,7 +45,7 @@ def earlier_daily_rows(ctx: StageContext) -> list[int]:
         if result.get("success") and result.get("ds", "") < ctx.ds.isoformat():
             counts.update(result.get("daily_rows", {}))
     oldest = (ctx.ds - dt.timedelta(days=HISTORY_DAYS)).isoformat()
-    return [n for day, n in counts.items() if oldest <= day < ctx.window[0].isoformat()]
+    return {day: n for day, n in sorted(counts.items()) if oldest <= day < ctx.window[0].isoformat()}
 
 
 def reference_volume(history: list[int], daily: pd.DataFrame) -> float:
@@ -129,7 +129,8 @@ def to_frame(table: pa.Table) -> pd.DataFrame:
 
 def run(ctx: StageContext) -> dict:
     frame = to_frame(ctx.store.read_table(ctx.uri("raw.parquet")))
-    history = earlier_daily_rows(ctx)
+    earlier = earlier_daily_counts(ctx)
+    history = list(earlier.values())
     ctx.log(
         f"gate_raw {ctx.model.name}: {len(frame):,} rows x {frame.shape[1]} columns; "
         f"volume reference from {len(history)} earlier days + the window"
@@ -142,6 +143,10 @@ def run(ctx: StageContext) -> dict:
     summary = f"{len(frame):,} rows over {len(daily_rows)} days, label rate {rate:.4%}"
     extra = {"ds": ctx.ds.isoformat(), "daily_rows": daily_rows}
     if daily is not None:  # what the volume and label-rate bands were judged on (headroom reports)
-        extra["volume_reference"] = reference_volume(history, daily)
+        extra["volume_reference"] = reference = reference_volume(history, daily)
+        # The run page draws each day against these: the earlier days and the band the volume was judged by.
+        extra["history_rows"] = earlier
+        volume = ctx.model.config.gates.raw.volume
+        extra["volume_band"] = [volume.min * reference, volume.max * reference]
         extra["daily_label_rate"] = {str(d): float(r) for d, r in zip(daily["dt"], daily["label_rate"], strict=True)}
     return report(ctx, "raw", outcomes, summary, extra)

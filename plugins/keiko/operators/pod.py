@@ -14,6 +14,7 @@ from kubernetes.client import models as k8s
 
 from keiko.cli import EXIT_SKIPPED, RESULT_FILE_ENV
 from keiko.modeldef import PodSettings
+from keiko.operators.links import RunPageLink
 
 # Where KubernetesPodOperator's XCom sidecar reads the task's return value.
 XCOM_RESULT_FILE = "/airflow/xcom/return.json"
@@ -35,7 +36,8 @@ class KeikoPodOperator(KubernetesPodOperator):
     :param configmap: ConfigMap whose keys become the pod's environment (the KEIKO_* settings)
     """
 
-    template_fields: Sequence[str] = KubernetesPodOperator.template_fields
+    template_fields: Sequence[str] = (*KubernetesPodOperator.template_fields, "ds")  # ds: for the run page link
+    operator_extra_links = (RunPageLink(),)
     ui_color = "#dbe9f6"
 
     def __init__(
@@ -94,5 +96,6 @@ class KeikoPodOperator(KubernetesPodOperator):
             **kwargs,
         )
         self.model = model
+        self.ds = ds
         self.stage = stage
         self.kind = kind

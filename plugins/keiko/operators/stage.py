@@ -19,6 +19,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from keiko.cli import EXIT_SKIPPED, RESULT_PREFIX
 from keiko.config import settings
+from keiko.operators.links import RunPageLink
 
 
 class KeikoStageOperator(BaseOperator):
@@ -32,6 +33,7 @@ class KeikoStageOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("model", "ds", "env")
+    operator_extra_links = (RunPageLink(),)
     ui_color = "#e8f1fb"
 
     def __init__(

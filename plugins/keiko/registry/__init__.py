@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from keiko.errors import RegistryError
@@ -36,6 +36,8 @@ class ModelVersion:
     reason: str
     run_id: str
     created_at: str
+    # How the run that made it was asked for: run_type, reason, window_days, deploy, algorithm overrides.
+    trigger: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,11 +87,13 @@ class Registry(abc.ABC):
         status: str = "registered",
         reason: str = "",
         run_id: str = "",
+        trigger: dict[str, Any] | None = None,
     ) -> Registration:
         """Record a new version of `model` (the next number), or return the one with the same identity.
 
         `status` is one of STATUSES (else RegistryError). `metrics` is any JSON-serializable dict and
-        reads back equal, floats included. Gives up with RegistryError if no number could be taken
+        reads back equal, floats included; so
+        does `trigger` (the run's parameters, {} when None). Gives up with RegistryError if no number could be taken
         after a bounded number of attempts (sustained contention).
         """
 

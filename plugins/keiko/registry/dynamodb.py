@@ -48,7 +48,9 @@ CONDITION_FAILED = "ConditionalCheckFailed"
 # Cancellation reasons that say nothing about the data: another transaction held an item, or throughput.
 TRANSIENT_CANCELLATIONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
 TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")  # DynamoDB's rule for table names
-_VERSION_STRINGS = tuple(f.name for f in dataclasses.fields(ModelVersion) if f.name not in ("version", "metrics"))
+_VERSION_STRINGS = tuple(
+    f.name for f in dataclasses.fields(ModelVersion) if f.name not in ("version", "metrics", "trigger")
+)
 
 
 # --- keys and items (pure functions: tests/unit/registry/test_dynamodb_items.py) ---
@@ -104,6 +106,7 @@ def encode_version(version: ModelVersion) -> Item:
         # DynamoDB numbers reject Python floats (boto wants Decimal) and would round-trip as Decimal:
         # a JSON string reads back exactly what was written.
         "metrics": {"S": json.dumps(version.metrics)},
+        "trigger": {"S": json.dumps(version.trigger)},
     }
 
 
@@ -112,6 +115,7 @@ def decode_version(item: Item) -> ModelVersion:
         **{name: item[name]["S"] for name in _VERSION_STRINGS},
         version=int(item["version"]["N"]),
         metrics=json.loads(item["metrics"]["S"]),
+        trigger=json.loads(item["trigger"]["S"]) if "trigger" in item else {},  # items from before it existed
     )
 
 
@@ -324,6 +328,7 @@ class DynamoDBRegistry(Registry):
         status: str = "registered",
         reason: str = "",
         run_id: str = "",
+        trigger: dict[str, Any] | None = None,
     ) -> Registration:
         require_known_status(status)
         identity = identity_sk(window_start=window_start, window_end=window_end, artifact_sha256=artifact_sha256)
@@ -347,6 +352,7 @@ class DynamoDBRegistry(Registry):
                 reason=reason,
                 run_id=run_id,
                 created_at=_now(),
+                trigger=trigger or {},
             )
             codes = self._transact(
                 [

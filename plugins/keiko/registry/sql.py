@@ -25,7 +25,9 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -55,6 +57,7 @@ versions = Table(
     Column("reason", String(1024), nullable=False, default=""),
     Column("run_id", String(256), nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("trigger", JSON, nullable=True),  # added after the first release: see _add_missing_columns
     UniqueConstraint("model", "window_start", "window_end", "artifact_sha256", name="uq_version_identity"),
 )
 
@@ -91,6 +94,17 @@ def _check_url(url: str) -> None:
         ) from error
 
 
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the nullable columns a registry created by an earlier keiko lacks (create_all only makes
+    missing tables). A migration tool would be more than one nullable column needs."""
+    existing = {column["name"] for column in inspect(engine).get_columns(versions.name)}
+    with engine.begin() as conn:
+        for column in versions.columns:
+            if column.name not in existing and column.nullable:
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(text(f'ALTER TABLE {versions.name} ADD COLUMN "{column.name}" {kind}'))
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -98,8 +112,10 @@ def _now() -> dt.datetime:
 def _row_to_version(row: Any) -> ModelVersion:
     data = dict(row._mapping)
     data["created_at"] = data["created_at"].isoformat()
-    if isinstance(data["metrics"], str):
-        data["metrics"] = json.loads(data["metrics"])
+    for name in ("metrics", "trigger"):
+        if isinstance(data[name], str):
+            data[name] = json.loads(data[name])
+    data["trigger"] = data["trigger"] or {}
     return ModelVersion(**data)
 
 
@@ -129,6 +145,7 @@ class SqlRegistry(Registry):
                 cursor.close()
 
         metadata.create_all(engine)
+        _add_missing_columns(engine)
         return engine
 
     def register(
@@ -148,6 +165,7 @@ class SqlRegistry(Registry):
         status: str = "registered",
         reason: str = "",
         run_id: str = "",
+        trigger: dict[str, Any] | None = None,
     ) -> Registration:
         require_known_status(status)
         identity = (
@@ -186,6 +204,7 @@ class SqlRegistry(Registry):
                             reason=reason,
                             run_id=run_id,
                             created_at=_now(),
+                            trigger=trigger or {},
                         )
                     )
                 except IntegrityError:

@@ -11,9 +11,9 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import keiko
-from keiko.config import DEPLOY_MODES, Settings, settings
-from keiko.errors import KeikoError
+from keiko.config import Settings, settings
 from keiko.modeldef import ModelDefinition, load_model
+from keiko.run_params import RunParams
 from keiko.storage import ArtifactStore, open_store
 from keiko.warehouse import data_window
 
@@ -29,23 +29,32 @@ class StageContext:
     settings: Settings
     run_id: str = ""
     run_type: str = "manual"  # Airflow's dag_run.run_type: scheduled, manual, backfill, ...
-    deploy_mode: str = "auto"  # the trigger param `deploy`: auto, skip or force
+    params: RunParams = field(default_factory=RunParams)  # the trigger's: deploy, reason, window, overrides
     started: float = field(default_factory=time.monotonic)
 
     @classmethod
     def create(cls, model: str, ds: dt.date, run_id: str = "") -> StageContext:
-        """The run's identity comes from the operator's environment (KEIKO_RUN_ID, KEIKO_RUN_TYPE, KEIKO_DEPLOY)."""
-        deploy_mode = os.environ.get("KEIKO_DEPLOY") or "auto"
-        if deploy_mode not in DEPLOY_MODES:
-            raise KeikoError(f"KEIKO_DEPLOY={deploy_mode!r}: expected one of {', '.join(DEPLOY_MODES)}")
+        """The run's identity comes from the operator's environment (KEIKO_RUN_ID, KEIKO_RUN_TYPE,
+        KEIKO_RUN_PARAMS); `model` is the definition as the run's params changed it."""
+        definition = load_model(model)
+        params = RunParams.from_environment(definition.config)
         return cls(
-            load_model(model),
+            definition.with_run_params(window_days=params.window_days, algorithm_params=params.algorithm),
             ds,
             settings(),
             run_id or os.environ.get("KEIKO_RUN_ID", ""),
-            run_type=os.environ.get("KEIKO_RUN_TYPE") or "manual",
-            deploy_mode=deploy_mode,
+            run_type=_run_type(os.environ.get("KEIKO_RUN_TYPE") or "manual"),
+            params=params,
         )
+
+    @property
+    def deploy_mode(self) -> str:
+        return self.params.deploy
+
+    @property
+    def trigger(self) -> dict[str, Any]:
+        """What the registry keeps of how this run was asked for."""
+        return {"run_type": self.run_type, **self.params.to_dict()}
 
     @cached_property
     def store(self) -> ArtifactStore:
@@ -76,6 +85,11 @@ class StageContext:
     def log(self, message: str) -> None:
         elapsed = time.monotonic() - self.started
         print(f"[{elapsed:7.1f}s] {message}", flush=True)
+
+
+def _run_type(rendered: str) -> str:
+    """A task renders `{{ dag_run.run_type }}` as the SDK's enum member ("DagRunType.BACKFILL"): its value."""
+    return rendered.rsplit(".", 1)[-1].lower()
 
 
 def code_version() -> str:

@@ -37,12 +37,11 @@ def run(ctx: StageContext) -> dict:
     version = ctx.stage_result("register")["version"]
     entry = ctx.registry.get(name, version)
     current = ctx.registry.alias(name, "production")
+    stays = f"production stays v{current}" if current else "there is no production version yet"
     if entry.status != "registered":
-        raise StageSkipped(
-            f"{name} v{version} not deployed: {entry.status}: {entry.reason}; production stays v{current}"
-        )
+        raise StageSkipped(f"{name} v{version} not deployed: {entry.status}: {entry.reason}; {stays}")
     if ctx.deploy_mode == "skip":
-        raise StageSkipped(f"{name} v{version} not deployed: the run asked deploy=skip; production stays v{current}")
+        raise StageSkipped(f"{name} v{version} not deployed: the run asked deploy=skip; {stays}")
 
     urls = ctx.settings.serving_urls(name, ctx.model.config.serving.port, ctx.model.config.serving.replicas)
     golden = ctx.store.read_table(ctx.stage_result("evaluate")["golden_uri"])

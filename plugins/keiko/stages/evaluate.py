@@ -16,6 +16,8 @@ import pyarrow as pa
 from keiko.algorithms import load_model_bytes
 from keiko.columns import from_arrow
 from keiko.metrics import summary
+from keiko.registry import ModelVersion
+from keiko.report.plots import CALIBRATION_PNG, ROC_PNG
 from keiko.stages.context import StageContext
 from keiko.stages.train import feature_arrays
 
@@ -51,7 +53,7 @@ def against_truth(y: np.ndarray, p_true: np.ndarray, p_candidate: np.ndarray) ->
     }
 
 
-def production_predictions(ctx: StageContext, raw_test: pa.Table) -> tuple[int, np.ndarray] | None:
+def production_predictions(ctx: StageContext, raw_test: pa.Table) -> tuple[ModelVersion, np.ndarray] | None:
     version = ctx.registry.alias(ctx.model.name, "production")
     if version is None:
         return None
@@ -61,7 +63,7 @@ def production_predictions(ctx: StageContext, raw_test: pa.Table) -> tuple[int, 
     features = ctx.model.features.transform(
         from_arrow(raw_test, ctx.model.features.INPUT_SCHEMA), **model.feature_params
     )
-    return version, model.predict(features)
+    return entry, model.predict(features)
 
 
 GOLDEN_ROWS = 500
@@ -77,6 +79,18 @@ def golden_set(ctx: StageContext, raw_test: pa.Table, predictions: np.ndarray) -
     picked = np.sort(rng.choice(raw_test.num_rows, min(GOLDEN_ROWS, raw_test.num_rows), replace=False))
     columns = ["impression_id", *ctx.model.features.INPUT_SCHEMA]
     return raw_test.select(columns).take(picked).append_column("expected_prediction", pa.array(predictions[picked]))
+
+
+def draw_plots(ctx: StageContext, y: np.ndarray, predictions: dict[str, np.ndarray]) -> None:
+    """The run page's ROC and reliability plots, drawn once, here, where the predictions are in memory."""
+    from keiko.report.plots import calibration_png, roc_png
+
+    try:
+        for name, draw in ((ROC_PNG, roc_png), (CALIBRATION_PNG, calibration_png)):
+            ctx.store.delete(ctx.uri(name))  # no earlier run's plot left beside this run's if drawing fails
+            ctx.store.write_bytes(ctx.uri(name), draw(y, predictions))
+    except Exception as exc:  # pictures for people: never the reason a model is not evaluated
+        ctx.log(f"plots not drawn: {type(exc).__name__}: {exc}")
 
 
 def run(ctx: StageContext) -> dict:
@@ -95,9 +109,15 @@ def run(ctx: StageContext) -> dict:
     production = None
     scored = production_predictions(ctx, raw_test)
     if scored is not None:
-        production_version, p_production = scored
-        production = {"version": production_version, **summary(y, p_production)}
-        ctx.log(f"production v{production_version}: logloss {production['logloss']:.5f}, AUC {production['auc']:.4f}")
+        production_entry, p_production = scored
+        production = {
+            "version": production_entry.version,
+            "window_end": production_entry.window_end,  # after ds: production trained on the test day
+            **summary(y, p_production),
+        }
+        ctx.log(
+            f"production v{production_entry.version}: logloss {production['logloss']:.5f}, AUC {production['auc']:.4f}"
+        )
 
     p_true = true_probabilities(ctx, ids)
     truth = against_truth(y, p_true, p_candidate) if p_true is not None else {}
@@ -124,6 +144,12 @@ def run(ctx: StageContext) -> dict:
             else ""
         )
     )
+    curves = {"candidate": p_candidate}
+    if scored is not None:
+        curves[f"production v{production_entry.version}"] = p_production
+    if p_true is not None:
+        curves["Bayes-optimal"] = p_true
+    draw_plots(ctx, y, curves)
     golden_uri = ctx.uri("golden.parquet")
     golden_sha256 = ctx.store.write_table(golden_uri, golden_set(ctx, raw_test, p_candidate))
     uri = ctx.uri("evaluation.json")

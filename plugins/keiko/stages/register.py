@@ -93,6 +93,7 @@ def run(ctx: StageContext) -> dict:
         status=status,
         reason=reason,
         run_id=ctx.run_id,
+        trigger=ctx.trigger,
     )
     entry = registration.version
     verb = "registered" if registration.created else "already registered (same window and artifact sha256)"

@@ -115,7 +115,7 @@ def test_gate_features_catches_drift(run_home, change):
 def test_volume_reference_includes_earlier_passing_runs(run_home):
     import datetime as dt
 
-    from keiko.gates.raw import earlier_daily_rows
+    from keiko.gates.raw import earlier_daily_counts
     from keiko.modeldef import load_model
     from keiko.stages.context import StageContext
 
@@ -123,8 +123,8 @@ def test_volume_reference_includes_earlier_passing_runs(run_home):
     recorded = json.loads((day_dir(run_home) / "gates" / "raw.json").read_text())["daily_rows"]
     window_days = load_model("ctr").config.window_days
     later = StageContext.create("ctr", dt.date.fromisoformat(DS) + dt.timedelta(days=window_days))
-    assert sorted(earlier_daily_rows(later)) == sorted(recorded.values()) and len(recorded) == window_days
-    assert earlier_daily_rows(StageContext.create("ctr", dt.date.fromisoformat(DS))) == []
+    assert earlier_daily_counts(later) == recorded and len(recorded) == window_days
+    assert earlier_daily_counts(StageContext.create("ctr", dt.date.fromisoformat(DS))) == {}
 
 
 def test_gate_training_enforces_the_artifact_budget(run_home, project_copy):

@@ -1,6 +1,7 @@
 """Every task of every model's DAG, with KEIKO_STAGE_RUNNER=kubernetes, renders a valid pod that runs its stage."""
 
 import copy
+import json
 from types import SimpleNamespace
 
 import kubernetes_validate
@@ -71,7 +72,7 @@ def test_every_task_renders_a_valid_pod_running_its_stage(pod_dags, model, task_
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["KEIKO_RUN_ID"] == RUN_ID
     assert env["KEIKO_RUN_TYPE"] == "scheduled"
-    assert env["KEIKO_DEPLOY"] == "auto"
+    assert json.loads(env["KEIKO_RUN_PARAMS"])["deploy"] == "auto"
     assert env["KEIKO_RESULT_FILE"] == XCOM_RESULT_FILE
     assert {s.get("configMapRef", s.get("secretRef"))["name"] for s in container["envFrom"]} == {
         "keiko-config",

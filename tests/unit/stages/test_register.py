@@ -28,6 +28,11 @@ def deploy(ds: str = DS) -> int:
 def test_a_run_on_older_data_than_production_is_history(registry, capsys):
     run_steps(*UP_TO_REGISTER_EARLIER, ds=EARLIER)
     entry = registry.get("ctr", 2)
+    # Production v1 trained on EARLIER (its test day is DS): no comparison with it on EARLIER's test rows.
+    blessing = entry.metrics["blessing"]
+    assert blessing["production_version"] is None and "logloss_regression" not in blessing["metrics"]
+    assert blessing["reasons"][-1].endswith("(production trained on the test day: absolute only)")
+    assert "comparing with it is not out of time" in capsys.readouterr().out
     assert entry.status == "historical"
     assert entry.reason == f"its data window ends {EARLIER}, before production v1's ({DS})"
     capsys.readouterr()
@@ -46,19 +51,21 @@ def test_a_backfill_run_is_history_even_on_newer_data(run_home, monkeypatch):
 
 
 def test_deploy_force_registers_history_as_deployable(registry, monkeypatch):
-    monkeypatch.setenv("KEIKO_DEPLOY", "force")
+    monkeypatch.setenv("KEIKO_RUN_PARAMS", '{"deploy": "force"}')
     run_steps(*UP_TO_REGISTER_EARLIER, ds=EARLIER)
     assert registry.get("ctr", 2).status == "registered"
 
 
 def test_deploy_skip_leaves_production_alone(registry, monkeypatch, capsys):
-    monkeypatch.setenv("KEIKO_DEPLOY", "skip")
+    monkeypatch.setenv("KEIKO_RUN_PARAMS", '{"deploy": "skip"}')
     capsys.readouterr()
     assert deploy() == EXIT_SKIPPED
     assert "the run asked deploy=skip; production stays v1" in capsys.readouterr().out
 
 
 def test_an_unknown_deploy_mode_is_a_clear_error(run_home, monkeypatch, capsys):
-    monkeypatch.setenv("KEIKO_DEPLOY", "sometimes")
+    monkeypatch.setenv("KEIKO_RUN_PARAMS", '{"deploy": "sometimes"}')
     assert deploy() == EXIT_USER_ERROR
-    assert "KEIKO_DEPLOY='sometimes': expected one of auto, skip, force" in capsys.readouterr().err
+    assert "run parameter deploy='sometimes': 'sometimes' is not one of ['auto', 'skip', 'force']" in (
+        capsys.readouterr().err
+    )

@@ -1,0 +1,236 @@
+"""`keiko why <model> <ds>`: in a few lines, why that day's run did or did not put its model in production.
+
+The answer follows the run's record (keiko.runs) to the step that decided: a failed gate (its failed
+expectations, observed against allowed), the blessing (which threshold, or which comparison with
+production), registration (rejected, historical), deploy (skipped and why, or failed and whether the
+replicas were rolled back), gate_serving, or the promotion itself. A run still going says which step it
+reached. Artifacts are read only for steps of that run, so a rerun never explains itself with an earlier
+run's files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from keiko.errors import KeikoError
+from keiko.gates.evaluation import BLESSING
+from keiko.oncall import when
+from keiko.pipeline import TASK_IDS
+from keiko.registry import ModelVersion, Registry
+from keiko.runs import RunRecord
+from keiko.storage import ArtifactStore
+
+MAX_EXPECTATIONS = 3  # failed expectations shown; the rest are in the gate's Data Docs
+REGRESSION = "logloss_regression"  # the blessing's one comparison with production (gates/evaluation.py)
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the run recorded and where production stands now."""
+
+    model: str
+    ds: str
+    run: RunRecord
+    production: int | None  # the alias now
+    history: list[dict[str, Any]] = field(default_factory=list)  # the alias's moves, oldest first
+    gate: dict[str, Any] | None = None  # gates/<gate>.json of the run's failed gate
+    blessing: dict[str, Any] | None = None
+    version: ModelVersion | None = None  # what register recorded
+    deploy: dict[str, Any] | None = None  # deploy.json: the rollout's record
+
+
+def gather(store: ArtifactStore, registry: Registry, model: str, ds: str) -> RunFacts:
+    run = RunRecord.load(store, model, ds)
+    if run is None:
+        raise KeikoError(f"no run of {model} for {ds}: no step recorded under {store.uri(model, ds, 'steps/')}")
+
+    def artifact(task: str, name: str, outcomes: tuple[str, ...]) -> dict[str, Any] | None:
+        """`name` if this run's `task` wrote it (ended with one of `outcomes`)."""
+        step = run.steps.get(task)
+        uri = store.uri(model, ds, name)
+        return store.read_json(uri) if step and step.outcome in outcomes and store.exists(uri) else None
+
+    failed = run.failed
+    gate = None
+    if failed and failed.task_id.startswith("gate_"):
+        gate = artifact(failed.task_id, f"gates/{failed.task_id.removeprefix('gate_')}.json", ("failed",))
+    registered = artifact("register", "stages/register.json", ("success",))
+    return RunFacts(
+        model=model,
+        ds=ds,
+        run=run,
+        production=registry.alias(model),
+        history=registry.history(model),
+        gate=gate,
+        blessing=artifact("gate_evaluation", BLESSING, ("success", "failed")),
+        version=registry.get(model, registered["version"]) if registered else None,
+        deploy=artifact("deploy", "deploy.json", ("success", "failed")),
+    )
+
+
+def explain(facts: RunFacts) -> list[str]:
+    """The headline (model, day, verdict), the lines that show why, and where production stands."""
+    verdict, details = _verdict(facts)
+    run = facts.run
+    production = f"v{facts.production}" if facts.production is not None else "none"
+    footer = f"  run {run.run_id or '(no run id)'}, {run.outcome}, last step {when(run.finished_at)}"
+    return [f"{facts.model} {facts.ds}: {verdict}", *details, f"{footer}; production now: {production}"]
+
+
+def _verdict(facts: RunFacts) -> tuple[str, list[str]]:
+    run = facts.run
+    if failed := run.failed:
+        if failed.task_id == "gate_evaluation":
+            return _not_blessed(facts)
+        if failed.task_id == "deploy":
+            return _deploy_failed(facts)
+        if failed.task_id == "gate_serving":
+            # Its message ends with what the rollback did, after the first failed expectation.
+            after = failed.message.rpartition("; ")[2] if facts.gate else failed.message
+            return (
+                f"NOT promoted: {_deployed(facts)} was deployed, then gate_serving failed on the live replicas",
+                [*_expectations(facts.gate), f"  {after}"],
+            )
+        if failed.task_id.startswith("gate_"):
+            return _gate_failed(facts)
+        return f"NOT promoted: {failed.task_id} failed", [f"  {failed.message}"]
+    deploy = run.steps.get("deploy")
+    if deploy and deploy.outcome == "skipped":
+        return _not_deployed(facts, deploy.message)
+    if deploy and deploy.outcome == "success":
+        return _promoted(facts)
+    reached = run.last_step
+    following = TASK_IDS[TASK_IDS.index(reached.task_id) + 1 :]
+    return (
+        f"not finished: reached {reached.task_id} ({reached.outcome} at {when(reached.finished_at)})",
+        [f"  next: {following[0] if following else '-'}: still running, or stopped (check the DAG run)"],
+    )
+
+
+def _expectations(gate: dict[str, Any] | None) -> list[str]:
+    """One line per failed expectation (a few), observed against allowed; then where the rest are."""
+    if not gate:
+        return []
+    failed = [o for o in gate.get("outcomes", []) if not o["passed"]]
+    lines = [
+        f"  {o['suite']}: {o['expectation'].removeprefix('expect_')} on {o['column']}: "
+        f"observed {o['observed']}; allowed {o['expected']}"
+        for o in failed[:MAX_EXPECTATIONS]
+    ]
+    more = f"{len(failed) - MAX_EXPECTATIONS} more failed; " if len(failed) > MAX_EXPECTATIONS else ""
+    if gate.get("data_docs"):
+        lines.append(f"  {more}Data Docs: {gate['data_docs']}")
+    return lines
+
+
+def _gate_failed(facts: RunFacts) -> tuple[str, list[str]]:
+    failed = facts.run.failed
+    gate = facts.gate
+    if not gate:  # the gate broke before judging: its message is all there is
+        return f"NOT promoted: {failed.task_id} failed", [f"  {failed.message}"]
+    return (
+        f"NOT promoted: {failed.task_id} failed {gate['failed']} of {gate['expectations']} expectations",
+        _expectations(gate),
+    )
+
+
+def _not_blessed(facts: RunFacts) -> tuple[str, list[str]]:
+    gate, blessing, version = facts.gate, facts.blessing, facts.version
+    if not gate:
+        return _gate_failed(facts)
+    failed = [o for o in gate["outcomes"] if not o["passed"]]
+    production = blessing.get("production_version") if blessing else None
+    misses = []
+    if any(o["column"] != REGRESSION for o in failed):
+        misses.append("missed model.yaml's absolute thresholds")
+    if any(o["column"] == REGRESSION for o in failed):
+        misses.append(f"is worse than production v{production} on the same test day")
+    verdict = f"NOT promoted: the candidate {' and '.join(misses)}"
+    details = []
+    for o in failed[:MAX_EXPECTATIONS]:
+        line = f"  {o['column']}: observed {o['observed']}; allowed {o['expected']}"
+        if o["column"] == REGRESSION and version and version.metrics.get("production"):
+            line += (
+                f" (logloss {version.metrics['test']['logloss']:.5f} vs production's "
+                f"{version.metrics['production']['logloss']:.5f})"
+            )
+        details.append(line)
+    deploy = facts.run.steps.get("deploy")
+    if version:
+        details.append(
+            f"  registered as v{version.version} ({version.status}); "
+            + (f"deploy {deploy.outcome}" if deploy else "deploy has not run")
+        )
+    return verdict, details
+
+
+def _not_deployed(facts: RunFacts, message: str) -> tuple[str, list[str]]:
+    """deploy skips a version the registry does not let serve, or a run that asked deploy=skip."""
+    version = facts.version
+    if version is None:
+        return "NOT promoted: deploy skipped", [f"  {message}"]
+    name = f"v{version.version}"
+    if version.status == "rejected":
+        return f"NOT promoted: {name} was registered as rejected (not blessed)", [f"  blessing: {version.reason}"]
+    if version.status == "historical":
+        return f"NOT promoted: {name} is history, which never deploys", [f"  because {version.reason}"]
+    return f"NOT promoted: {name} is registered but was not deployed", [f"  deploy skipped: {message}"]
+
+
+def _deploy_failed(facts: RunFacts) -> tuple[str, list[str]]:
+    failed, record = facts.run.failed, facts.deploy
+    verdict = f"NOT promoted: deploy of {_deployed(facts)} failed"
+    if not record or record.get("success") is not False:  # failed before or after the rollout itself
+        return verdict, [f"  {failed.message}"]
+    previous = record.get("previous_version")
+    back = f"v{previous}" if previous is not None else "the previous version"
+    rolled_back = (
+        f"replicas rolled back to {back}"
+        if record.get("rolled_back")
+        else f"replicas NOT all rolled back to {back}: see the events in deploy.json"
+    )
+    return verdict, [f"  {record['reason']}", f"  {rolled_back}; the production alias did not move"]
+
+
+def _deployed(facts: RunFacts) -> str:
+    if facts.version:
+        return f"v{facts.version.version}"
+    return f"v{facts.deploy['version']}" if facts.deploy else "the candidate"
+
+
+def _promoted(facts: RunFacts) -> tuple[str, list[str]]:
+    version = facts.version.version if facts.version else facts.deploy["version"]
+    record = facts.deploy or {}
+    moves = [m for m in facts.history if m["to_version"] == version]
+    if record.get("previous_version") == version:
+        verdict = f"PROMOTED: v{version} was already production, nothing moved"
+    else:
+        move = moves[-1] if moves else {}
+        previous = f"v{move['from_version']}" if move.get("from_version") is not None else "none"
+        verdict = f"PROMOTED: v{version} became production at {when(move.get('at'))} (previous: {previous})"
+    details = []
+    if facts.blessing:
+        details.append(f"  blessing: {'; '.join(facts.blessing['reasons'])}")
+    serving = facts.run.steps.get("gate_serving")
+    replicas = len(record.get("replicas", []))
+    details.append(
+        f"  rolled out to {replicas} replica(s); "
+        + ("gate_serving passed on the live replicas" if serving else "gate_serving has not run yet")
+    )
+    if facts.production != version:
+        later = facts.history[-1] if facts.history else {}
+        details.append(
+            f"  production has moved since: v{facts.production} at {when(later.get('at'))} "
+            f"({later.get('note') or 'no note'})"
+        )
+    return verdict, details
+
+
+def why(model: str, ds: dt.date) -> list[str]:
+    """The lines `keiko why` prints; KeikoError for an unknown model or a day without a run."""
+    from keiko.stages.context import StageContext
+
+    ctx = StageContext.create(model, ds)
+    return explain(gather(ctx.store, ctx.registry, ctx.model.name, ds.isoformat()))

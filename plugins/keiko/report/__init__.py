@@ -1,0 +1,9 @@
+"""The run page, `{model}/{ds}/report.html`: one HTML page per model run, redrawn after every step.
+
+`write_run_page` is what keiko.cli calls; `page` gathers and renders, `plots` draws the PNGs that
+evaluate and gate_features write once. Importing this package does not import matplotlib.
+"""
+
+from keiko.report.page import write_run_page
+
+__all__ = ["write_run_page"]

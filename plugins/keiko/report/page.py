@@ -1,0 +1,445 @@
+"""The run page: `{model}/{ds}/report.html`, one page per model run, what on-call reads first.
+
+keiko.cli redraws it after every step, so it must draw any partial run: each section whose step is
+not part of the run says why ("not reached: the run failed at gate_raw", "skipped: ...", "not run").
+Only files of steps that ran in this run are read: a rerun that stops early leaves the earlier run's
+later artifacts in the same directory, and they are not this run's.
+
+Three parts: `read_run` (I/O: the run directory and the registry into a `RunFiles`), `page_data` (pure:
+what every section shows, as display strings) and `render` (pure: the Jinja template, autoescaped).
+Every link is a path relative to the run directory: the page is served over HTTP from there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from keiko.gates.evaluation import BLESSING
+from keiko.pipeline import TASK_IDS
+from keiko.report.plots import CALIBRATION_PNG, DRIFT_PNG, ROC_PNG
+from keiko.runs import RunRecord, StepRecord
+from keiko.stages import STAGES
+from keiko.storage import ArtifactStore, MissingDataError
+
+REPORT = "report.html"
+TEMPLATE = "run_page.html.j2"
+GATE_TASKS = tuple(task for task in TASK_IDS if task.startswith("gate_"))
+NONE = "–"  # what a table shows for a value that does not exist
+
+
+@dataclass
+class RunFiles:
+    """What the page is drawn from. An absent entry is a part this run has not written."""
+
+    model: str
+    ds: str
+    run: RunRecord | None
+    stages: dict[str, dict] = field(default_factory=dict)  # stage -> stages/<stage>.json (steps that succeeded)
+    gates: dict[str, dict] = field(default_factory=dict)  # task id (gate_raw) -> gates/<suite>.json
+    evaluation: dict | None = None
+    blessing: dict | None = None
+    deploy: dict | None = None
+    plots: frozenset[str] = frozenset()  # the plots this run drew, relative to the run directory
+    version: dict | None = None  # this run's registry entry (ModelVersion.to_dict())
+    production: dict | None = None  # the version the `production` alias points at now
+    registry_error: str = ""
+
+
+# ---------------------------------------------------------------------------------------------- I/O
+
+
+def _read_json(store: ArtifactStore, model: str, ds: str, name: str) -> Any:
+    try:
+        return store.read_json(store.uri(model, ds, name))
+    except MissingDataError:
+        return None
+
+
+def _during(step: StepRecord, timestamps: list[str]) -> bool:
+    """Whether any of `timestamps` (ISO 8601) is at or after the step started: written by this run."""
+    started = dt.datetime.fromisoformat(step.started_at)
+    return any(dt.datetime.fromisoformat(at) >= started for at in timestamps)
+
+
+def read_run(store: ArtifactStore, model: str, ds: str, registry_url: str | None) -> RunFiles:
+    """Read what the latest run of `model` for `ds` wrote, and its registry entries (none without a URL)."""
+    run = RunRecord.load(store, model, ds)
+    files = RunFiles(model, ds, run)
+    steps = run.steps if run else {}
+    ended = {task for task, step in steps.items() if step.outcome != "skipped"}
+    succeeded = {task for task, step in steps.items() if step.outcome == "success"}
+
+    def read(name: str) -> Any:
+        return _read_json(store, model, ds, name)
+
+    files.stages = {s: result for s in STAGES if s in succeeded and (result := read(f"stages/{s}.json")) is not None}
+    for task in (t for t in GATE_TASKS if t in ended):
+        result = read(f"gates/{task.removeprefix('gate_')}.json")
+        # A failed step beside a passing verdict: the gate stopped before writing its own, that one is older.
+        if result is not None and (task in succeeded or not result.get("success")):
+            files.gates[task] = result
+    if "gate_evaluation" in ended:  # gate_evaluation deletes the blessing first: what is there is its own
+        files.blessing = read(BLESSING)
+    if "evaluate" in succeeded:
+        files.evaluation = read("evaluation.json")
+    deploy = read("deploy.json") if "deploy" in ended else None
+    if deploy and _during(steps["deploy"], [event["at"] for event in deploy.get("events", [])]):
+        files.deploy = deploy
+    # evaluate draws its plots near its end; gate_features deletes its chart first, so a failed one shows its own.
+    ours = {
+        ROC_PNG: "evaluate" in succeeded,
+        CALIBRATION_PNG: "evaluate" in succeeded,
+        DRIFT_PNG: "gate_features" in ended,
+    }
+    files.plots = frozenset(plot for plot, drawn in ours.items() if drawn and store.exists(store.uri(model, ds, plot)))
+    if registry_url:
+        _read_registry(files, registry_url)
+    return files
+
+
+def _read_registry(files: RunFiles, registry_url: str) -> None:
+    from keiko.registry import open_registry
+
+    try:
+        registry = open_registry(registry_url)
+        if registered := files.stages.get("register"):
+            files.version = registry.get(files.model, registered["version"]).to_dict()
+        if (production := registry.alias(files.model)) is not None:
+            files.production = registry.get(files.model, production).to_dict()
+    except Exception as exc:  # an unreachable registry must not keep the rest of the page from drawing
+        files.registry_error = f"{type(exc).__name__}: {exc}"
+
+
+def write_run_page(store: ArtifactStore, model: str, ds: str) -> str:
+    """Draw `{model}/{ds}/report.html` from what the run has written so far; returns its URI."""
+    from keiko.config import settings
+
+    html = render(page_data(read_run(store, model, ds, settings().registry_url)))
+    uri = store.uri(model, ds, REPORT)
+    store.write_bytes(uri, html.encode())
+    return uri
+
+
+# ------------------------------------------------------------------------------ what the page shows
+
+
+def _number(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NONE
+    return format(value, spec)
+
+
+def _unreached(run: RunRecord | None) -> str:
+    """What a step the run has no record of is: not reached (the run failed before it), skipped (Airflow
+    skips the tasks after a skipped one without running them) or not run (yet, or the run stopped)."""
+    if run is None:
+        return "not run"
+    if run.failed is not None:
+        return "not reached"
+    return "skipped" if run.outcome == "complete" else "not run"
+
+
+def _missing(run: RunRecord | None, task: str) -> str:
+    """Why `task` has nothing to show, in words."""
+    step = run.steps.get(task) if run else None
+    if step is not None and step.outcome == "success":
+        return f"{task} succeeded but left nothing for this section"
+    if step is not None:
+        return f"{step.outcome}: {step.message}"
+    unreached = _unreached(run)
+    if unreached == "not reached":
+        return f"not reached: the run failed at {run.failed.task_id}"
+    if unreached == "skipped":
+        return f"skipped: {run.last_step.task_id} was skipped"
+    return unreached
+
+
+def _inside_run(uri: str | None, model: str, ds: str) -> str | None:
+    """`uri` as a path relative to the run directory, or None if it is not under it.
+
+    Matched on `/{model}/{ds}/`, not on the whole root: a copied or moved artifact root keeps its links.
+    """
+    marker = f"/{model}/{ds}/"
+    if not uri or marker not in uri:
+        return None
+    relative = uri.rsplit(marker, 1)[1]
+    return None if relative.startswith("/") or ".." in relative.split("/") else relative
+
+
+def _trigger_rows(trigger: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [(key, str(value) or NONE) for key, value in trigger.items() if key != "algorithm"]
+    return rows + [(f"algorithm.{key}", str(value)) for key, value in (trigger.get("algorithm") or {}).items()]
+
+
+def header_section(files: RunFiles) -> dict[str, Any]:
+    run = files.run
+    if run is None:
+        state, text, message = "incomplete", "no step of this run has been recorded yet", ""
+    elif run.failed is not None:
+        state, text, message = "failed", f"failed at {run.failed.task_id}", run.failed.message
+    elif run.outcome == "complete":
+        skipped = [task for task, step in run.steps.items() if step.outcome == "skipped"]
+        state, text, message = "complete", "complete" + (f" (skipped: {', '.join(skipped)})" if skipped else ""), ""
+    else:
+        state, text, message = "incomplete", f"incomplete: running, or stopped after {run.last_step.task_id}", ""
+    trigger = run.trigger if run else None
+    extract = files.stages.get("extract")
+    return {
+        "model": files.model,
+        "ds": files.ds,
+        "run_id": (run.run_id if run else "") or "(none: run by hand)",
+        "state": state,
+        "text": text,
+        "message": message,
+        "finished_at": run.finished_at if run else "",
+        "data": f"{extract['rows']:,} rows, window {extract['window_start']} .. {extract['window_end']}"
+        if extract
+        else "extract " + _missing(run, "extract"),
+        "trigger": _trigger_rows(trigger) if trigger else [],
+        "trigger_missing": "" if trigger else "no step recorded yet",
+    }
+
+
+def step_rows(files: RunFiles) -> list[dict[str, str]]:
+    rows = []
+    for task in TASK_IDS:
+        step = files.run.steps.get(task) if files.run else None
+        if step is None:
+            rows.append({"task": task, "outcome": _unreached(files.run), "seconds": "", "message": ""})
+        else:
+            rows.append(
+                {"task": task, "outcome": step.outcome, "seconds": f"{step.seconds:.1f}", "message": step.message}
+            )
+    return rows
+
+
+def _expectation_row(outcome: dict[str, Any]) -> dict[str, str]:
+    return {
+        "suite": outcome["suite"],
+        "expectation": outcome["expectation"].removeprefix("expect_"),
+        "column": outcome["column"],
+        "observed": outcome["observed"],
+        "expected": outcome["expected"],
+    }
+
+
+def gate_sections(files: RunFiles) -> list[dict[str, Any]]:
+    sections = []
+    for task in GATE_TASKS:
+        result = files.gates.get(task)
+        if result is None:
+            sections.append({"task": task, "state": "absent", "text": _missing(files.run, task)})
+            continue
+        outcomes = result.get("outcomes", [])
+        failed = [_expectation_row(o) for o in outcomes if not o["passed"]]
+        passed = [_expectation_row(o) for o in outcomes if o["passed"]]
+        sections.append(
+            {
+                "task": task,
+                "state": "failed" if failed else "passed",
+                "text": f"{len(failed)} of {len(outcomes)} expectations failed"
+                if failed
+                else f"all {len(outcomes)} expectations passed",
+                "failed": failed,
+                "passed": passed,
+                "docs": _inside_run(result.get("data_docs"), files.model, files.ds),
+            }
+        )
+    return sections
+
+
+def volume_section(files: RunFiles) -> dict[str, Any]:
+    """Each day's rows (the window's, and the earlier days' the band was judged against) as bar widths."""
+    raw = files.gates.get("gate_raw")
+    if not raw or not raw.get("daily_rows"):
+        return {"missing": _missing(files.run, "gate_raw")}
+    band = raw.get("volume_band")
+    days = [(day, n, "earlier") for day, n in sorted(raw.get("history_rows", {}).items())]
+    days += [(day, n, "test day" if day == files.ds else "window") for day, n in sorted(raw["daily_rows"].items())]
+    scale = max([n for _, n, _ in days] + (band or [])) or 1
+    rates = raw.get("daily_label_rate", {})
+    rows = [
+        {
+            "day": day,
+            "kind": kind,
+            "rows": f"{n:,}",
+            "width": f"{100 * n / scale:.1f}",
+            "outside": band is not None and kind != "earlier" and not band[0] <= n <= band[1],
+            "label_rate": _number(rates.get(day), ".3%"),
+        }
+        for day, n, kind in days
+    ]
+    return {
+        "missing": "",
+        "rows": rows,
+        "band": f"{band[0]:,.0f} to {band[1]:,.0f} rows" if band else "",
+        "band_left": f"{100 * band[0] / scale:.1f}" if band else "",
+        "band_width": f"{100 * (band[1] - band[0]) / scale:.1f}" if band else "",
+        "reference": _number(raw.get("volume_reference"), ",.0f"),
+        "history_missing": "history_rows" not in raw,
+    }
+
+
+def drift_section(files: RunFiles) -> dict[str, Any]:
+    result = files.gates.get("gate_features")
+    if result is None:
+        return {"missing": _missing(files.run, "gate_features")}
+    rows = [
+        {"column": o["column"], "kl": o["observed"], "threshold": o["expected"], "passed": o["passed"]}
+        for o in result.get("outcomes", [])
+        if o["suite"] == "drift"
+    ]
+    return {
+        "missing": "",
+        "rows": sorted(rows, key=lambda row: row["passed"]),  # drifting features first
+        "plot": DRIFT_PNG if DRIFT_PNG in files.plots else None,
+        "note": "" if rows else "drift not judged: the test day has fewer rows than gates.features.min_rows",
+    }
+
+
+def _metric_row(name: str, metrics: dict[str, Any], bayes: float | None, **extra: str) -> dict[str, str]:
+    logloss = metrics.get("logloss")
+    return {
+        "name": name,
+        "logloss": _number(logloss, ".5f"),
+        "auc": _number(metrics.get("auc"), ".4f"),
+        "calibration": _number(metrics.get("calibration"), ".3f"),
+        "gap": _number(logloss / bayes - 1 if bayes and logloss is not None else None, "+.2%"),
+        "rows": _number(metrics.get("rows"), ","),
+        **extra,
+    }
+
+
+def metrics_section(files: RunFiles) -> dict[str, Any]:
+    evaluation = files.evaluation
+    if evaluation is None:
+        return {"missing": _missing(files.run, "evaluate"), "blessing": blessing_verdict(files)}
+    bayes = evaluation.get("bayes_optimal_logloss")
+    truth = _number(evaluation.get("candidate_calibration_to_truth"), ".3f")
+    rows = [_metric_row("candidate", evaluation["candidate"], bayes, to_truth=truth)]
+    if production := evaluation.get("production"):
+        rows.append(_metric_row(f"production v{production['version']}", production, bayes, to_truth=NONE))
+    if bayes is not None:
+        calibration = evaluation.get("bayes_optimal_calibration")
+        rows.append(
+            _metric_row("Bayes-optimal", {"logloss": bayes, "calibration": calibration}, bayes, to_truth="1.000")
+        )
+    slices = {
+        column: [_metric_row(value, values, None) for value, values in by_value.items()]
+        for column, by_value in evaluation.get("slices", {}).items()
+    }
+    return {
+        "missing": "",
+        "rows": rows,
+        "production_missing": "" if production else "no production model when this run evaluated",
+        "test_rows": _number(evaluation.get("test_rows"), ","),
+        "slices": slices,
+        "blessing": blessing_verdict(files),
+    }
+
+
+def blessing_verdict(files: RunFiles) -> dict[str, Any]:
+    if files.blessing is None:
+        return {"state": "absent", "text": "gate_evaluation " + _missing(files.run, "gate_evaluation")}
+    blessed = files.blessing.get("blessed")
+    return {
+        "state": "passed" if blessed else "failed",
+        "text": ("blessed: " if blessed else "not blessed: ") + "; ".join(files.blessing.get("reasons", [])),
+    }
+
+
+def plot_section(files: RunFiles) -> dict[str, Any]:
+    drawn = [plot for plot in (ROC_PNG, CALIBRATION_PNG) if plot in files.plots]
+    return {"images": drawn, "missing": "" if drawn else _missing(files.run, "evaluate")}
+
+
+LINEAGE_FIELDS = (
+    ("version", lambda v: f"v{v['version']}"),
+    ("status", lambda v: v["status"] + (f": {v['reason']}" if v.get("reason") else "")),
+    ("day", lambda v: v["ds"]),
+    ("data window", lambda v: f"{v['window_start']} .. {v['window_end']}"),
+    ("artifact", lambda v: v["artifact_uri"]),
+    ("artifact sha256", lambda v: v["artifact_sha256"]),
+    ("code version", lambda v: v["code_version"]),
+    ("config sha256", lambda v: v["config_sha256"]),
+    ("features sha256", lambda v: v["features_sha256"]),
+    ("algorithm", lambda v: v["algorithm"]),
+    ("trigger", lambda v: ", ".join(f"{k}={value}" for k, value in _trigger_rows(v.get("trigger") or {})) or NONE),
+    ("run id", lambda v: v["run_id"] or NONE),
+    ("registered at", lambda v: v["created_at"]),
+)
+
+
+def lineage_section(files: RunFiles) -> dict[str, Any]:
+    this, production = files.version, files.production
+    return {
+        "rows": [
+            (label, value(this) if this else "", value(production) if production else "")
+            for label, value in LINEAGE_FIELDS
+            if this or production
+        ],
+        "this_missing": "" if this else _missing(files.run, "register"),
+        "production_missing": "" if production else "no production version",
+        "error": files.registry_error,
+    }
+
+
+def deploy_section(files: RunFiles) -> dict[str, Any]:
+    record = files.deploy
+    if record is None:
+        return {"missing": _missing(files.run, "deploy")}
+    if record.get("success"):
+        text = f"v{record['version']} on {len(record.get('replicas', []))} replica(s) ({record.get('backend')}), "
+        previous = record.get("previous_version")
+        text += f"production {f'v{previous}' if previous else 'none'} -> v{record['version']}"
+    else:
+        back = "rolled back to the previous version" if record.get("rolled_back") else "NOT fully rolled back"
+        text = f"failed: {record.get('reason')}; {back}"
+    replicas: dict[str, list[dict[str, str]]] = {url: [] for url in record.get("replicas", [])}
+    for event in record.get("events", []):
+        replicas.setdefault(event["replica"], []).append(
+            {
+                "event": event["event"],
+                "version": _number(event.get("version"), "d"),
+                "at": event["at"].partition("T")[2][:12],  # the time of day; the date is the run's
+                "detail": event.get("detail", ""),
+            }
+        )
+    return {"missing": "", "state": "passed" if record.get("success") else "failed", "text": text, "replicas": replicas}
+
+
+def page_data(files: RunFiles) -> dict[str, Any]:
+    """Everything the template shows, sections in page order."""
+    return {
+        "header": header_section(files),
+        "steps": step_rows(files),
+        "gates": gate_sections(files),
+        "volume": volume_section(files),
+        "drift": drift_section(files),
+        "metrics": metrics_section(files),
+        "plots": plot_section(files),
+        "lineage": lineage_section(files),
+        "deploy": deploy_section(files),
+    }
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent),
+        autoescape=True,  # run text (messages, reasons, observed values) is data, never markup
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render(page: dict[str, Any]) -> str:
+    return _environment().get_template(TEMPLATE).render(**page)

@@ -1,0 +1,265 @@
+"""The run page, `{model}/{ds}/report.html`: what on-call reads first, redrawn after every step.
+
+The pages here are drawn by the steps themselves (keiko.cli redraws the page as each step ends), so
+each test checks what a reader of that run would see.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import DS, UP_TO_REGISTER, run_step, run_steps, serve_replicas
+from keiko.cli import EXIT_GATE_FAILED
+from keiko.config import settings
+from keiko.registry import open_registry
+from keiko.report.page import RunFiles, page_data, render
+from keiko.report.plots import CALIBRATION_PNG, DRIFT_PNG, ROC_PNG
+from keiko.runs import RunRecord, StepRecord
+
+SECTIONS = ("header", "steps", "gates", "volume", "drift", "metrics", "plots", "lineage", "deploy")
+
+
+class Page(HTMLParser):
+    """A drawn page: each section's visible text (entities decoded, whitespace collapsed), every link."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.html = html
+        self.text: dict[str, str] = {}
+        self.links: list[str] = []
+        self._section: str | None = None
+        self.feed(html)
+        self.text = {name: " ".join(text.split()) for name, text in self.text.items()}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "section":
+            self._section = values["id"]
+            self.text[self._section] = ""
+        self.links += [values[name] or "" for name in ("href", "src") if name in values]
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "section":
+            self._section = None
+
+    def handle_data(self, data: str) -> None:
+        if self._section:
+            self.text[self._section] += data + " "
+
+
+def run_dir(home: Path) -> Path:
+    return home / "artifacts" / "ctr" / DS
+
+
+def drawn_page(home: Path) -> Page:
+    page = Page((run_dir(home) / "report.html").read_text())
+    assert tuple(page.text) == SECTIONS  # every section, in this order
+    return page
+
+
+def assert_links_stay_in_the_run(page: Page, directory: Path) -> None:
+    """Every link is relative and names a file of the run directory (the page is served from there)."""
+    assert page.links
+    for link in page.links:
+        assert not re.match(r"^[a-z][a-z0-9+.-]*:|^/", link), f"{link}: not a relative path"
+        target = (directory / link).resolve()
+        assert target.is_relative_to(directory.resolve()), f"{link} leaves the run directory"
+        assert target.is_file(), f"{link} does not exist"
+
+
+def assert_png(path: Path) -> None:
+    from matplotlib.image import imread
+
+    pixels = imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
+    assert pixels[..., :3].std() > 0.05  # a drawing, not an empty canvas
+
+
+@pytest.fixture
+def deployed(run_home, monkeypatch):
+    """run_home (extract..register for DS, v1 registered) deployed to two live replicas; their URLs."""
+    with serve_replicas(2) as (_apps, urls):
+        monkeypatch.setenv("KEIKO_SERVING_URLS_CTR", ",".join(urls))
+        run_steps("deploy", "gate_serving")
+        yield urls
+
+
+def test_a_complete_run_shows_every_section(run_home, deployed):
+    page = drawn_page(run_home)
+    text = page.text
+    evaluation = json.loads((run_dir(run_home) / "evaluation.json").read_text())
+    v1 = open_registry(settings().registry_url).get("ctr", 1)
+
+    assert "complete" in text["header"] and "failed" not in text["header"]
+    assert "run param run_type manual" in text["header"] and "run param deploy auto" in text["header"]
+    extract = json.loads((run_dir(run_home) / "stages" / "extract.json").read_text())
+    assert f"data {extract['rows']:,} rows, window {extract['window_start']} .. {DS}" in text["header"]
+    assert text["steps"].count("success") == 11  # every task of the DAG
+    for gate in ("gate_raw", "gate_features", "gate_training", "gate_evaluation", "gate_serving"):
+        assert re.search(rf"{gate} passed all \d+ expectations passed · Data Docs", text["gates"]), gate
+    assert text["volume"].count(" window ") == 7 and "test day" in text["volume"]
+    assert "Allowed band (green):" in text["volume"]
+    assert "app_id" in text["drift"] and "< 0.05" in text["drift"]
+    candidate = evaluation["candidate"]
+    shown = f"candidate {candidate['logloss']:.5f} {candidate['auc']:.4f} {candidate['calibration']:.3f}"
+    assert shown in text["metrics"]
+    assert f"Bayes-optimal {evaluation['bayes_optimal_logloss']:.5f}" in text["metrics"]
+    assert f"{evaluation['candidate_gap_to_bayes']:+.2%}" in text["metrics"]
+    assert "candidate by os" in text["metrics"] and "candidate by position" in text["metrics"]
+    assert "blessed: all 6 checks passed" in text["metrics"]
+    assert "version v1 v1 status registered" in text["lineage"]  # this run's version is production now
+    assert v1.artifact_sha256 in text["lineage"] and v1.features_sha256 in text["lineage"]
+    assert "production none -> v1" in text["deploy"]
+    for url in deployed:  # each replica's own timeline, in order
+        at = r"\d\d:\d\d:\d\d\.\d{3}"
+        events = rf"{at} loaded 1 {at} ready 1 sha256 \w+ {at} smoke passed 1 16 known answers"
+        timeline = rf"{re.escape(url)} at \(UTC\) event version detail {events}"
+        assert re.search(timeline, text["deploy"]), text["deploy"]
+
+    images = [link for link in page.links if link.endswith(".png")]
+    assert images == [DRIFT_PNG, ROC_PNG, CALIBRATION_PNG]
+    assert_links_stay_in_the_run(page, run_dir(run_home))
+    for image in images:
+        assert_png(run_dir(run_home) / image)
+
+
+def test_a_run_stopped_by_a_gate_names_it_and_says_what_was_not_reached(run_home, project_copy, monkeypatch):
+    # The model's own expectation: positions 1..2 only; the synthetic DSP logs have 1..4.
+    expectation = {"column": "position", "min_value": 1, "max_value": 2}
+    suite = {"expectations": [{"type": "expect_column_values_to_be_between", "kwargs": expectation}]}
+    (project_copy / "include/models/ctr/expectations/raw.ranges.json").write_text(json.dumps(suite))
+    # A new run of a day that ran before: the earlier run's evaluation, plots and registration stay on disk.
+    monkeypatch.setenv("KEIKO_RUN_ID", "manual__rerun")
+    run_steps("extract")
+    assert run_step("gate_raw") == EXIT_GATE_FAILED
+
+    page = drawn_page(run_home)
+    text = page.text
+    assert "failed at gate_raw" in text["header"]
+    assert "gate_raw failed 1/54 expectations, first: ranges column_values_to_be_between on position" in text["header"]
+    assert "manual__rerun" in text["header"]
+    assert re.search(r"gate_raw failed [\d.]+ gate_raw failed 1/54 expectations", text["steps"])
+    failed_gate = text["gates"].split("gate_features")[0]
+    assert re.search(
+        r"1 of 54 expectations failed · Data Docs suite expectation column observed expected "
+        r"ranges column_values_to_be_between position [\d,]+ unexpected \([\d.]+%\), e\.g\. .* \[1, 2\]",
+        failed_gate,
+    ), failed_gate
+    assert "gate_features no verdict not reached: the run failed at gate_raw" in text["gates"]
+    assert "test day" in text["volume"]  # gate_raw measured the volume before it failed
+    for section, step in (
+        ("drift", "gate_features"),
+        ("metrics", "evaluate"),
+        ("plots", "evaluate"),
+        ("deploy", "deploy"),
+    ):
+        assert f"{step} not reached: the run failed at gate_raw" in text[section], section
+    assert "candidate" not in text["metrics"]  # the earlier run's evaluation is still on disk: not this run's
+    assert "not reached" in text["lineage"] and "v1" not in text["lineage"]  # the earlier run's registration
+    assert not [link for link in page.links if link.endswith(".png")]  # nor its plots
+    assert text["steps"].count("not reached") == 9  # every step after gate_raw
+
+
+def test_text_from_the_run_is_escaped(run_home, monkeypatch):
+    for path in run_home.glob("registry.db*"):  # register again from scratch, with this trigger
+        path.unlink()
+    reason = "<script>alert('on-call')</script> & <b>retrain</b>"
+    monkeypatch.setenv("KEIKO_RUN_PARAMS", json.dumps({"reason": reason}))
+    run_steps("register")
+
+    page = drawn_page(run_home)
+    assert f"run param reason {reason}" in page.text["header"]  # shown as text ...
+    assert "<script" not in page.html and "<b>" not in page.html  # ... never as markup
+    assert "&lt;script&gt;alert(&#39;on-call&#39;)&lt;/script&gt; &amp; &lt;b&gt;retrain&lt;/b&gt;" in page.html
+
+
+def test_a_run_with_no_step_recorded_draws_every_section():
+    page = Page(render(page_data(RunFiles("ctr", DS, run=None))))
+    assert tuple(page.text) == SECTIONS
+    assert "no step of this run has been recorded yet" in page.text["header"]
+    assert page.text["steps"].count("not run") == 11
+    assert page.links == []
+
+
+def recorded(outcomes: dict[str, str], messages: dict[str, str]) -> RunRecord:
+    """A run record whose steps ended as `outcomes` says, in pipeline order, one second each from 17:00:00."""
+    steps = {
+        task: StepRecord(
+            task, outcome, messages.get(task, f"{task} done"), "scheduled__1",
+            f"2026-11-22T17:00:{i:02d}.000+00:00", f"2026-11-22T17:00:{i + 1:02d}.000+00:00", 1.0,
+        )
+        for i, (task, outcome) in enumerate(outcomes.items())
+    }  # fmt: skip
+    return RunRecord("ctr", DS, "scheduled__1", steps)
+
+
+def test_a_skipped_deploy_completes_the_run_and_says_why():
+    skip = "ctr v2 not deployed: rejected: logloss_regression 0.031 not [-inf, 0.005]; production stays v1"
+    run = recorded({task: "success" for task in UP_TO_REGISTER} | {"deploy": "skipped"}, {"deploy": skip})
+    text = Page(render(page_data(RunFiles("ctr", DS, run)))).text
+    assert "complete (skipped: deploy)" in text["header"]
+    assert text["steps"].endswith(f"deploy skipped 1.0 {skip} gate_serving skipped")  # Airflow skips it unrun
+    assert f"deploy skipped: {skip}" in text["deploy"]
+    assert "gate_serving no verdict skipped: deploy was skipped" in text["gates"]
+
+
+def test_a_failed_deploy_shows_each_replica_and_the_rollback():
+    run = recorded({task: "success" for task in UP_TO_REGISTER} | {"deploy": "failed"}, {"deploy": "rolled back"})
+    at = "2026-11-22T17:00:09.{:03d}+00:00".format
+    events = [
+        {"replica": "http://a:8601", "event": "loaded", "version": 2, "at": at(100), "detail": ""},
+        {"replica": "http://b:8602", "event": "failed", "version": 2, "at": at(200), "detail": "409 <sha256>"},
+        {"replica": "http://a:8601", "event": "rolled back", "version": 1, "at": at(300), "detail": ""},
+    ]
+    deploy = {
+        "version": 2,
+        "previous_version": 1,
+        "replicas": ["http://a:8601", "http://b:8602"],
+        "backend": "local",
+        "success": False,
+        "reason": "http://b:8602: load refused",
+        "rolled_back": True,
+        "events": events,
+    }
+    text = Page(render(page_data(RunFiles("ctr", DS, run, deploy=deploy)))).text
+    assert "failed at deploy" in text["header"]
+    assert "failed: http://b:8602: load refused; rolled back to the previous version" in text["deploy"]
+    assert (
+        "http://a:8601 at (UTC) event version detail 17:00:09.100 loaded 2 17:00:09.300 rolled back 1"
+        in (text["deploy"])
+    )
+    assert "http://b:8602 at (UTC) event version detail 17:00:09.200 failed 2 409 <sha256>" in text["deploy"]
+
+
+def chromium() -> str:
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.fail("headless Chromium is needed to check the run page: apt-get install chromium (make test does)")
+    return binary
+
+
+def test_the_page_renders_in_a_browser_with_its_plots(run_home, tmp_path):
+    from matplotlib.image import imread
+
+    report = run_dir(run_home) / "report.html"
+    screenshot = tmp_path / "report.png"
+    subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}", "--window-size=1280,5000",
+         report.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    pixels = (imread(screenshot)[..., :3] * 255).round().astype(int)
+    assert pixels.shape[:2] == (5000, 1280)
+    assert (pixels.min(axis=2) < 200).mean() > 0.01  # text, tables and plots, not a blank page
+    # The plots' own colours (the page's CSS uses neither): the browser loaded the PNGs.
+    for name, colour in (("drift chart's green bars", (44, 160, 44)), ("ROC's candidate curve", (31, 119, 180))):
+        assert (np.abs(pixels - colour).max(axis=2) <= 2).sum() > 200, f"the {name} are not on the screenshot"
