@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -109,3 +110,19 @@ class RunParams:
         if not isinstance(values, dict):
             raise KeikoError(f"{RUN_PARAMS_ENV} must be a JSON object, got {text[:80]!r}")
         return cls.parse(values, config)
+
+
+def refuse_invalid(model: str, params: Mapping[str, Any]) -> None:
+    """Fail a task at once, without retries, when the run's params are not valid for `model`.
+
+    Airflow validates every declared param, but lets a conf key that is no param through (a typo such
+    as `window_day`): the task would otherwise fail the same way on every retry.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from keiko.modeldef import load_model
+
+    try:
+        RunParams.parse(dict(params), load_model(model).config)
+    except KeikoError as exc:
+        raise AirflowFailException(f"{exc}: fix the run's conf and trigger a new run") from None

@@ -15,6 +15,7 @@ from kubernetes.client import models as k8s
 from keiko.cli import EXIT_SKIPPED, RESULT_FILE_ENV
 from keiko.modeldef import PodSettings
 from keiko.operators.links import RunPageLink
+from keiko.run_params import refuse_invalid
 
 # Where KubernetesPodOperator's XCom sidecar reads the task's return value.
 XCOM_RESULT_FILE = "/airflow/xcom/return.json"
@@ -99,3 +100,7 @@ class KeikoPodOperator(KubernetesPodOperator):
         self.ds = ds
         self.stage = stage
         self.kind = kind
+
+    def execute(self, context: Any) -> Any:
+        refuse_invalid(self.model, context.get("params", {}))  # before a pod is started
+        return super().execute(context)

@@ -20,6 +20,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from keiko.cli import EXIT_SKIPPED, RESULT_PREFIX
 from keiko.config import settings
 from keiko.operators.links import RunPageLink
+from keiko.run_params import refuse_invalid
 
 
 class KeikoStageOperator(BaseOperator):
@@ -62,6 +63,7 @@ class KeikoStageOperator(BaseOperator):
         return [sys.executable, "-m", "keiko", self.kind, self.stage, "--model", self.model, "--ds", self.ds]
 
     def execute(self, context: Any) -> dict[str, Any] | None:
+        refuse_invalid(self.model, context.get("params", {}))
         env = {**os.environ, **self.env, "KEIKO_RUN_ID": str(context.get("run_id", ""))}
         result = self.hook.run_command(self.command, env=env, cwd=str(settings().project_dir))
         if result.exit_code == EXIT_SKIPPED:

@@ -117,3 +117,11 @@ def test_an_unknown_runner_fails_the_dag_file_naming_the_setting(monkeypatch):
     monkeypatch.setenv("KEIKO_STAGE_RUNNER", "ecs")
     with pytest.raises(KeikoError, match=r"KEIKO_STAGE_RUNNER='ecs': expected one of local, kubernetes"):
         build_dags()
+
+
+def test_invalid_run_params_fail_the_task_before_a_pod_is_asked_for(pod_dags):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    task = pod_dags["keiko_cvr"].get_task("train")
+    with pytest.raises(AirflowFailException, match=r"run parameter depth=99: 99 is greater than the maximum of 10"):
+        task.execute({"run_id": RUN_ID, "params": {"depth": 99}})

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from conftest import DS
 from keiko.operators.stage import KeikoStageOperator
@@ -49,3 +49,11 @@ def test_a_failing_stage_fails_the_task_with_its_last_line(keiko_home):
     task = make(ds="2027-01-10")  # no data for that window
     with pytest.raises(AirflowException, match=r"keiko stage extract failed.*missing warehouse partitions"):
         task.execute({"run_id": "r"})
+
+
+def test_a_conf_key_that_is_no_param_fails_the_task_at_once_without_retries():
+    """Airflow validates declared params only: `window_day` (a typo) reaches the task, which must not retry it."""
+    task = make(ScriptedOperator)
+    task.script = "raise SystemExit('the stage must not start')"
+    with pytest.raises(AirflowFailException, match="unknown run parameter window_day; known: deploy, reason"):
+        task.execute({"run_id": "r", "params": {"deploy": "auto", "window_day": 5}})
