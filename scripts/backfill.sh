@@ -22,15 +22,24 @@ fi
 airflow backfill create --dag-id "$DAG" --from-date "$FROM" --to-date "${TO}T23:59:59" \
   ${REPROCESS:+--reprocess-behavior "$REPROCESS"} ${MAX_ACTIVE_RUNS:+--max-active-runs "$MAX_ACTIVE_RUNS"}
 
-# Follow the backfill's runs (run ids backfill__<logical date>) until none is queued or running.
+# Follow this backfill until the scheduler marks it complete (only then can the DAG take another one).
 while true; do
-  summary=$(airflow dags list-runs "$DAG" -o json 2>/dev/null | FROM="$FROM" TO="$TO" python3 -c '
-import collections, json, os, sys
-days = lambda run: os.environ["FROM"] <= run["logical_date"][:10] <= os.environ["TO"]
-runs = [r for r in json.load(sys.stdin) if r["run_id"].startswith("backfill__") and days(r)]
-states = collections.Counter(r["state"] for r in runs)
-done = states["success"] + states["failed"]
-print(f"{done}/{len(runs)} runs finished", dict(states), "running" if done < len(runs) else "done")')
+  summary=$(DAG="$DAG" "$BIN/python" - 2>/dev/null <<'PY'
+import collections, os
+from sqlalchemy import select
+from airflow.models.backfill import Backfill
+from airflow.models.dagrun import DagRun
+from airflow.utils.session import create_session
+
+with create_session() as session:
+    backfill = session.scalars(
+        select(Backfill).where(Backfill.dag_id == os.environ["DAG"]).order_by(Backfill.id.desc()).limit(1)
+    ).one()
+    states = collections.Counter(str(run.state) for run in session.scalars(select(DagRun).where(DagRun.backfill_id == backfill.id)))
+    done = states["success"] + states["failed"]
+    print(f"{done}/{sum(states.values())} runs finished", dict(states), "done" if backfill.completed_at else "running")
+PY
+)
   echo "$(date -u +%H:%M:%S) $DAG backfill $FROM..$TO: $summary"
   [[ "$summary" == *done ]] && break
   sleep "${POLL_SECONDS:-15}"
