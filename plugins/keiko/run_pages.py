@@ -17,9 +17,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from keiko.config import settings
 from keiko.errors import MissingDataError
 from keiko.modeldef import MODEL_NAME
+from keiko.runs import REPORT
 from keiko.storage import open_store
-
-REPORT = "report.html"
 
 app = FastAPI(title="keiko run pages", description="one page per model run: gates, metrics, lineage, deploy")
 

@@ -16,6 +16,7 @@ from keiko.pipeline import TASK_IDS
 from keiko.storage import ArtifactStore
 
 OUTCOMES = ("success", "failed", "skipped")
+REPORT = "report.html"  # the run page, beside the steps: keiko.report draws it, keiko.run_pages serves it
 
 
 def one_line(text: str, limit: int = 300) -> str:

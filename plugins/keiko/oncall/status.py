@@ -9,7 +9,7 @@ from typing import Any
 
 from keiko.oncall import age, parse_time, when
 from keiko.registry import Registry
-from keiko.runs import RunRecord, latest_run
+from keiko.runs import RunRecord, latest_run, one_line
 from keiko.storage import ArtifactStore
 
 MESSAGE_CHARS = 120  # of a step's message in the table; --json has all of it
@@ -93,9 +93,8 @@ def format_table(statuses: list[ModelStatus], now: dt.datetime) -> str:
             else ("none", "-", "-", "-")
         )
         if run:
-            detail = f"{run['step']} {run['step_outcome']}: {run['message']}" if run["step"] else ""
-            if len(detail) > MESSAGE_CHARS:
-                detail = detail[: MESSAGE_CHARS - 3] + "..."
+            step = f"{run['step']} {run['step_outcome']}: {run['message']}" if run["step"] else ""
+            detail = one_line(step, MESSAGE_CHARS)
             ran = (run["ds"], run["outcome"], detail)
         else:
             ran = ("none", "-", "")

@@ -24,11 +24,10 @@ import jinja2
 from keiko.gates.evaluation import BLESSING
 from keiko.pipeline import TASK_IDS
 from keiko.report.plots import CALIBRATION_PNG, DRIFT_PNG, ROC_PNG
-from keiko.runs import RunRecord, StepRecord
+from keiko.runs import REPORT, RunRecord, StepRecord
 from keiko.stages import STAGES
 from keiko.storage import ArtifactStore, MissingDataError
 
-REPORT = "report.html"
 TEMPLATE = "run_page.html.j2"
 GATE_TASKS = tuple(task for task in TASK_IDS if task.startswith("gate_"))
 NONE = "–"  # what a table shows for a value that does not exist
