@@ -19,8 +19,23 @@ if ! airflow jobs check --job-type SchedulerJob --local >/dev/null 2>&1; then
 fi
 # The DAG's schedule fires at 02:00 for the day before, so the logical date of day TO is TO 02:00:
 # --to-date ends with TO itself, not at its midnight.
-airflow backfill create --dag-id "$DAG" --from-date "$FROM" --to-date "${TO}T23:59:59" \
-  ${REPROCESS:+--reprocess-behavior "$REPROCESS"} ${MAX_ACTIVE_RUNS:+--max-active-runs "$MAX_ACTIVE_RUNS"}
+# On SQLite the scheduler's own writes can leave `backfill create` with "database is locked"; Airflow then
+# removes the half-made backfill so that it can be asked again, which is what happens here.
+attempts=5
+for attempt in $(seq "$attempts"); do
+  if created=$(airflow backfill create --dag-id "$DAG" --from-date "$FROM" --to-date "${TO}T23:59:59" \
+      ${REPROCESS:+--reprocess-behavior "$REPROCESS"} ${MAX_ACTIVE_RUNS:+--max-active-runs "$MAX_ACTIVE_RUNS"} 2>&1); then
+    echo "$created"
+    break
+  fi
+  if [[ "$created" != *"database is locked"* || "$attempt" == "$attempts" ]]; then
+    echo "$created" >&2
+    echo "backfill: 'airflow backfill create' failed (above); docs/runbook.md#stuck-backfill" >&2
+    exit 1
+  fi
+  echo "backfill: the metadata database was busy; asking again ($attempt/$attempts)" >&2
+  sleep "${LOCKED_RETRY_SECONDS:-5}"
+done
 
 # Follow this backfill until the scheduler marks it complete (only then can the DAG take another one).
 while true; do

@@ -30,3 +30,70 @@ def test_make_backfill_refuses_bad_input_with_one_line(tmp_path, variables, mess
     result = backfill(tmp_path, **variables)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def fake_airflow_checkout(tmp_path, create_fails_with: list[str]):
+    """The script beside a `.venv/bin` whose `airflow backfill create` fails with each given message in turn.
+
+    Every other step (scheduler check, the progress query, the registry listing) succeeds at once.
+    """
+    (tmp_path / "scripts").mkdir(parents=True)
+    script = tmp_path / "scripts" / "backfill.sh"
+    script.write_text((ROOT / "scripts" / "backfill.sh").read_text())
+    script.chmod(0o755)
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for number, message in enumerate(create_fails_with):
+        (tmp_path / f"create-fails-{number}").write_text(message)
+    fakes = {
+        "airflow": f"""
+            [[ "$1 $2" == "backfill create" ]] || exit 0
+            echo "$*" >> {tmp_path}/create-calls
+            failure=$(ls {tmp_path}/create-fails-* 2>/dev/null | sort | head -1)
+            [[ -z "$failure" ]] && {{ echo "Created backfill"; exit 0; }}
+            cat "$failure" >&2; rm "$failure"; exit 1
+        """,
+        "python": "cat >/dev/null; echo \"3/3 runs finished {'success': 3} done\"",
+        "keiko": "echo 'ctr v1 historical'",
+    }
+    for name, body in fakes.items():
+        (bin_dir / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    return script
+
+
+def run_fake_backfill(script) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MODEL": "ctr", "FROM": "2026-11-18", "TO": "2026-11-20", "LOCKED_RETRY_SECONDS": "0"}
+    return subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=60)
+
+
+def create_calls(tmp_path) -> list[str]:
+    return (tmp_path / "create-calls").read_text().splitlines()
+
+
+def test_make_backfill_asks_again_when_the_metadata_database_is_locked(tmp_path):
+    locked = "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked"
+    script = fake_airflow_checkout(tmp_path, [locked, locked])
+
+    result = run_fake_backfill(script)
+
+    assert result.returncode == 0, result.stderr
+    assert len(create_calls(tmp_path)) == 3
+    assert "the metadata database was busy; asking again (2/5)" in result.stderr
+    assert "Created backfill" in result.stdout and "3/3 runs finished" in result.stdout
+
+
+def test_make_backfill_gives_up_on_a_lasting_lock_and_on_any_other_error_at_once(tmp_path):
+    locked = "(sqlite3.OperationalError) database is locked"
+    script = fake_airflow_checkout(tmp_path / "locked", [locked] * 5)
+    result = run_fake_backfill(script)
+    assert result.returncode == 1
+    assert len(create_calls(tmp_path / "locked")) == 5
+    assert "'airflow backfill create' failed (above)" in result.stderr
+
+    running = "AlreadyRunningBackfill: Another backfill is running for Dag keiko_ctr."
+    script = fake_airflow_checkout(tmp_path / "running", [running])
+    result = run_fake_backfill(script)
+    assert result.returncode == 1
+    assert len(create_calls(tmp_path / "running")) == 1
+    assert "Another backfill is running" in result.stderr and "runs finished" not in result.stdout
