@@ -80,10 +80,6 @@ class PipelineRun:
     gates: dict[str, ChildRun] = field(default_factory=dict)
 
     @property
-    def artifacts(self) -> Path:
-        return self.home / "artifacts" / MODEL
-
-    @property
     def retrain_seconds(self) -> float:
         return sum(run.seconds for run in self.stages.values())
 
@@ -95,8 +91,22 @@ class PipelineRun:
     def max_rss_mb(self) -> float:
         return max(run.peak_rss_mb for run in self.stages.values())
 
-    def artifact_json(self, ds: dt.date, name: str) -> dict[str, Any]:
-        return json.loads((self.artifacts / ds.isoformat() / name).read_text())
+    def result(self, ds: dt.date, task: str) -> dict[str, Any]:
+        """A step's result file (keiko.contract names it), as written."""
+        layout = run_layout(self.home, ds)
+        return json.loads(layout.store.read_bytes(layout.step_result(task)))
+
+    def evaluation(self, ds: dt.date) -> dict[str, Any]:
+        layout = run_layout(self.home, ds)
+        return json.loads(layout.store.read_bytes(layout.evaluation))
+
+
+def run_layout(home: Path, ds: dt.date, model: str = MODEL):
+    """Where keiko.contract puts `model`'s run of `ds` under the benchmark's KEIKO_HOME."""
+    from keiko.contract import RunLayout
+    from keiko.storage import ArtifactStore
+
+    return RunLayout(ArtifactStore((home / "artifacts").as_uri()), model, ds.isoformat())
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -218,15 +228,13 @@ def best_seconds(function, items: list, repeats: int) -> float:
 
 
 def scoring_benchmark(run: PipelineRun, ds: dt.date) -> dict[str, Any]:
-    import pyarrow.parquet as pq
-
     from keiko.algorithms import load_model_bytes
     from keiko.algorithms.hashed_lr import _one_hot
     from keiko.stages.train import feature_arrays
 
-    directory = run.artifacts / ds.isoformat()
-    model = load_model_bytes((directory / "model.npz").read_bytes())
-    features, _ = feature_arrays(pq.read_table(directory / "test.parquet"))
+    layout = run_layout(run.home, ds)
+    model = load_model_bytes(layout.store.read_bytes(run.result(ds, "train")["model_uri"]))
+    features, _ = feature_arrays(layout.store.read_table(layout.split("test")))
     n_batch = min(BATCH_ROWS, len(features[model.slots[0]]))
     n_single = min(SINGLE_ROWS, n_batch)
     batch = {slot: np.ascontiguousarray(features[slot][:n_batch]) for slot in model.slots}
@@ -353,7 +361,7 @@ def gate_verdict(full: PipelineRun, ds: dt.date, ge_import: float) -> str:
     share = full.gate_seconds / total
     imports = len(GATES) * ge_import
     # run() imports great_expectations lazily: its seconds include one import.
-    work = sum(full.artifact_json(ds, f"gates/{gate}.json")["seconds"] for gate in GATES) - imports
+    work = sum(full.result(ds, f"gate_{gate}")["seconds"] for gate in GATES) - imports
     verdict = "**met**" if share <= GATE_TARGET else "**not met**"
     return (
         f'Gate target "all gates together <= {GATE_TARGET:.0%} of the pipeline\'s wall time": {verdict}: '
@@ -365,7 +373,7 @@ def gate_verdict(full: PipelineRun, ds: dt.date, ge_import: float) -> str:
 
 
 def target_verdict(full: PipelineRun, ds: dt.date) -> str:
-    rows = full.artifact_json(ds, "stages/extract.json")["rows"]
+    rows = full.result(ds, "extract")["rows"]
     time_ok, rss_ok = full.retrain_seconds <= TARGET_SECONDS, full.max_rss_mb <= TARGET_RSS_MB
     verdict = "**met**" if time_ok and rss_ok else "**not met**"
     parts = [
@@ -382,7 +390,7 @@ def target_verdict(full: PipelineRun, ds: dt.date) -> str:
 def quality_lines(runs: list[PipelineRun], ds: dt.date) -> list[str]:
     lines = []
     for run in runs:
-        evaluation = run.artifact_json(ds, "evaluation.json")
+        evaluation = run.evaluation(ds)
         candidate, bayes = evaluation["candidate"], evaluation["bayes_optimal_logloss"]
         bayes_text = f"{bayes:.5f} (gap {evaluation['candidate_gap_to_bayes']:+.2%})" if bayes else "unavailable"
         lines.append(
@@ -419,7 +427,7 @@ def train_epochs(child: ChildRun) -> tuple[int, float, float]:
 
 def startup_seconds(run: PipelineRun, ds: dt.date) -> float:
     """Wall time outside the stages' own `run()` (interpreter start, imports, context): wall - in-stage."""
-    inside = sum(run.artifact_json(ds, f"stages/{stage}.json")["seconds"] for stage in STAGES)
+    inside = sum(run.result(ds, stage)["seconds"] for stage in STAGES)
     return run.retrain_seconds - inside
 
 

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline import REPO, child_env, machine, run_child, write_section
+from pipeline import REPO, child_env, machine, run_child, run_layout, write_section
 
 MODELS = ("ctr", "cvr")
 STAGES = ("extract", "features", "train", "evaluate")
@@ -50,7 +50,8 @@ def evaluate(home: Path, model: str, ds: dt.date) -> dict:
         seconds += run_child(
             stage, [sys.executable, "-m", "keiko", "stage", stage, "--model", model, "--ds", str(ds)], env
         ).seconds
-    evaluation = json.loads((home / "artifacts" / model / ds.isoformat() / "evaluation.json").read_text())
+    layout = run_layout(home, ds, model)
+    evaluation = json.loads(layout.store.read_bytes(layout.evaluation))
     return {**evaluation, "retrain_seconds": seconds}
 
 

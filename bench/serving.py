@@ -97,14 +97,17 @@ def build_models(home: Path) -> dict[str, tuple[Path, Path]]:
             run_child(name, [sys.executable, "-m", "keiko", kind, name, "--model", model, "--ds", DS.isoformat()], env)
     os.environ.update(KEIKO_HOME=str(home), KEIKO_PROJECT_DIR=str(REPO))
     from keiko.config import settings
+    from keiko.contract import RunLayout
     from keiko.registry import open_registry
+    from keiko.storage import open_store
 
     registry = open_registry(settings().registry_url)
     built = {}
     for model in MODELS:
         registry.move_alias(model, 1, note="bench/serving.py")
         artifact = Path(registry.get(model, 1).artifact_uri.removeprefix("file://"))
-        built[model] = artifact, home / "artifacts" / model / DS.isoformat() / "golden.parquet"
+        golden = RunLayout(open_store(settings()), model, DS.isoformat()).golden
+        built[model] = artifact, Path(golden.removeprefix("file://"))
     return built
 
 

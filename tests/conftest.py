@@ -87,10 +87,12 @@ def pipeline_home(warehouse_dir: Path) -> Path:
 
 
 def copy_home(source: Path, target: Path) -> Path:
-    """Copy a KEIKO_HOME; artifact URIs in its registry are absolute, so point them at the copy."""
+    """Copy a KEIKO_HOME; artifact URIs in its registry and step results are absolute, so point them at the copy."""
     from sqlalchemy import create_engine, text
 
     shutil.copytree(source, target)
+    for result in target.glob("artifacts/*/*/*/*.json"):  # stages/<stage>.json, gates/<suite>.json, steps/...
+        result.write_text(result.read_text().replace(source.as_uri(), target.as_uri()))
     engine = create_engine(f"sqlite:///{target / 'registry.db'}")
     with engine.begin() as conn:
         conn.execute(
@@ -117,6 +119,21 @@ def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(ROOT / "include", project / "include")
     monkeypatch.setenv("KEIKO_PROJECT_DIR", str(project))
     return project
+
+
+# Test tiers: the fixtures that put a test in one (pytest resolves fixtures transitively); the others are
+# marked in their modules. `fast` is every test in none of them.
+FIXTURE_TIERS = {"pipeline_home": "pipeline", "moto_endpoint": "aws"}
+HEAVY_TIERS = ("pipeline", "aws", "server", "browser", "slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, tier in FIXTURE_TIERS.items():
+            if fixture in item.fixturenames:
+                item.add_marker(tier)
+        if not any(item.get_closest_marker(tier) for tier in HEAVY_TIERS):
+            item.add_marker("fast")
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -213,6 +230,24 @@ def register_variant(artifact: bytes, *, sha256: str | None = None, window_start
     # A window_start equal to v1's would be v1's identity: registration is idempotent, no new version.
     assert registration.created, f"window_start {window_start} gives v1's identity: pick another"
     return registration.version.version
+
+
+def candidate_day(ds: str, version: int) -> str:
+    """A run of `ds` whose register step recorded `version`: a copy of DS's run directory (golden set
+    included), which is what `keiko stage deploy --ds <ds>` deploys. For variants of v1 (register_variant
+    with v1's artifact), whose known answers are v1's."""
+    from keiko.config import settings
+    from keiko.contract import RegisterResult, RunLayout
+    from keiko.registry import open_registry
+    from keiko.storage import open_store
+
+    artifacts = settings().home / "artifacts" / "ctr"
+    shutil.copytree(artifacts / DS, artifacts / ds)
+    entry = open_registry(settings().registry_url).get("ctr", version)
+    RunLayout(open_store(settings()), "ctr", ds).write_result(
+        RegisterResult(version=version, status=entry.status, created=True, artifact_sha256=entry.artifact_sha256)
+    )
+    return ds
 
 
 def free_port() -> int:

@@ -1,15 +1,15 @@
-"""The `keiko` command line. Also the container contract: stage pods run `keiko stage <name> ...`.
+"""The `keiko` command line: parses arguments and turns how a command ended into its exit code.
 
-User mistakes (unknown model, bad date, missing partition) print one line and exit 2; a failed gate
-prints its table and exits 3; a stage that decides to do nothing exits 99 (the Airflow task is then
-skipped); bugs keep their traceback.
+`keiko stage|gate <name> --model M --ds D` is also the container contract: the operators run exactly
+that command (keiko.step_runner does the work). User mistakes (unknown model, bad date, missing
+partition) print one line and exit 2; a failed gate prints its table and exits 3; a stage that decides to
+do nothing exits 99 (the Airflow task is then skipped); bugs keep their traceback (keiko.process).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib
 import json
 import os
 import sys
@@ -17,15 +17,10 @@ import time
 from collections.abc import Sequence
 
 from keiko.errors import GateFailed, KeikoError, StageSkipped
-from keiko.gates import SUITES
-from keiko.stages import STAGES
+from keiko.faults import FAULTS
+from keiko.pipeline import STAGES, SUITES, task_id
+from keiko.process import EXIT_GATE_FAILED, EXIT_INTERRUPTED, EXIT_SKIPPED, EXIT_USER_ERROR
 
-EXIT_USER_ERROR = 2
-EXIT_GATE_FAILED = 3
-EXIT_SKIPPED = 99
-RESULT_PREFIX = "keiko-result: "
-# In a pod, the result also goes where KubernetesPodOperator's XCom sidecar reads it.
-RESULT_FILE_ENV = "KEIKO_RESULT_FILE"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -48,8 +43,6 @@ def _positive(value: str) -> int:
 
 def _injections(args: argparse.Namespace) -> dict[dt.date, list[str]]:
     """--inject KIND[:DATE] (DATE defaults to --end-date) -> {day: [kinds]}; bad values are user errors."""
-    from keiko.faults import FAULTS
-
     first = args.end_date - dt.timedelta(days=args.days - 1)
     faults: dict[dt.date, list[str]] = {}
     for spec in args.inject:
@@ -82,76 +75,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refresh_run_page(ctx) -> None:
-    """Redraw the run's page (keiko.report) with what this step added, however the step ended."""
-    try:
-        from keiko.report import write_run_page
+def cmd_step(args: argparse.Namespace) -> int:
+    from keiko.step_runner import run_step  # a step's imports, for step commands only
 
-        uri = write_run_page(ctx.store, ctx.model.name, ctx.ds.isoformat())
-    except Exception as exc:  # the page is for reading: failing to draw it must not fail the stage
-        ctx.log(f"run page not updated: {type(exc).__name__}: {exc}")
-    else:
-        ctx.log(f"run page: {uri}")
-
-
-def _run_step(kind: str, name: str, args: argparse.Namespace) -> int:
-    """Run a stage or a gate module's run(ctx), record its result, print it as the last line.
-
-    However it ends, the step is recorded in the run's record (keiko.runs) with a one-line message.
-    """
-    from keiko.runs import StepRecord, one_line, task_id, write_step
-    from keiko.stages.context import StageContext, peak_rss_mb
-
-    ctx = StageContext.create(args.model, args.ds)
-    module = importlib.import_module(f"keiko.{kind}s.{name}")
-    ctx.log(f"keiko {kind} {name} --model {args.model} --ds {args.ds}: starting")
-    started_at, started = dt.datetime.now(dt.UTC), time.monotonic()
-
-    def record(outcome: str, message: str) -> None:
-        step = StepRecord(
-            task_id=task_id(kind, name),
-            outcome=outcome,
-            message=one_line(message),
-            run_id=ctx.run_id,
-            started_at=started_at.isoformat(timespec="milliseconds"),
-            finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-            seconds=round(time.monotonic() - started, 3),
-            trigger=ctx.trigger,
-        )
-        write_step(ctx.store, ctx.model.name, ctx.ds.isoformat(), step)
-        _refresh_run_page(ctx)
-
-    try:
-        result = module.run(ctx)
-    except StageSkipped as exc:
-        record("skipped", str(exc))
-        raise
-    except KeikoError as exc:
-        record("failed", str(exc))
-        raise
-    except Exception as exc:
-        record("failed", f"{type(exc).__name__}: {exc}")
-        raise
-    result["seconds"] = round(time.monotonic() - started, 3)
-    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    ctx.store.write_json(ctx.uri(f"{kind}s/{name}.json"), result)
-    summary = f"{task_id(kind, name)} done in {result['seconds']:.1f}s, peak RSS {result['peak_rss_mb']:,.0f} MB"
-    record("success", summary)
-    ctx.log(summary)
-    encoded = json.dumps(result, sort_keys=True, default=str)
-    if result_file := os.environ.get(RESULT_FILE_ENV):
-        with open(result_file, "w") as f:
-            f.write(encoded)
-    print(RESULT_PREFIX + encoded, flush=True)
+    run_step(task_id(args.command, args.name), args.model, args.ds)
     return 0
-
-
-def cmd_stage(args: argparse.Namespace) -> int:
-    return _run_step("stage", args.stage, args)
-
-
-def cmd_gate(args: argparse.Namespace) -> int:
-    return _run_step("gate", args.suite, args)
 
 
 def _print_versions(versions: list, as_json: bool, aliases: dict[str, int]) -> None:
@@ -276,8 +204,6 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from keiko.faults import FAULTS  # numpy and pyarrow: not at import, the operator imports this module
-
     parser = argparse.ArgumentParser(prog="keiko", description="Keeps production ML models fresh.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -298,16 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(func=cmd_synth)
 
     stage = sub.add_parser("stage", help="run one pipeline stage for one model and day")
-    stage.add_argument("stage", choices=STAGES)
+    stage.add_argument("name", metavar="stage", choices=STAGES)
     stage.add_argument("--model", required=True)
     stage.add_argument("--ds", type=_date, required=True, help="the run's day: last day of the data window")
-    stage.set_defaults(func=cmd_stage)
+    stage.set_defaults(func=cmd_step)
 
     gate = sub.add_parser("gate", help="run one Great Expectations gate on a stage's output")
-    gate.add_argument("suite", choices=SUITES)
+    gate.add_argument("name", metavar="suite", choices=SUITES)
     gate.add_argument("--model", required=True)
     gate.add_argument("--ds", type=_date, required=True, help="the run's day")
-    gate.set_defaults(func=cmd_gate)
+    gate.set_defaults(func=cmd_step)
 
     models = sub.add_parser("models", help="read the model registry")
     models_sub = models.add_subparsers(dest="models_command", required=True)
@@ -372,4 +298,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"keiko: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED

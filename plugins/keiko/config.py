@@ -81,6 +81,18 @@ SETTINGS = (
     ),
     Setting("KEIKO_ADMIN_TOKEN", "empty (loopback only)", "from a Secret", "bearer token for `/admin/load`"),
     Setting("KEIKO_MODEL_VERSION", "empty: `production`", "set by the rollout", "version a server loads at start"),
+    Setting(
+        "KEIKO_LEASE_SECONDS",
+        "`60`",
+        "`60`",
+        "a change of production's lease: renewed while it runs, expires this long after its holder dies",
+    ),
+    Setting(
+        "KEIKO_LEASE_WAIT_SECONDS",
+        "`120`",
+        "`900` (a Kubernetes rollout takes minutes)",
+        "how long a deploy or rollback waits for another change of the same model before it fails",
+    ),
 )
 
 # The trigger param `deploy`: auto (deploy a blessed, current model), skip, force (deploy even history;
@@ -112,6 +124,8 @@ class Settings:
     kubernetes_service_account: str = "keiko-stage"
     kubernetes_env_secret: str = "keiko-env"
     kubernetes_configmap: str = "keiko-config"
+    lease_seconds: float = 60.0
+    lease_wait_seconds: float = 120.0
 
     @property
     def models_dir(self) -> Path:
@@ -144,6 +158,17 @@ def _choice(env: str, default: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _seconds(env: str, default: float) -> float:
+    text = os.environ.get(env) or str(default)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise KeikoError(f"{env}={text!r}: expected a positive number of seconds")
+    return value
+
+
 def settings() -> Settings:
     env = os.environ.get
     home = Path(env("KEIKO_HOME", ".keiko")).resolve()
@@ -169,4 +194,6 @@ def settings() -> Settings:
         kubernetes_service_account=env("KEIKO_K8S_SERVICE_ACCOUNT") or "keiko-stage",
         kubernetes_env_secret=env("KEIKO_K8S_ENV_SECRET") or "keiko-env",
         kubernetes_configmap=env("KEIKO_K8S_CONFIGMAP") or "keiko-config",
+        lease_seconds=_seconds("KEIKO_LEASE_SECONDS", 60.0),
+        lease_wait_seconds=_seconds("KEIKO_LEASE_WAIT_SECONDS", 120.0),
     )

@@ -6,7 +6,7 @@ Parse-time work is reading the YAMLs: no data, no network, no training libraries
 from __future__ import annotations
 
 import datetime as dt
-import itertools
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,8 @@ from keiko.config import settings
 from keiko.errors import KeikoError, ModelConfigError
 from keiko.modeldef import ModelDefinition, load_model, model_names
 from keiko.operators.stage import KeikoStageOperator
-from keiko.pipeline import PIPELINE
+from keiko.pipeline import ALL_SUCCESS, PIPELINE, upstream
+from keiko.process import RUN_TYPE_ENV
 from keiko.run_params import RUN_PARAMS_ENV, param_specs
 
 STAGE_RETRIES = 2
@@ -33,27 +34,59 @@ Retrains **{name}** every day on the last {window_days} days of warehouse data, 
 the production model on the out-of-time test day (the run's `ds`), registers it with its lineage
 and deploys it only when it is not worse than production.
 
-`extract >> gate_raw >> features >> gate_features >> train >> gate_training >> evaluate >>
-gate_evaluation >> register >> deploy`. Stages run `keiko stage <task> --model {name} --ds <ds>`,
-gates `keiko gate <suite> --model {name} --ds <ds>`: any task can be rerun by hand with that command.
+{chain}
+
+Stages run `keiko stage <task> --model {name} --ds <ds>`, gates `keiko gate <suite> --model {name} --ds <ds>`:
+any task can be rerun by hand with that command. Every artifact is under `<artifact_root>/{name}/<ds>/`, and
+the **Run page** link of any task shows the run.
 
 **Owner:** {owner} &nbsp; **Algorithm:** `{algorithm}` &nbsp; **Schedule:** `{schedule}` (UTC)
 
+## Steps
+
+{steps}
+
 ## Triage
-- *a gate failed*: the log ends with a table (suite, expectation, column, observed, expected) and a
-  one-line verdict; Data Docs are under `<artifacts>/{name}/<ds>/gates/<suite>/data_docs/index.html`.
-  Gates do not retry: fix the data (or the threshold in `model.yaml`, if it cried wolf) and clear the task.
-- *gate_evaluation failed*: the candidate was not blessed (below a threshold or worse than
-  production); register still records it as `rejected` and deploy skips. Production keeps serving.
-- *extract failed*: read the last log line; a missing partition names the table and day
-  (logs not landed yet: clear the task once they have).
-- *train/evaluate failed*: see the task log; artifacts are under `{{artifact_root}}/{name}/<ds>/`.
-- *deploy skipped*: the version was registered as rejected; the log gives the blessing's reasons.
+
+{triage}
+- *any gate failed*: its log ends with a table (suite, expectation, column, observed, expected) and a
+  one-line verdict; Data Docs are linked from the run page. Gates never retry: fix the data (or the
+  threshold in `model.yaml`, if it cried wolf) and clear the task.
 - *a stage pod failed* (KEIKO_STAGE_RUNNER=kubernetes): failed pods are kept for inspection,
   `kubectl -n <namespace> get pods -l keiko.io/model={name}`; succeeded pods are deleted.
-- *deploy failed*: the model server did not confirm the new version; the `production` alias
-  did not move. `keiko models list {name}` shows what serves.
+- `keiko why {name} <ds>` says in a few lines why a run did or did not promote its model; `keiko status`
+  what serves now.
 """
+
+
+def _chain() -> str:
+    """The DAG's graph in words: the chain a good run follows, then every other edge with its trigger rule."""
+    main = [step.task_id for step in PIPELINE if not step.on_failure_only]
+    lines = textwrap.wrap(" >> ".join(main), width=96, break_on_hyphens=False, subsequent_indent="  ")
+    for step in PIPELINE:
+        inputs = upstream(step)
+        in_chain = step.task_id in main and inputs == (main[main.index(step.task_id) - 1],)
+        if inputs and not (in_chain and step.trigger_rule == ALL_SUCCESS):
+            rule = "" if step.trigger_rule == ALL_SUCCESS else f"   (trigger rule {step.trigger_rule})"
+            lines.append(f"{' & '.join(inputs)} >> {step.task_id}{rule}")
+    return "\n".join(f"    {line}" for line in lines)
+
+
+def doc_md(definition: ModelDefinition) -> str:
+    config = definition.config
+    return DOC_TEMPLATE.format(
+        name=definition.name,
+        description=config.description,
+        window_days=config.window_days,
+        owner=config.owner,
+        algorithm=config.algorithm.name,
+        schedule=config.schedule,
+        chain=_chain(),
+        steps="\n".join(f"| `{step.task_id}` | {step.does} |" for step in PIPELINE).join(
+            ("| task | does |\n|---|---|\n", "")
+        ),
+        triage="\n".join(f"- *{step.task_id} failed*: {step.triage}" for step in PIPELINE),
+    )
 
 
 def build_dag(definition: ModelDefinition) -> DAG:
@@ -70,14 +103,7 @@ def build_dag(definition: ModelDefinition) -> DAG:
             name: Param(spec.default, description=spec.description, section=spec.section, **spec.schema)
             for name, spec in param_specs(config).items()
         },
-        doc_md=DOC_TEMPLATE.format(
-            name=definition.name,
-            description=config.description,
-            window_days=config.window_days,
-            owner=config.owner,
-            algorithm=config.algorithm.name,
-            schedule=config.schedule,
-        ),
+        doc_md=doc_md(definition),
         default_args={
             "owner": config.owner,
             "retries": STAGE_RETRIES,
@@ -91,22 +117,25 @@ def build_dag(definition: ModelDefinition) -> DAG:
     make_task = _task_builder(definition)
     with dag:
         tasks = {}
-        for step, kind in PIPELINE:
-            tasks[step] = make_task(
-                task_id=step,
+        for step in PIPELINE:
+            tasks[step.task_id] = make_task(
+                task_id=step.task_id,
                 model=definition.name,
-                stage=step.removeprefix("gate_"),
-                kind=kind,
-                env={"KEIKO_RUN_TYPE": "{{ dag_run.run_type }}", RUN_PARAMS_ENV: "{{ params | tojson }}"},
+                stage=step.name,
+                kind=step.kind,
+                env={RUN_TYPE_ENV: "{{ dag_run.run_type }}", RUN_PARAMS_ENV: "{{ params | tojson }}"},
+                trigger_rule=TriggerRule(step.trigger_rule),
                 # A failed expectation is deterministic: retrying a gate only delays the page.
-                **({"retries": 0} if kind == "gate" else {}),
+                **({"retries": 0} if step.kind == "gate" else {}),
             )
-        for (upstream, _), (downstream, _) in itertools.pairwise(PIPELINE):
-            tasks[upstream] >> tasks[downstream]
-        # register also runs after a failed gate_evaluation, to record the candidate as rejected;
-        # it reads the blessing and refuses to guess when there is none.
-        tasks["evaluate"] >> tasks["register"]
-        tasks["register"].trigger_rule = TriggerRule.ALL_DONE_MIN_ONE_SUCCESS
+            if step.on_failure_only:
+                # Airflow decides a run's state by its leaf tasks, and a skipped leaf counts as success: as a
+                # teardown, rollback leaves that to gate_serving, so a failed run stays failed however the
+                # rollback ends (and clearing gate_serving clears its rollback too). It keeps its own rule.
+                tasks[step.task_id].as_teardown()
+                tasks[step.task_id].trigger_rule = TriggerRule(step.trigger_rule)
+            for upstream_id in upstream(step):
+                tasks[upstream_id] >> tasks[step.task_id]
     return dag
 
 

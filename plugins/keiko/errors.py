@@ -17,6 +17,18 @@ class RegistryError(KeikoError):
     """The registry refused an operation (unknown version, bad alias move)."""
 
 
+class LeaseHeld(RegistryError):
+    """Another holder has the model's production lease; `lease` says who, since when, until when."""
+
+    def __init__(self, message: str, lease) -> None:
+        super().__init__(message)
+        self.lease = lease
+
+
+class LeaseLost(RegistryError):
+    """The lease this process held expired or was taken: it must not change production any more."""
+
+
 class GateFailed(KeikoError):
     """At least one expectation failed: deterministic, so the gate task is not retried."""
 

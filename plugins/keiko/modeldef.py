@@ -240,6 +240,12 @@ class ModelDefinition:
     def sql_path(self) -> Path:
         return self.directory.parents[1] / "sql" / self.name / "extract.sql"
 
+    def expectation_files(self, gate: str) -> dict[str, Path]:
+        """The model's own Great Expectations suites for `gate` (a suite name such as `raw`), by its suite:
+        `expectations/<gate>.<suite>.json` in the model's folder."""
+        files = sorted((self.directory / "expectations").glob(f"{gate}.*.json"))
+        return {path.name.removeprefix(f"{gate}.").removesuffix(".json"): path for path in files}
+
     @cached_property
     def features(self) -> ModuleType:
         """The model's feature code: the same module is imported by the features stage and the server."""

@@ -1,18 +1,138 @@
-"""The tasks of every model's DAG, in order: (task id, kind). Shared by the DAG factory and model.yaml checks."""
+"""The steps of every model's DAG, in order: the one list the DAG, its doc, the command line, the run record,
+the run page and model.yaml's checks derive from.
+
+A step is a stage (`keiko stage <name>`, module keiko.stages.<name>) or a gate (task id `gate_<suite>`,
+`keiko gate <suite>`, module keiko.gates.<suite>). Each runs after the step before it unless it names its
+upstream steps and a trigger rule (an Airflow TriggerRule value; strings here, so that importing this
+module imports no Airflow).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+GATE_PREFIX = "gate_"
+ALL_SUCCESS = "all_success"
+ONE_FAILED = "one_failed"  # a step that runs only when one before it failed (rollback)
+ALL_DONE_MIN_ONE_SUCCESS = "all_done_min_one_success"
+
+
+@dataclass(frozen=True)
+class Step:
+    task_id: str
+    does: str  # one line: what the step does, for the DAG's doc and the run page
+    triage: str  # one line: what its failure means and what to do, for the DAG's doc
+    after: tuple[str, ...] = ()  # upstream task ids; empty: the step before it
+    trigger_rule: str = ALL_SUCCESS
+
+    @property
+    def kind(self) -> str:
+        return "gate" if self.task_id.startswith(GATE_PREFIX) else "stage"
+
+    @property
+    def name(self) -> str:
+        """What the command line calls it: the stage, or the gate's suite."""
+        return self.task_id.removeprefix(GATE_PREFIX)
+
+    @property
+    def command(self) -> str:
+        return f"keiko {self.kind} {self.name}"
+
+    @property
+    def module(self) -> str:
+        return f"keiko.{self.kind}s.{self.name}"
+
+    @property
+    def on_failure_only(self) -> bool:
+        """Runs only when a step before it failed: absent from a run that went well."""
+        return self.trigger_rule == ONE_FAILED
+
+
 PIPELINE = (
-    ("extract", "stage"),
-    ("gate_raw", "gate"),
-    ("features", "stage"),
-    ("gate_features", "gate"),
-    ("train", "stage"),
-    ("gate_training", "gate"),
-    ("evaluate", "stage"),
-    ("gate_evaluation", "gate"),
-    ("register", "stage"),
-    ("deploy", "stage"),
-    ("gate_serving", "gate"),
+    Step(
+        "extract",
+        "renders include/sql/<model>/extract.sql for the data window and runs it on the warehouse",
+        "read the last log line: a missing partition names the table and day (logs not landed yet: clear the "
+        "task once they have)",
+    ),
+    Step(
+        "gate_raw",
+        "schema, types, keys, ranges, daily volume and label rate of the extract",
+        "the data is wrong: the table names the column and what was observed; fix the data, then clear the task",
+    ),
+    Step(
+        "features",
+        "the model's feature code; time split (test = the run's day, valid = the day before); training profile",
+        "see the task log; a missing column names the feature module that needs it",
+    ),
+    Step(
+        "gate_features",
+        "feature columns, NaN/inf, drift against production's training profile, test/train label rate",
+        "drift or broken features: the table names the column and its KL divergence against the threshold",
+    ),
+    Step(
+        "train",
+        "fits model.yaml's algorithm with early stopping on valid; saves it without pickle",
+        "see the task log (epochs, losses)",
+    ),
+    Step(
+        "gate_training",
+        "the loss went down and settled; artifact size and load memory in budget; sane predictions",
+        "training did not converge or the model is over budget: see the table",
+    ),
+    Step(
+        "evaluate",
+        "candidate and production on the same out-of-time test rows; golden set for serving",
+        "see the task log; production's artifact is verified against its registry sha256",
+    ),
+    Step(
+        "gate_evaluation",
+        "the blessing: absolute thresholds and no regression against production",
+        "the candidate was not blessed; register still records it as `rejected`, deploy skips, production "
+        "keeps serving",
+    ),
+    Step(
+        "register",
+        "records the version with its lineage (registered, rejected or historical); idempotent",
+        "a missing or stale blessing: rerun evaluate and gate_evaluation",
+        after=("gate_evaluation", "evaluate"),  # also after a failed gate_evaluation: records `rejected`
+        trigger_rule=ALL_DONE_MIN_ONE_SUCCESS,
+    ),
+    Step(
+        "deploy",
+        "puts a registered version into production through the production path (keiko.rollout.production)",
+        "the servers did not confirm the version (those moved were put back), or another change of production "
+        "held the model's lease past the wait: the alias did not move. (Skipped is no failure: the version is "
+        "rejected or history, or the run asked deploy=skip)",
+    ),
+    Step(
+        "gate_serving",
+        "the live servers answer the golden rows as offline, as the deployed version, within the latency budget",
+        "training/serving skew or a slow server; it changes nothing itself: `rollback` reverts",
+    ),
+    Step(
+        "rollback",
+        "only after a failure: takes the deployed version out of production through the production path",
+        "production could not be reverted (no previous version, or it moved since): `keiko status`, then "
+        "`keiko rollback <model> --to V`",
+        after=("gate_serving",),
+        trigger_rule=ONE_FAILED,
+    ),
 )
-TASK_IDS = tuple(task_id for task_id, _ in PIPELINE)
+STEPS = {step.task_id: step for step in PIPELINE}
+TASK_IDS = tuple(STEPS)
+STAGES = tuple(step.name for step in PIPELINE if step.kind == "stage")
+SUITES = tuple(step.name for step in PIPELINE if step.kind == "gate")
+
+
+def task_id(kind: str, name: str) -> str:
+    """The task id of `keiko <kind> <name>`: stages keep their name, gates get `gate_`."""
+    return name if kind == "stage" else f"{GATE_PREFIX}{name}"
+
+
+def upstream(step: Step) -> tuple[str, ...]:
+    """The task ids `step` runs after."""
+    if step.after:
+        return step.after
+    index = TASK_IDS.index(step.task_id)
+    return (TASK_IDS[index - 1],) if index else ()

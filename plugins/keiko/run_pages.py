@@ -1,5 +1,6 @@
-"""The run pages on Airflow's API server: `/keiko/runs/<model>/<ds>/` serves that run's report.html
-and the files it links (plots, Data Docs) from the artifact store, for the "Run page" task button.
+"""The run pages on Airflow's API server: `/keiko/runs/<model>/<ds>/` serves that run's page
+(keiko.contract.REPORT) and the files it links (plots, Data Docs) from the artifact store, for the "Run page"
+task button.
 
 Mounted by plugins/keiko/airflow_plugin.py. Access is Airflow's: the caller must be allowed to read the runs of
 `keiko_<model>` (the UI's session cookie or an API token), so the pages need no auth of their own.
@@ -15,9 +16,9 @@ from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_da
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 
 from keiko.config import settings
+from keiko.contract import REPORT, RunLayout
 from keiko.errors import MissingDataError
 from keiko.modeldef import MODEL_NAME
-from keiko.runs import REPORT
 from keiko.storage import open_store
 
 app = FastAPI(title="keiko run pages", description="one page per model run: gates, metrics, lineage, deploy")
@@ -41,7 +42,7 @@ def run_file(model: str, ds: str, path: str) -> Response:
         raise HTTPException(404, f"no file {path!r} in a run")
     store = open_store(settings())
     try:
-        data = store.read_bytes(store.uri(model, ds, path))
+        data = store.read_bytes(RunLayout(store, model, ds).uri(path))
     except MissingDataError:
         detail = f"no run page for {model} {ds} yet" if path == REPORT else f"{path} is not in {model} {ds}'s run"
         raise HTTPException(404, detail) from None

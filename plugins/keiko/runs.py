@@ -8,26 +8,22 @@ and commands run by hand.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from keiko.pipeline import TASK_IDS
+from keiko.contract import ModelLayout, RunLayout
+from keiko.pipeline import PIPELINE, TASK_IDS
 from keiko.storage import ArtifactStore
 
 OUTCOMES = ("success", "failed", "skipped")
-REPORT = "report.html"  # the run page, beside the steps: keiko.report draws it, keiko.run_pages serves it
+# The steps every run that goes well reaches; the others run only after a failure (rollback).
+MAIN_TASK_IDS = tuple(step.task_id for step in PIPELINE if not step.on_failure_only)
 
 
 def one_line(text: str, limit: int = 300) -> str:
     """A message as one line of at most `limit` characters (alerts and tables stay readable)."""
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def task_id(kind: str, name: str) -> str:
-    """The Airflow task id of `keiko <kind> <name>`: stages keep their name, gates get `gate_`."""
-    return name if kind == "stage" else f"gate_{name}"
 
 
 @dataclass(frozen=True)
@@ -45,12 +41,8 @@ class StepRecord:
         return asdict(self)
 
 
-def step_uri(store: ArtifactStore, model: str, ds: str, task: str) -> str:
-    return store.uri(model, ds, f"steps/{task}.json")
-
-
-def write_step(store: ArtifactStore, model: str, ds: str, record: StepRecord) -> None:
-    store.write_json(step_uri(store, model, ds, record.task_id), record.to_dict())
+def write_step(layout: RunLayout, record: StepRecord) -> None:
+    layout.store.write_json(layout.step_record(record.task_id), record.to_dict())
 
 
 @dataclass(frozen=True)
@@ -69,7 +61,8 @@ class RunRecord:
     @classmethod
     def load(cls, store: ArtifactStore, model: str, ds: str) -> RunRecord | None:
         """None when no step of that model and day has ever run."""
-        records = [StepRecord(**store.read_json(uri)) for uri in store.glob(store.uri(model, ds, "steps/*.json"))]
+        layout = RunLayout(store, model, ds)
+        records = [StepRecord(**store.read_json(uri)) for uri in store.glob(layout.step_records)]
         records = [r for r in records if r.task_id in TASK_IDS]
         if not records:
             return None
@@ -88,11 +81,12 @@ class RunRecord:
 
     @property
     def outcome(self) -> str:
-        """failed; complete (every step ended, or the last one recorded was skipped: Airflow skips the tasks
-        after it without running them, so they record nothing); or incomplete (running, or stopped)."""
+        """failed; complete (every step a good run reaches ended, or the last one recorded was skipped: Airflow
+        skips the tasks after it without running them, so they record nothing); or incomplete (running, or
+        stopped)."""
         if self.failed:
             return "failed"
-        if len(self.steps) == len(TASK_IDS) or self.last_step.outcome == "skipped":
+        if set(MAIN_TASK_IDS) <= set(self.steps) or self.last_step.outcome == "skipped":
             return "complete"
         return "incomplete"
 
@@ -105,22 +99,9 @@ class RunRecord:
         return max(s.finished_at for s in self.steps.values())
 
 
-def run_days(store: ArtifactStore, model: str) -> list[str]:
-    """Days with at least one recorded step, oldest first."""
-    days = {uri.rsplit("/", 3)[-3] for uri in store.glob(f"{store.root_uri}/{model}/*/steps/*.json")}
-    return sorted(day for day in days if _is_day(day))
-
-
 def latest_run(store: ArtifactStore, model: str) -> RunRecord | None:
     """The run whose last step ended most recently (a backfill of old days is not the latest run
     unless it ran last)."""
-    runs = [run for day in run_days(store, model) if (run := RunRecord.load(store, model, day))]
+    days = ModelLayout(store, model).run_days()
+    runs = [run for day in days if (run := RunRecord.load(store, model, day))]
     return max(runs, key=lambda run: run.finished_at, default=None)
-
-
-def _is_day(text: str) -> bool:
-    try:
-        dt.date.fromisoformat(text)
-    except ValueError:
-        return False
-    return True

@@ -43,15 +43,21 @@ def test_dag_shape_and_policy(dagbag, model):
         chain.append(nxt)
     assert [t.task_id for t in chain] == [
         "extract", "gate_raw", "features", "gate_features", "train", "gate_training",
-        "evaluate", "gate_evaluation", "register", "deploy", "gate_serving",
+        "evaluate", "gate_evaluation", "register", "deploy", "gate_serving", "rollback",
     ]  # fmt: skip
     assert len(dag.tasks) == len(chain)
     # register records an unblessed candidate as rejected: it runs once evaluate and the gate are done.
     register = dag.get_task("register")
     assert register.trigger_rule == "all_done_min_one_success"
     assert {t.task_id for t in register.upstream_list} == {"evaluate", "gate_evaluation"}
+    # rollback reverts production after a failed gate_serving: a visible task, not a side effect of the check.
+    rollback = dag.get_task("rollback")
+    assert rollback.trigger_rule == "one_failed" and rollback.is_teardown  # gate_serving decides the run's state
+    assert {t.task_id for t in rollback.upstream_list} == {"gate_serving"}
     assert "keiko" in dag.tags and f"model:{model}" in dag.tags
     assert dag.doc_md and "Triage" in dag.doc_md and config.owner in dag.doc_md
+    for task in dag.tasks:  # the doc's step table and triage list name every task
+        assert f"| `{task.task_id}` |" in dag.doc_md and f"- *{task.task_id} failed*:" in dag.doc_md
     assert dag.max_active_runs == 1 and not dag.catchup
     for task in dag.tasks:
         assert task.owner == config.owner

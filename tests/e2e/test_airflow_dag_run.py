@@ -1,13 +1,15 @@
 """keiko_ctr end to end under `airflow dags test`, against a real model server on loopback."""
 
 import os
+import shutil
+import subprocess
 
 import httpx
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DS, airflow_and_servers, dags_test
+from conftest import AIRFLOW, DS, ROOT, airflow_and_servers, dags_test
 
 pytestmark = pytest.mark.slow
 
@@ -57,3 +59,28 @@ def test_dag_retrains_registers_deploys_and_the_server_answers(environment, tmp_
     assert "production v1: logloss" in second
     assert "already registered" in second and "v1 was already production" in second
     assert [v.version for v in registry.list("ctr")] == [1]
+
+    # A third run trains another candidate (another seed), deploys it, and its gate_serving fails (a latency
+    # budget nothing meets): the check changes nothing, the DAG's rollback task reverts, and the run fails.
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "include", project / "include")
+    model_yaml = project / "include" / "models" / "ctr" / "model.yaml"
+    edited = (
+        model_yaml.read_text().replace("seed: 0", "seed: 1").replace("p95_latency_ms: 100", "p95_latency_ms: 0.001")
+    )
+    model_yaml.write_text(edited)
+    third = subprocess.run(
+        [AIRFLOW, "dags", "test", "keiko_ctr", DS],
+        env={**env, "KEIKO_PROJECT_DIR": str(project)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    output = third.stdout + third.stderr
+    assert third.returncode != 0 and "DagRun failed" in output, output[-3000:]  # gate_serving decides the run
+    assert "production alias moved v1 -> v2" in output and "gate_serving FAILED" in output
+    assert "rolled back to v1 (replicas and production alias)" in output
+    assert registry.alias("ctr") == 1 and httpx.get(f"{url}/version").json()["version"] == 1
+    moves = registry.history("ctr")
+    assert [(m["from_version"], m["to_version"]) for m in moves] == [(None, 1), (1, 2), (2, 1)]
+    assert moves[-1]["note"] == f"gate_serving failed {DS}"

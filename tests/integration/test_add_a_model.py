@@ -34,7 +34,7 @@ SCHEDULE = "15 2 * * *"
 PORT = 8621  # ctr serves on 8601-8602, cvr on 8611-8612: each model its own ports
 EXPECTED_CHAIN = [
     "extract", "gate_raw", "features", "gate_features", "train", "gate_training",
-    "evaluate", "gate_evaluation", "register", "deploy", "gate_serving",
+    "evaluate", "gate_evaluation", "register", "deploy", "gate_serving", "rollback",
 ]  # fmt: skip
 
 # (pattern, replacement): one line each, as a person edits the copied model.yaml. Keyed on the field,
@@ -121,6 +121,7 @@ def test_the_unchanged_dag_file_builds_the_new_models_dag(ctr_ios):
         assert task.retries == (0 if task.task_id.startswith("gate_") else ctr.get_task(task.task_id).retries)
 
 
+@pytest.mark.slow  # the whole pipeline, through register
 def test_the_new_model_trains_and_registers_with_its_lineage(ctr_ios, keiko_home, warehouse_dir):
     run_steps(*UP_TO_REGISTER, model=MODEL)
 

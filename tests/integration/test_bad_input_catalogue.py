@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 
 from conftest import END_DATE, UP_TO_REGISTER, copy_home, run_step, serve_in_thread
-from keiko.cli import EXIT_GATE_FAILED, EXIT_SKIPPED, EXIT_USER_ERROR, main
+from keiko.cli import main
 from keiko.config import settings
+from keiko.process import EXIT_GATE_FAILED, EXIT_SKIPPED, EXIT_USER_ERROR
 from keiko.registry import open_registry
 from keiko.serving.app import create_app
+
+pytestmark = pytest.mark.server
 
 NEXT = END_DATE + dt.timedelta(days=1)  # the run after production's
 TRAIN_DAYS = [NEXT - dt.timedelta(days=offset) for offset in range(7, 1, -1)]  # window minus valid and test

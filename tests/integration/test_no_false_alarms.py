@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from conftest import END_DATE, ROWS_PER_DAY, UP_TO_REGISTER, run_step, serve_in_thread
 from keiko.config import settings
 from keiko.gates.headroom import format_ranges, observed_ranges
@@ -14,6 +16,8 @@ from keiko.registry import open_registry
 from keiko.serving.app import create_app
 from keiko.stages.context import StageContext
 from keiko.synth import write_warehouse
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 RUN_DAYS = [END_DATE - dt.timedelta(days=offset) for offset in range(13, -1, -1)]
 

@@ -1,4 +1,4 @@
-"""`keiko rollback` over live replicas: the deploy stage's rolling machinery moves them back one at a time,
+"""`keiko rollback` over live replicas: the production path moves them back one at a time,
 each checked against the target's own known answers, then the production alias follows; a refusal or a
 failing replica leaves production as it was.
 
@@ -17,12 +17,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import DS, copy_home, free_port, run_steps, serve_replicas
-from keiko.cli import EXIT_USER_ERROR, main
+from keiko.cli import main
 from keiko.config import settings
-from keiko.oncall.rollback import known_answers
+from keiko.process import EXIT_USER_ERROR
 from keiko.registry import open_registry
+from keiko.rollout.known_answers import known_answers
 from keiko.serving.client import ModelServerClient
 from keiko.stages.context import StageContext
+
+pytestmark = pytest.mark.server
 
 EARLIER = (dt.date.fromisoformat(DS) - dt.timedelta(days=1)).isoformat()
 REASON = "v2 overbids on iOS since 09:40"
@@ -95,7 +98,7 @@ def test_the_smoke_test_is_the_targets_own_answers(deployed_twice, monkeypatch):
     ctx = StageContext.create("ctr", dt.date.fromisoformat(DS))
     golden = pq.read_table(deployed_twice / "artifacts" / "ctr" / DS / "golden.parquet").slice(0, 16)
     rows = golden.drop_columns(["expected_prediction"])
-    v1, v2 = (known_answers(ctx, ctx.registry.get("ctr", n), rows) for n in (1, 2))
+    v1, v2 = (known_answers(ctx.store, ctx.model, ctx.registry.get("ctr", n), rows) for n in (1, 2))
     # v1's answers are what evaluate computed for v1 on its test day; v2 answers the same rows otherwise.
     assert v1.expected == pytest.approx(golden["expected_prediction"].to_pylist(), abs=1e-12)
     assert max(abs(a - b) for a, b in zip(v1.expected, v2.expected, strict=True)) > 1e-4

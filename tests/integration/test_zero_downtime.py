@@ -22,6 +22,8 @@ from keiko.registry import open_registry
 from keiko.rollout import RolloutFailed, SmokeTest
 from keiko.rollout.local import LocalRollout
 
+pytestmark = pytest.mark.server
+
 
 class Traffic:
     """Round-robin /predict requests over the replicas from a background thread, like a load balancer."""

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import DS, run_step, webhook_receiver
 from keiko import alerts
-from keiko.cli import EXIT_GATE_FAILED
+from keiko.process import EXIT_GATE_FAILED
 
 
 def failure_context(task_id: str, exception: Exception | None = None, run_id: str = "") -> dict:

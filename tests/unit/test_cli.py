@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from conftest import DS, END_DATE, ROWS_PER_DAY
-from keiko.cli import EXIT_USER_ERROR, main
+from keiko.cli import main
 from keiko.modeldef import load_model
+from keiko.process import EXIT_USER_ERROR
 from keiko.synth import daily_rows
 
 

@@ -1,9 +1,10 @@
 """The run record: every `keiko stage|gate` leaves a step with its outcome and one line, however it ends."""
 
 from conftest import DS, run_step
-from keiko.cli import EXIT_GATE_FAILED, EXIT_SKIPPED
 from keiko.config import settings
-from keiko.runs import RunRecord, StepRecord, latest_run, run_days, write_step
+from keiko.contract import ModelLayout, RunLayout
+from keiko.process import EXIT_GATE_FAILED, EXIT_SKIPPED
+from keiko.runs import RunRecord, StepRecord, latest_run, write_step
 from keiko.storage import open_store
 
 
@@ -47,7 +48,7 @@ def test_a_skipped_step_ends_the_run_complete(run_home, monkeypatch):
 def test_steps_of_an_earlier_run_of_the_day_are_not_part_of_the_latest(run_home, monkeypatch):
     store = open_store(settings())
     stale = StepRecord("train", "failed", "old", "scheduled__old", "2026-11-22T00:00:00", "2026-11-22T00:00:01", 1.0)
-    write_step(store, "ctr", DS, stale)
+    write_step(RunLayout(store, "ctr", DS), stale)
     monkeypatch.setenv("KEIKO_RUN_ID", "manual__new")
     assert run_step("extract") == 0
     run = record()
@@ -58,6 +59,8 @@ def test_the_latest_run_is_the_one_that_ended_last(keiko_home):
     store = open_store(settings())
     assert latest_run(store, "ctr") is None and RunRecord.load(store, "ctr", DS) is None
     for ds, finished in (("2026-11-20", "2026-11-22T10:00:00"), ("2026-11-18", "2026-11-22T11:00:00")):
-        write_step(store, "ctr", ds, StepRecord("extract", "success", "ok", f"r-{ds}", finished, finished, 1.0))
-    assert run_days(store, "ctr") == ["2026-11-18", "2026-11-20"]
+        write_step(
+            RunLayout(store, "ctr", ds), StepRecord("extract", "success", "ok", f"r-{ds}", finished, finished, 1.0)
+        )
+    assert ModelLayout(store, "ctr").run_days() == ["2026-11-18", "2026-11-20"]
     assert latest_run(store, "ctr").ds == "2026-11-18"  # a backfill that ran last is the last run

@@ -29,7 +29,7 @@ class TrainingLog:
 class TrainedModel(Protocol):
     algorithm: str
     feature_params: dict[str, Any]
-    artifact_name: str  # the saved model's file name; its extension names the format (model.npz, model.cbm)
+    artifact_format: str  # the saved model's format, its file extension (npz, cbm): keiko.contract names the file
 
     def predict(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """Probabilities in (0, 1), one per row, from the feature module's transform() output."""

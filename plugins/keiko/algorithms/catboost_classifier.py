@@ -53,7 +53,7 @@ def features_data(features: Mapping[str, np.ndarray], numeric: list[str], catego
 
 class CatBoostModel:
     algorithm = ALGORITHM
-    artifact_name = "model.cbm"
+    artifact_format = "cbm"
 
     def __init__(self, booster: Any, *, feature_params: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
         self.booster = booster
@@ -91,7 +91,7 @@ class CatBoostModel:
             {"feature_params": self.feature_params, "extra": self.extra}, sort_keys=True, default=float
         )
         with tempfile.TemporaryDirectory(prefix="keiko-cbm-") as directory:
-            path = os.path.join(directory, self.artifact_name)
+            path = os.path.join(directory, "model")
             self.booster.save_model(path, format="cbm")
             with open(path, "rb") as f:
                 return f.read()

@@ -36,7 +36,7 @@ class HashedLRModel:
     feature_params: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
     algorithm: str = ALGORITHM
-    artifact_name: str = "model.npz"
+    artifact_format: str = "npz"
 
     def decision(self, features: dict[str, np.ndarray]) -> np.ndarray:
         z = np.full(len(features[self.slots[0]]), self.bias, dtype=np.float64)

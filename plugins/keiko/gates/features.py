@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from keiko.gates.runner import Outcome, Validation, report, run_validations
-from keiko.report.plots import DRIFT_PNG
+from keiko.contract import DRIFT_PLOT, SPLITS, FeaturesGateResult, FeaturesResult, GateOutcome
+from keiko.gates.runner import Validation, report, run_validations
 from keiko.stages.context import StageContext
 
 OTHER = "__other__"
@@ -21,7 +21,8 @@ def reference_profile(ctx: StageContext) -> tuple[dict, str]:
         uri = ctx.registry.get(ctx.model.name, version).metrics.get("profile_uri")
         if uri and ctx.store.exists(uri):
             return ctx.store.read_json(uri), f"production v{version}'s training profile"
-    return ctx.store.read_json(ctx.uri("profile.json")), "this run's training days (no production profile)"
+    own = ctx.result(FeaturesResult).profile_uri
+    return ctx.store.read_json(own), "this run's training days (no production profile)"
 
 
 def partition(column: pd.Series, stats: dict, top_values: int) -> tuple[pd.Series, dict]:
@@ -43,27 +44,27 @@ def partition(column: pd.Series, stats: dict, top_values: int) -> tuple[pd.Serie
     return bucketed, {"values": values, "weights": (smoothed / smoothed.sum()).tolist()}
 
 
-def draw_drift(ctx: StageContext, drifts: list[Outcome], thresholds: dict[str, float]) -> None:
+def draw_drift(ctx: StageContext, drifts: list[GateOutcome], thresholds: dict[str, float]) -> None:
     """The run page's drift chart (KL per feature against its threshold), drawn once, here."""
     from keiko.report.plots import drift_png
 
     kl = {o.column: o.value for o in drifts if o.value is not None}
     try:
-        ctx.store.write_bytes(ctx.uri(DRIFT_PNG), drift_png(kl, {c: thresholds[c] for c in kl}))
+        ctx.store.write_bytes(ctx.layout.plot(DRIFT_PLOT), drift_png(kl, {c: thresholds[c] for c in kl}))
     except Exception as exc:  # a picture for people: never the reason a gate fails
         ctx.log(f"drift chart not drawn: {type(exc).__name__}: {exc}")
 
 
-def run(ctx: StageContext) -> dict:
+def run(ctx: StageContext) -> FeaturesGateResult:
     import great_expectations.expectations as gxe
 
     config, module = ctx.model.config.gates.features, ctx.model.features
-    ctx.store.delete(ctx.uri(DRIFT_PNG))  # an earlier run's chart must not pass for this run's
-    features = ctx.stage_result("features")
+    ctx.store.delete(ctx.layout.plot(DRIFT_PLOT))  # an earlier run's chart must not pass for this run's
+    features = ctx.result(FeaturesResult)
     expected_columns = [*module.FEATURE_COLUMNS, "label", "impression_id"]
     validations = []
-    for split in ("train", "valid", "test"):
-        frame = ctx.store.read_table(ctx.uri(f"{split}.parquet")).to_pandas()
+    for split in SPLITS:
+        frame = ctx.store.read_table(features.splits[split].uri).to_pandas()
         expectations = [gxe.ExpectTableColumnsToMatchSet(column_set=expected_columns, exact_match=True)]
         expectations += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in frame.columns]
         expectations += [
@@ -77,7 +78,7 @@ def run(ctx: StageContext) -> dict:
 
     profile, source = reference_profile(ctx)
     raw_test = ctx.store.read_table(
-        ctx.uri("raw.parquet"), columns=list(module.INPUT_SCHEMA), filters=[("dt", "=", ctx.ds.isoformat())]
+        ctx.layout.raw, columns=list(module.INPUT_SCHEMA), filters=[("dt", "=", ctx.ds.isoformat())]
     ).to_pandas()
     drift_columns = [c for c, kind in module.INPUT_SCHEMA.items() if kind != "timestamp" and c in profile["columns"]]
     thresholds = {c: config.kl_divergence.get(c, config.max_kl_divergence) for c in drift_columns}
@@ -100,8 +101,8 @@ def run(ctx: StageContext) -> dict:
             "drift not judged"
         )
 
-    rates = features["splits"]
-    ratio = rates["test"]["label_rate"] / rates["train"]["label_rate"] if rates["train"]["label_rate"] else float("nan")
+    test_rate, train_rate = features.splits["test"].label_rate, features.splits["train"].label_rate
+    ratio = test_rate / train_rate if train_rate else float("nan")
     balance = pd.DataFrame([{"test_train_label_ratio": ratio}])
     validations.append(
         Validation(
@@ -125,4 +126,4 @@ def run(ctx: StageContext) -> dict:
     summary = f"test/train label ratio {ratio:.3f}" + (
         f", largest drift {worst.column} KL {worst.observed}" if worst else ""
     )
-    return report(ctx, "features", outcomes, summary)
+    return report(ctx, FeaturesGateResult, outcomes, summary)

@@ -1,35 +1,39 @@
 """How close runs came to each gate threshold: the evidence gate thresholds are chosen from.
 
-Reads the gate results (gates/<gate>.json) of a model's runs and gives, per numeric check, the
-smallest and largest value observed next to the allowed range.
+Reads the gate results of a model's runs and gives, per numeric check, the smallest and largest value
+observed next to the allowed range.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
+from keiko.contract import EvaluationGateResult, FeaturesGateResult, RawGateResult, TrainingGateResult
+from keiko.pipeline import STEPS
 from keiko.stages.context import StageContext
+
+JUDGED_OFFLINE = (RawGateResult, FeaturesGateResult, TrainingGateResult, EvaluationGateResult)
 
 
 def observed_ranges(contexts: list[StageContext]) -> list[dict]:
     values: dict[tuple[str, str], list[float]] = defaultdict(list)
     expected: dict[tuple[str, str], str] = {}
     for ctx in contexts:
-        for gate in ("raw", "features", "training", "evaluation"):
-            uri = ctx.uri(f"gates/{gate}.json")
-            if not ctx.store.exists(uri):
+        for kind in JUDGED_OFFLINE:
+            gate = STEPS[kind.TASK].name
+            if not ctx.store.exists(ctx.layout.step_result(kind.TASK)):
                 continue
-            result = ctx.store.read_json(uri)
-            for outcome in result["outcomes"]:
-                if outcome["value"] is not None and outcome["expectation"] != "expect_column_values_to_not_be_null":
-                    key = (f"{gate}.{outcome['suite']}", outcome["column"])
-                    values[key].append(outcome["value"])
-                    expected[key] = outcome["expected"]
-            if gate == "raw" and result.get("volume_reference"):
+            result = ctx.result(kind)
+            for outcome in result.outcomes:
+                if outcome.value is not None and outcome.expectation != "expect_column_values_to_not_be_null":
+                    key = (f"{gate}.{outcome.suite}", outcome.column)
+                    values[key].append(outcome.value)
+                    expected[key] = outcome.expected
+            if isinstance(result, RawGateResult) and result.volume_reference:
                 raw = ctx.model.config.gates.raw
                 volume, rate = ("raw.daily", "rows / median"), ("raw.daily", "label_rate")
-                values[volume] += [n / result["volume_reference"] for n in result["daily_rows"].values()]
-                values[rate] += list(result["daily_label_rate"].values())
+                values[volume] += [n / result.volume_reference for n in result.daily_rows.values()]
+                values[rate] += list(result.daily_label_rate.values())
                 expected[volume] = f"[{raw.volume.min}, {raw.volume.max}]"
                 expected[rate] = f"[{raw.label_rate.min}, {raw.label_rate.max}]"
     return [

@@ -1,4 +1,4 @@
-"""gate_raw: schema, types, keys, ranges, accepted values, daily volume and label rate of raw.parquet."""
+"""gate_raw: schema, types, keys, ranges, accepted values, daily volume and label rate of the extract."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from keiko.contract import ModelLayout, RawGateResult
 from keiko.gates.runner import Validation, report, run_validations
 from keiko.stages.context import StageContext
 
@@ -38,12 +39,10 @@ def daily_volume(frame: pd.DataFrame, label: str) -> pd.DataFrame:
 
 def earlier_daily_counts(ctx: StageContext) -> dict[str, int]:
     """Row counts by day recorded by gate_raw runs that passed for earlier days (the trailing history)."""
-    pattern = f"{ctx.store.root_uri}/{ctx.model.name}/*/gates/raw.json"
     counts: dict[str, int] = {}
-    for uri in ctx.store.glob(pattern):
-        result = ctx.store.read_json(uri)
-        if result.get("success") and result.get("ds", "") < ctx.ds.isoformat():
-            counts.update(result.get("daily_rows", {}))
+    for day, uri in ModelLayout(ctx.store, ctx.model.name).results_of_every_run(RawGateResult.TASK):
+        if day < ctx.ds.isoformat() and (result := ctx.layout.read(uri, RawGateResult)).success:
+            counts.update(result.daily_rows)
     oldest = (ctx.ds - dt.timedelta(days=HISTORY_DAYS)).isoformat()
     return {day: n for day, n in sorted(counts.items()) if oldest <= day < ctx.window[0].isoformat()}
 
@@ -127,8 +126,8 @@ def to_frame(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(types_mapper=PANDAS_TYPES.get)
 
 
-def run(ctx: StageContext) -> dict:
-    frame = to_frame(ctx.store.read_table(ctx.uri("raw.parquet")))
+def run(ctx: StageContext) -> RawGateResult:
+    frame = to_frame(ctx.store.read_table(ctx.layout.raw))
     earlier = earlier_daily_counts(ctx)
     history = list(earlier.values())
     ctx.log(
@@ -141,12 +140,12 @@ def run(ctx: StageContext) -> dict:
     daily_rows = {} if daily is None else {str(d): int(n) for d, n in zip(daily["dt"], daily["rows"], strict=True)}
     rate = float(frame[label].mean()) if label in frame.columns else float("nan")
     summary = f"{len(frame):,} rows over {len(daily_rows)} days, label rate {rate:.4%}"
-    extra = {"ds": ctx.ds.isoformat(), "daily_rows": daily_rows}
+    facts: dict = {"ds": ctx.ds.isoformat(), "daily_rows": daily_rows}
     if daily is not None:  # what the volume and label-rate bands were judged on (headroom reports)
-        extra["volume_reference"] = reference = reference_volume(history, daily)
+        facts["volume_reference"] = reference = reference_volume(history, daily)
         # The run page draws each day against these: the earlier days and the band the volume was judged by.
-        extra["history_rows"] = earlier
+        facts["history_rows"] = earlier
         volume = ctx.model.config.gates.raw.volume
-        extra["volume_band"] = [volume.min * reference, volume.max * reference]
-        extra["daily_label_rate"] = {str(d): float(r) for d, r in zip(daily["dt"], daily["label_rate"], strict=True)}
-    return report(ctx, "raw", outcomes, summary, extra)
+        facts["volume_band"] = [volume.min * reference, volume.max * reference]
+        facts["daily_label_rate"] = {str(d): float(r) for d, r in zip(daily["dt"], daily["label_rate"], strict=True)}
+    return report(ctx, RawGateResult, outcomes, summary, **facts)

@@ -11,15 +11,19 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
+from keiko.contract import GateOutcome, GateResult
 from keiko.errors import GateFailed, ModelConfigError
+from keiko.pipeline import STEPS, task_id
 from keiko.stages.context import StageContext
+
+G = TypeVar("G", bound=GateResult)
 
 
 @dataclass
@@ -30,17 +34,6 @@ class Validation:
     frame: pd.DataFrame
     expectations: list[Any]
     index_column: str | None = None  # names the failing rows in the log, e.g. "dt" for daily aggregates
-
-
-@dataclass
-class Outcome:
-    suite: str
-    expectation: str
-    column: str
-    observed: str
-    expected: str
-    passed: bool
-    value: float | None = None  # the numeric observed value, when GE reports one
 
 
 def _short(value: Any, limit: int = 48) -> str:
@@ -118,7 +111,7 @@ def describe_observed(result: Any, validation: Validation) -> str:
     return "missing" if not result.success else "ok"
 
 
-def format_table(outcomes: list[Outcome]) -> str:
+def format_table(outcomes: list[GateOutcome]) -> str:
     headers = ("suite", "expectation", "column", "observed", "expected")
     rows = [(o.suite, o.expectation.removeprefix("expect_"), o.column, o.observed, o.expected) for o in outcomes]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
@@ -133,7 +126,7 @@ def _quiet_great_expectations() -> None:
 
 
 def model_expectations(ctx: StageContext, gate: str, suites: list[str]) -> dict[str, list[Any]]:
-    """A model's own expectations per suite, from include/models/<model>/expectations/<gate>.<suite>.json.
+    """A model's own expectations per suite, from its folder (ModelDefinition.expectation_files).
 
     The files use Great Expectations' suite JSON ({"expectations": [{"type": ..., "kwargs": ...}]}), so a
     suite exported from GE can be dropped in. A file for an unknown suite or a bad expectation is an error.
@@ -141,10 +134,11 @@ def model_expectations(ctx: StageContext, gate: str, suites: list[str]) -> dict[
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
     extra: dict[str, list[Any]] = {}
-    for path in sorted((ctx.model.directory / "expectations").glob(f"{gate}.*.json")):
-        suite = path.name.removeprefix(f"{gate}.").removesuffix(".json")
+    for suite, path in ctx.model.expectation_files(gate).items():
         if suite not in suites:
-            raise ModelConfigError(f"{path}: gate_{gate} has no suite {suite!r}; its suites: {', '.join(suites)}")
+            raise ModelConfigError(
+                f"{path}: {task_id('gate', gate)} has no suite {suite!r}; its suites: {', '.join(suites)}"
+            )
         try:
             extra[suite] = [
                 ExpectationConfiguration(
@@ -157,16 +151,16 @@ def model_expectations(ctx: StageContext, gate: str, suites: list[str]) -> dict[
     return extra
 
 
-def run_validations(ctx: StageContext, gate: str, validations: list[Validation]) -> list[Outcome]:
-    """Validate every frame with its suite (plus the model's own expectations for it); Data Docs go to
-    {model}/{ds}/gates/{gate}/data_docs/."""
+def run_validations(ctx: StageContext, gate: str, validations: list[Validation]) -> list[GateOutcome]:
+    """Validate every frame with its suite (plus the model's own expectations for it); Data Docs go beside
+    the run's artifacts (RunLayout.data_docs)."""
     _quiet_great_expectations()
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     extra = model_expectations(ctx, gate, [v.name for v in validations])
 
-    outcomes: list[Outcome] = []
+    outcomes: list[GateOutcome] = []
     with tempfile.TemporaryDirectory(prefix="keiko-gx-") as docs_dir:
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -194,7 +188,7 @@ def run_validations(ctx: StageContext, gate: str, validations: list[Validation])
             for item in result.results:
                 config = item.expectation_config
                 outcomes.append(
-                    Outcome(
+                    GateOutcome(
                         suite=validation.name,
                         expectation=config.type,
                         column=str(config.kwargs.get("column", "-")),
@@ -205,36 +199,38 @@ def run_validations(ctx: StageContext, gate: str, validations: list[Validation])
                     )
                 )
         context.build_data_docs(site_names=["run"])
+        site = ctx.layout.data_docs(task_id("gate", gate))
         for path in sorted(Path(docs_dir).rglob("*")):
             if path.is_file():
-                relative = path.relative_to(docs_dir).as_posix()
-                ctx.store.write_bytes(ctx.uri(f"gates/{gate}/data_docs/{relative}"), path.read_bytes())
+                ctx.store.write_bytes(f"{site}/{path.relative_to(docs_dir).as_posix()}", path.read_bytes())
     return outcomes
 
 
-def report(ctx: StageContext, gate: str, outcomes: list[Outcome], summary: str, extra: dict | None = None) -> dict:
-    """Write the gate's result, print the verdict; raise GateFailed when anything failed."""
+def report(ctx: StageContext, kind: type[G], outcomes: list[GateOutcome], summary: str, **facts: Any) -> G:
+    """The gate's result, written to its result file; prints the verdict and raises GateFailed when anything
+    failed (the result file holds the failed verdict then: the step runner rewrites it only on success)."""
+    task = kind.TASK
     failed = [o for o in outcomes if not o.passed]
-    docs = ctx.uri(f"gates/{gate}/data_docs/index.html")
-    result = {
-        "gate": gate,
-        "success": not failed,
-        "expectations": len(outcomes),
-        "failed": len(failed),
-        "outcomes": [asdict(o) for o in outcomes],
-        "data_docs": docs,
-        **(extra or {}),
-    }
-    ctx.store.write_json(ctx.uri(f"gates/{gate}.json"), result)  # the CLI adds timings on success
+    docs = ctx.layout.data_docs_index(task)
+    result = kind(
+        gate=STEPS[task].name,
+        success=not failed,
+        expectations=len(outcomes),
+        failed=len(failed),
+        outcomes=outcomes,
+        data_docs=docs,
+        **facts,
+    )
+    ctx.layout.write_result(result)
     if failed:
-        print(f"\ngate_{gate} FAILED: {len(failed)} of {len(outcomes)} expectations\n", flush=True)
+        print(f"\n{task} FAILED: {len(failed)} of {len(outcomes)} expectations\n", flush=True)
         print(format_table(failed), flush=True)
         print(f"\nData Docs: {docs}", flush=True)
         first = failed[0]
         raise GateFailed(
-            f"gate_{gate} failed {len(failed)}/{len(outcomes)} expectations, first: {first.suite} "
+            f"{task} failed {len(failed)}/{len(outcomes)} expectations, first: {first.suite} "
             f"{first.expectation.removeprefix('expect_')} on {first.column}: observed {first.observed}, "
             f"expected {first.expected}"
         )
-    ctx.log(f"gate_{gate} passed: {len(outcomes)} expectations, all passed; {summary}")
+    ctx.log(f"{task} passed: {len(outcomes)} expectations, all passed; {summary}")
     return result

@@ -2,9 +2,10 @@
 
 Each golden row (sampled from the test day by evaluate, with the candidate's offline prediction) is
 sent as its own single-auction /predict request to every replica. |served - offline| above the
-tolerance is training/serving skew (a float32 cast, a feature computed differently online). A
-failure rolls the replicas and the production alias back to the previous version, like a failed
-deploy.
+tolerance is training/serving skew (a float32 cast, a feature computed differently online).
+
+A check never changes production: a failure fails the task, and the DAG's `rollback` task (trigger rule
+one_failed) reverts through the production path, visibly.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ import time
 import numpy as np
 import pandas as pd
 
-from keiko.errors import GateFailed, KeikoError
+from keiko.contract import DeployResult, EvaluateResult, ServingGateResult
 from keiko.gates.runner import Validation, report, run_validations
 from keiko.rollout import SmokeTest
 from keiko.serving.client import ModelServerClient
 from keiko.stages.context import StageContext
-from keiko.stages.deploy import rollout_backend
 
 
 def probe(url: str, rows: list[dict], version: int) -> tuple[pd.DataFrame, dict]:
@@ -39,33 +39,20 @@ def probe(url: str, rows: list[dict], version: int) -> tuple[pd.DataFrame, dict]
     return pd.DataFrame({"served": served}), facts
 
 
-def roll_back(ctx: StageContext, deployed: dict, urls: list[str], smoke: SmokeTest) -> str:
-    version, previous = deployed["version"], deployed["previous_version"]
-    if previous is None or previous == version:
-        return f"no previous version to roll back to: v{version} keeps serving"
-    if not rollout_backend(ctx, urls, smoke).roll_back(previous):
-        return f"ROLLBACK TO v{previous} FAILED on some replicas: see the log above"
-    try:
-        ctx.registry.move_alias(ctx.model.name, previous, expected=version, note=f"gate_serving failed {ctx.ds}")
-    except KeikoError as exc:
-        return f"replicas back on v{previous} but the alias did not move back: {exc}"
-    return f"rolled back to v{previous} (replicas and production alias)"
-
-
-def run(ctx: StageContext) -> dict:
+def run(ctx: StageContext) -> ServingGateResult:
     import great_expectations.expectations as gxe
 
     serving = ctx.model.config.serving
-    deployed = ctx.stage_result("deploy")
-    golden = ctx.store.read_table(ctx.stage_result("evaluate")["golden_uri"])
+    deployed = ctx.result(DeployResult)
+    golden = ctx.store.read_table(ctx.result(EvaluateResult).golden_uri)
     known = SmokeTest.from_golden(golden, limit=golden.num_rows)
     rows, expected = known.rows, np.asarray(known.expected)
-    urls = deployed["servers"]
+    urls = deployed.servers
     ctx.log(f"gate_serving {ctx.model.name}: {len(rows)} golden rows, one request each, to {len(urls)} replica(s)")
 
     validations = []
     for index, url in enumerate(urls, start=1):
-        served, facts = probe(url, rows, deployed["version"])
+        served, facts = probe(url, rows, deployed.version)
         served["impression_id"] = golden["impression_id"].to_numpy()
         served["abs_error"] = (served["served"] - expected).abs()
         validations.append(
@@ -89,7 +76,4 @@ def run(ctx: StageContext) -> dict:
     outcomes = run_validations(ctx, "serving", validations)
     worst_latency = max(v.frame["p95_latency_ms"].iloc[0] for v in validations if v.name.endswith("_service"))
     summary = f"{len(urls)} replica(s) answer {len(rows)} golden rows as offline; worst p95 {worst_latency:.2f} ms"
-    try:
-        return report(ctx, "serving", outcomes, summary, {"version": deployed["version"]})
-    except GateFailed as exc:
-        raise GateFailed(f"{exc}; {roll_back(ctx, deployed, urls, known)}") from None
+    return report(ctx, ServingGateResult, outcomes, summary, version=deployed.version)

@@ -8,6 +8,7 @@ import tracemalloc
 import pandas as pd
 
 from keiko.algorithms import load_model_bytes
+from keiko.contract import TrainingGateResult, TrainResult
 from keiko.gates.runner import Validation, report, run_validations
 from keiko.stages.context import StageContext
 from keiko.stages.train import feature_arrays
@@ -32,16 +33,16 @@ def load_cost(data: bytes):
     return model, max(peak, _rss_bytes() - rss_before) / 1e6
 
 
-def run(ctx: StageContext) -> dict:
+def run(ctx: StageContext) -> TrainingGateResult:
     import great_expectations.expectations as gxe
 
     budget = ctx.model.config.gates.training
-    trained = ctx.stage_result("train")
-    log = ctx.store.read_json(ctx.uri("training_log.json"))
+    trained = ctx.result(TrainResult)
+    log = ctx.store.read_json(ctx.layout.training_log)
     losses = [epoch["valid_logloss"] for epoch in log["epochs"]]
-    data = ctx.store.read_verified(trained["model_uri"], trained["model_sha256"])
+    data = ctx.store.read_verified(trained.model_uri, trained.model_sha256)
     model, load_mb = load_cost(data)
-    valid, _ = feature_arrays(ctx.store.read_table(ctx.uri("valid.parquet")))
+    valid, _ = feature_arrays(ctx.store.read_table(ctx.layout.split("valid")))
     predictions = model.predict(valid)
     ctx.log(f"gate_training {ctx.model.name}: {len(losses)} epochs, artifact {len(data) / 1e6:.1f} MB")
 
@@ -85,4 +86,4 @@ def run(ctx: StageContext) -> dict:
         f"valid logloss {losses[0]:.5f} -> {min(losses):.5f}, artifact {len(data) / 1e6:.1f} MB, "
         f"load {load_mb:.0f} MB, prediction std {predictions.std():.4f}"
     )
-    return report(ctx, "training", outcomes, summary)
+    return report(ctx, TrainingGateResult, outcomes, summary)

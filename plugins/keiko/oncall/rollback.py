@@ -1,27 +1,27 @@
-"""`keiko rollback <model> [--to VERSION] [--reason TEXT]`: put the serving replicas back on an earlier
-version with the deploy stage's rolling machinery, then move the `production` alias to it.
+"""`keiko rollback <model> [--to VERSION] [--reason TEXT]`: put production back on an earlier version
+through the production path (keiko.rollout.production): the replicas one at a time, then the alias.
 
 Everything that can be refused is refused before a replica is touched: no production yet, a target that
 is production already, does not exist, is not `registered` (rejected, historical), or whose artifact does
-not match its registry sha256. Each replica's smoke test is the target's own known answers: rows of its
-run's test day scored offline by its verified artifact, as evaluate scores them. A replica that fails
-makes the rollout put the moved ones back (Rollout.run), and the alias stays. Every attempt is recorded in
-`{artifact_root}/{model}/rollbacks/<UTC time>.json` with its per-replica events.
+not match its registry sha256; and, once the model's production lease is taken, production having moved
+since the target was chosen. Each replica's smoke test is the target's own known answers
+(keiko.rollout.known_answers). A replica that fails makes the rollout put the moved ones back, and the
+alias stays. Every attempt that touched a replica is recorded under the model's rollback records
+(keiko.contract.ModelLayout.rollback_record) with its per-replica events.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import getpass
-from typing import Any
 
-import pyarrow as pa
-
+from keiko.contract import ModelLayout
 from keiko.errors import KeikoError
+from keiko.modeldef import load_model
 from keiko.registry import ModelVersion, Registry
-from keiko.rollout import SMOKE_ROWS, RolloutFailed, SmokeTest, json_rows
-from keiko.stages.context import StageContext
-from keiko.stages.deploy import rollout_backend
+from keiko.resources import Resources
+from keiko.rollout.known_answers import golden_rows, known_answers
+from keiko.rollout.production import Change, ProductionChangeFailed, ProductionPath
 
 NOTE = "rollback by"  # how the alias history notes this command's moves
 
@@ -62,35 +62,6 @@ def _registered(registry: Registry, model: str) -> str:
     return ", ".join(f"v{v.version}" for v in registry.list(model) if v.status == "registered") or "none"
 
 
-def known_rows(ctx: StageContext, target: ModelVersion, production: ModelVersion) -> pa.Table:
-    """Request rows for the smoke test: the golden rows of the target's run day (its test day), else of
-    production's (that day's artifacts may have been cleaned up)."""
-    for ds in dict.fromkeys((target.ds, production.ds)):
-        uri = ctx.store.uri(ctx.model.name, ds, "golden.parquet")
-        if ctx.store.exists(uri):
-            golden = ctx.store.read_table(uri).slice(0, SMOKE_ROWS)
-            return golden.drop_columns([c for c in ("expected_prediction",) if c in golden.column_names])
-    raise KeikoError(
-        f"no golden rows to smoke-test v{target.version} with: neither {target.ds} nor {production.ds} "
-        f"has {ctx.model.name}/<ds>/golden.parquet"
-    )
-
-
-def known_answers(ctx: StageContext, target: ModelVersion, rows: pa.Table) -> SmokeTest:
-    """`rows` and the target's offline predictions for them: its verified artifact, its own feature
-    parameters, the batch feature path (evaluate's production_predictions does the same)."""
-    from keiko.algorithms import load_model_bytes
-    from keiko.columns import from_arrow
-
-    data = ctx.store.read_verified(target.artifact_uri, target.artifact_sha256)
-    try:
-        model = load_model_bytes(data)
-    except Exception as exc:  # any loader's error: the artifact is unusable, say so before touching replicas
-        raise KeikoError(f"{ctx.model.name} v{target.version}'s artifact does not load: {exc}") from None
-    features = ctx.model.features.transform(from_arrow(rows, ctx.model.features.INPUT_SCHEMA), **model.feature_params)
-    return SmokeTest(json_rows(rows), [float(p) for p in model.predict(features)])
-
-
 def requested_by() -> str:
     try:
         return getpass.getuser()
@@ -98,59 +69,35 @@ def requested_by() -> str:
         return "unknown"
 
 
-def roll_back(ctx: StageContext, requested: int | None, reason: str) -> dict[str, Any]:
-    """Roll `ctx.model` back; the record written. RolloutFailed's and the alias's failures are KeikoErrors
-    naming what stays in production."""
-    name = ctx.model.name
-    current, target = choose_target(ctx.registry, name, requested)
-    smoke = known_answers(ctx, target, known_rows(ctx, target, ctx.registry.get(name, current)))
-    serving = ctx.model.config.serving
-    urls = ctx.settings.serving_urls(name, serving.port, serving.replicas)
-    rollout = rollout_backend(ctx, urls, smoke)
-    started = dt.datetime.now(dt.UTC)
-    by = requested_by()
-    record: dict[str, Any] = {
-        "model": name,
-        "from_version": current,
-        "to_version": target.version,
-        "reason": reason,
-        "requested_by": by,
-        "backend": ctx.settings.deploy_backend,
-        "replicas": urls,
-        "started_at": started.isoformat(timespec="milliseconds"),
-    }
-    uri = f"{ctx.store.root_uri}/{name}/rollbacks/{started.strftime('%Y-%m-%dT%H%M%S.%fZ')}.json"
-
-    def finish(success: bool, message: str, **extra: Any) -> None:
-        finished = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-        record.update(success=success, message=message, finished_at=finished, record_uri=uri, **extra)
-        record["events"] = [e.to_dict() for e in rollout.events]
-        ctx.store.write_json(uri, record)
-
-    ctx.log(
-        f"roll back {name} v{current} -> v{target.version} ({record['backend']}: {', '.join(urls)}) "
-        f"one replica at a time" + (f"; reason: {reason}" if reason else "")
-    )
-    try:
-        rollout.run(target.version, current)
-    except RolloutFailed as exc:
-        message = f"rollback of {name} to v{target.version} failed, production stays v{current}: {exc}"
-        finish(False, message, rolled_back=exc.rolled_back, alias_moved=False)
-        raise KeikoError(f"{message}; record: {uri}") from None
-    note = f"{NOTE} {by}" + (f": {reason}" if reason else "")
-    try:
-        ctx.registry.move_alias(name, target.version, expected=current, note=note)
-    except KeikoError as exc:
-        message = f"replicas serve v{target.version} but the production alias did not move: {exc}"
-        finish(False, message, alias_moved=False)
-        raise KeikoError(f"{message}; record: {uri}") from None
-    message = f"rolled back {name}: production v{current} -> v{target.version} on {len(urls)} replica(s)"
-    finish(True, message, alias_moved=True)
-    return record
-
-
 def rollback(model: str, to: int | None, reason: str) -> str:
-    """What `keiko rollback` prints last (the per-replica steps are logged as they happen)."""
-    ctx = StageContext.create(model, dt.datetime.now(dt.UTC).date())  # no run day: the resources only
-    record = roll_back(ctx, to, reason)
-    return f"{record['message']}; record: {record['record_uri']}"
+    """Roll `model` back; what `keiko rollback` prints last (the per-replica steps are logged as they happen).
+    Refusals, and failures naming what stays in production, are KeikoErrors."""
+    definition, resources = load_model(model), Resources()
+    registry = resources.registry
+    current, target = choose_target(registry, model, to)
+    rows = golden_rows(resources.store, model, (target.ds, registry.get(model, current).ds))
+    smoke = known_answers(resources.store, definition, target, rows)
+    path = ProductionPath(model=definition, resources=resources)
+    by = requested_by()
+    print(
+        f"roll back {model} v{current} -> v{target.version} ({resources.settings.deploy_backend}: "
+        f"{', '.join(path.urls)}) one replica at a time" + (f"; reason: {reason}" if reason else ""),
+        flush=True,
+    )
+    record_uri = ModelLayout(resources.store, model).rollback_record(dt.datetime.now(dt.UTC))
+    try:
+        change = path.change(
+            Change(
+                action="rollback",
+                version=target.version,
+                expected=current,
+                smoke=smoke,
+                requested_by=f"`keiko rollback {model}` by {by}",
+                reason=reason,
+                note=f"{NOTE} {by}" + (f": {reason}" if reason else ""),
+                record_uri=record_uri,
+            )
+        )
+    except ProductionChangeFailed as exc:
+        raise KeikoError(f"{exc}; record: {record_uri}") from None
+    return f"{change.message}; record: {record_uri}"

@@ -3,9 +3,9 @@
 The answer follows the run's record (keiko.runs) to the step that decided: a failed gate (its failed
 expectations, observed against allowed), the blessing (which threshold, or which comparison with
 production), registration (rejected, historical), deploy (skipped and why, or failed and whether the
-replicas were rolled back), gate_serving, or the promotion itself. A run still going says which step it
-reached. Artifacts are read only for steps of that run, so a rerun never explains itself with an earlier
-run's files.
+replicas were rolled back), gate_serving and what the rollback after it did, or the promotion itself.
+A run still going says which step it reached. Artifacts are read only for steps of that run, so a rerun
+never explains itself with an earlier run's files.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from keiko.contract import RESULTS, Blessing, GateResult, ProductionChange, RegisterResult, RunLayout
 from keiko.errors import KeikoError
-from keiko.gates.evaluation import BLESSING
 from keiko.oncall import when
 from keiko.pipeline import TASK_IDS
 from keiko.registry import ModelVersion, Registry
@@ -35,28 +35,29 @@ class RunFacts:
     run: RunRecord
     production: int | None  # the alias now
     history: list[dict[str, Any]] = field(default_factory=list)  # the alias's moves, oldest first
-    gate: dict[str, Any] | None = None  # gates/<gate>.json of the run's failed gate
-    blessing: dict[str, Any] | None = None
+    gate: GateResult | None = None  # the result of the run's failed gate
+    blessing: Blessing | None = None
     version: ModelVersion | None = None  # what register recorded
-    deploy: dict[str, Any] | None = None  # deploy.json: the rollout's record
+    deploy: ProductionChange | None = None  # the deploy's record
+    rollback: ProductionChange | None = None  # the rollback task's record
 
 
 def gather(store: ArtifactStore, registry: Registry, model: str, ds: str) -> RunFacts:
     run = RunRecord.load(store, model, ds)
+    layout = RunLayout(store, model, ds)
     if run is None:
-        raise KeikoError(f"no run of {model} for {ds}: no step recorded under {store.uri(model, ds, 'steps/')}")
+        raise KeikoError(f"no run of {model} for {ds}: no step recorded under {layout.step_records}")
 
-    def artifact(task: str, name: str, outcomes: tuple[str, ...]) -> dict[str, Any] | None:
-        """`name` if this run's `task` wrote it (ended with one of `outcomes`)."""
+    def artifact(task: str, uri: str, kind: type[Any], outcomes: tuple[str, ...]) -> Any:
+        """The record at `uri` if this run's `task` wrote it (ended with one of `outcomes`)."""
         step = run.steps.get(task)
-        uri = store.uri(model, ds, name)
-        return store.read_json(uri) if step and step.outcome in outcomes and store.exists(uri) else None
+        return layout.read(uri, kind) if step and step.outcome in outcomes and store.exists(uri) else None
 
     failed = run.failed
     gate = None
     if failed and failed.task_id.startswith("gate_"):
-        gate = artifact(failed.task_id, f"gates/{failed.task_id.removeprefix('gate_')}.json", ("failed",))
-    registered = artifact("register", "stages/register.json", ("success",))
+        gate = artifact(failed.task_id, layout.step_result(failed.task_id), RESULTS[failed.task_id], ("failed",))
+    registered = artifact("register", layout.step_result("register"), RegisterResult, ("success",))
     return RunFacts(
         model=model,
         ds=ds,
@@ -64,9 +65,10 @@ def gather(store: ArtifactStore, registry: Registry, model: str, ds: str) -> Run
         production=registry.alias(model),
         history=registry.history(model),
         gate=gate,
-        blessing=artifact("gate_evaluation", BLESSING, ("success", "failed")),
-        version=registry.get(model, registered["version"]) if registered else None,
-        deploy=artifact("deploy", "deploy.json", ("success", "failed")),
+        blessing=artifact("gate_evaluation", layout.blessing, Blessing, ("success", "failed")),
+        version=registry.get(model, registered.version) if registered else None,
+        deploy=artifact("deploy", layout.deploy_record, ProductionChange, ("success", "failed")),
+        rollback=artifact("rollback", layout.rollback_record, ProductionChange, ("success", "failed")),
     )
 
 
@@ -87,11 +89,9 @@ def _verdict(facts: RunFacts) -> tuple[str, list[str]]:
         if failed.task_id == "deploy":
             return _deploy_failed(facts)
         if failed.task_id == "gate_serving":
-            # Its message ends with what the rollback did, after the first failed expectation.
-            after = failed.message.rpartition("; ")[2] if facts.gate else failed.message
             return (
                 f"NOT promoted: {_deployed(facts)} was deployed, then gate_serving failed on the live replicas",
-                [*_expectations(facts.gate), f"  {after}"],
+                [*_expectations(facts.gate), f"  {_rolled_back(facts)}"],
             )
         if failed.task_id.startswith("gate_"):
             return _gate_failed(facts)
@@ -109,19 +109,29 @@ def _verdict(facts: RunFacts) -> tuple[str, list[str]]:
     )
 
 
-def _expectations(gate: dict[str, Any] | None) -> list[str]:
+def _rolled_back(facts: RunFacts) -> str:
+    """What the rollback task after the failed gate_serving did."""
+    step = facts.run.steps.get("rollback")
+    if step is None:
+        return "rollback has not run (yet): `keiko status` says what serves"
+    if facts.rollback is not None and step.outcome == "success":
+        return facts.rollback.message
+    return f"rollback {step.outcome}: {step.message}"
+
+
+def _expectations(gate: GateResult | None) -> list[str]:
     """One line per failed expectation (a few), observed against allowed; then where the rest are."""
     if not gate:
         return []
-    failed = [o for o in gate.get("outcomes", []) if not o["passed"]]
+    failed = [o for o in gate.outcomes if not o.passed]
     lines = [
-        f"  {o['suite']}: {o['expectation'].removeprefix('expect_')} on {o['column']}: "
-        f"observed {o['observed']}; allowed {o['expected']}"
+        f"  {o.suite}: {o.expectation.removeprefix('expect_')} on {o.column}: "
+        f"observed {o.observed}; allowed {o.expected}"
         for o in failed[:MAX_EXPECTATIONS]
     ]
     more = f"{len(failed) - MAX_EXPECTATIONS} more failed; " if len(failed) > MAX_EXPECTATIONS else ""
-    if gate.get("data_docs"):
-        lines.append(f"  {more}Data Docs: {gate['data_docs']}")
+    if gate.data_docs:
+        lines.append(f"  {more}Data Docs: {gate.data_docs}")
     return lines
 
 
@@ -131,7 +141,7 @@ def _gate_failed(facts: RunFacts) -> tuple[str, list[str]]:
     if not gate:  # the gate broke before judging: its message is all there is
         return f"NOT promoted: {failed.task_id} failed", [f"  {failed.message}"]
     return (
-        f"NOT promoted: {failed.task_id} failed {gate['failed']} of {gate['expectations']} expectations",
+        f"NOT promoted: {failed.task_id} failed {gate.failed} of {gate.expectations} expectations",
         _expectations(gate),
     )
 
@@ -140,18 +150,18 @@ def _not_blessed(facts: RunFacts) -> tuple[str, list[str]]:
     gate, blessing, version = facts.gate, facts.blessing, facts.version
     if not gate:
         return _gate_failed(facts)
-    failed = [o for o in gate["outcomes"] if not o["passed"]]
-    production = blessing.get("production_version") if blessing else None
+    failed = [o for o in gate.outcomes if not o.passed]
+    production = blessing.production_version if blessing else None
     misses = []
-    if any(o["column"] != REGRESSION for o in failed):
+    if any(o.column != REGRESSION for o in failed):
         misses.append("missed model.yaml's absolute thresholds")
-    if any(o["column"] == REGRESSION for o in failed):
+    if any(o.column == REGRESSION for o in failed):
         misses.append(f"is worse than production v{production} on the same test day")
     verdict = f"NOT promoted: the candidate {' and '.join(misses)}"
     details = []
     for o in failed[:MAX_EXPECTATIONS]:
-        line = f"  {o['column']}: observed {o['observed']}; allowed {o['expected']}"
-        if o["column"] == REGRESSION and version and version.metrics.get("production"):
+        line = f"  {o.column}: observed {o.observed}; allowed {o.expected}"
+        if o.column == REGRESSION and version and version.metrics.get("production"):
             line += (
                 f" (logloss {version.metrics['test']['logloss']:.5f} vs production's "
                 f"{version.metrics['production']['logloss']:.5f})"
@@ -182,29 +192,28 @@ def _not_deployed(facts: RunFacts, message: str) -> tuple[str, list[str]]:
 def _deploy_failed(facts: RunFacts) -> tuple[str, list[str]]:
     failed, record = facts.run.failed, facts.deploy
     verdict = f"NOT promoted: deploy of {_deployed(facts)} failed"
-    if not record or record.get("success") is not False:  # failed before or after the rollout itself
+    if not record or record.success:  # failed before the rollout touched a replica, or after it
         return verdict, [f"  {failed.message}"]
-    previous = record.get("previous_version")
-    back = f"v{previous}" if previous is not None else "the previous version"
+    back = f"v{record.from_version}" if record.from_version is not None else "the previous version"
     rolled_back = (
         f"replicas rolled back to {back}"
-        if record.get("rolled_back")
-        else f"replicas NOT all rolled back to {back}: see the events in deploy.json"
+        if record.rolled_back
+        else f"replicas NOT all rolled back to {back}: see the events in the deploy record ({record.record_uri})"
     )
-    return verdict, [f"  {record['reason']}", f"  {rolled_back}; the production alias did not move"]
+    return verdict, [f"  {record.message}", f"  {rolled_back}; the production alias did not move"]
 
 
 def _deployed(facts: RunFacts) -> str:
     if facts.version:
         return f"v{facts.version.version}"
-    return f"v{facts.deploy['version']}" if facts.deploy else "the candidate"
+    return f"v{facts.deploy.to_version}" if facts.deploy else "the candidate"
 
 
 def _promoted(facts: RunFacts) -> tuple[str, list[str]]:
-    version = facts.version.version if facts.version else facts.deploy["version"]
-    record = facts.deploy or {}
+    record = facts.deploy
+    version = facts.version.version if facts.version else record.to_version
     moves = [m for m in facts.history if m["to_version"] == version]
-    if record.get("previous_version") == version:
+    if record is not None and record.from_version == version:
         verdict = f"PROMOTED: v{version} was already production, nothing moved"
     else:
         move = moves[-1] if moves else {}
@@ -212,9 +221,9 @@ def _promoted(facts: RunFacts) -> tuple[str, list[str]]:
         verdict = f"PROMOTED: v{version} became production at {when(move.get('at'))} (previous: {previous})"
     details = []
     if facts.blessing:
-        details.append(f"  blessing: {'; '.join(facts.blessing['reasons'])}")
+        details.append(f"  blessing: {'; '.join(facts.blessing.reasons)}")
     serving = facts.run.steps.get("gate_serving")
-    replicas = len(record.get("replicas", []))
+    replicas = len(record.replicas) if record else 0
     details.append(
         f"  rolled out to {replicas} replica(s); "
         + ("gate_serving passed on the live replicas" if serving else "gate_serving has not run yet")
@@ -230,7 +239,8 @@ def _promoted(facts: RunFacts) -> tuple[str, list[str]]:
 
 def why(model: str, ds: dt.date) -> list[str]:
     """The lines `keiko why` prints; KeikoError for an unknown model or a day without a run."""
-    from keiko.stages.context import StageContext
+    from keiko.modeldef import load_model
+    from keiko.resources import Resources
 
-    ctx = StageContext.create(model, ds)
-    return explain(gather(ctx.store, ctx.registry, ctx.model.name, ds.isoformat()))
+    resources = Resources()
+    return explain(gather(resources.store, resources.registry, load_model(model).name, ds.isoformat()))

@@ -12,9 +12,9 @@ from typing import Any
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from kubernetes.client import models as k8s
 
-from keiko.cli import EXIT_SKIPPED, RESULT_FILE_ENV
 from keiko.modeldef import PodSettings
 from keiko.operators.links import RunPageLink
+from keiko.process import EXIT_SKIPPED, RESULT_FILE_ENV, RUN_ID_ENV
 from keiko.run_params import refuse_invalid
 
 # Where KubernetesPodOperator's XCom sidecar reads the task's return value.
@@ -64,7 +64,7 @@ class KeikoPodOperator(KubernetesPodOperator):
             namespace=namespace,
             cmds=["keiko"],
             arguments=[kind, stage, "--model", model, "--ds", ds],
-            env_vars={**(env or {}), "KEIKO_RUN_ID": "{{ run_id }}", RESULT_FILE_ENV: XCOM_RESULT_FILE},
+            env_vars={**(env or {}), RUN_ID_ENV: "{{ run_id }}", RESULT_FILE_ENV: XCOM_RESULT_FILE},
             env_from=[
                 k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=configmap)),
                 k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=env_secret)),

@@ -6,7 +6,6 @@ in production the same command runs in a pod from the project image.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -17,9 +16,9 @@ from airflow.providers.standard.hooks.subprocess import SubprocessHook
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
-from keiko.cli import EXIT_SKIPPED, RESULT_PREFIX
 from keiko.config import settings
 from keiko.operators.links import RunPageLink
+from keiko.process import EXIT_SKIPPED, RUN_ID_ENV, parse_result_line
 from keiko.run_params import refuse_invalid
 
 
@@ -27,7 +26,7 @@ class KeikoStageOperator(BaseOperator):
     """Run one keiko stage (or gate) for one model and day.
 
     :param model: model name (a folder under include/models/)
-    :param stage: stage or gate suite name (extract, ..., deploy; raw, features, training, evaluation)
+    :param stage: stage or gate suite name (keiko.pipeline: extract, ..., rollback; raw, ..., serving)
     :param kind: "stage" or "gate"
     :param ds: the run's day, YYYY-MM-DD (templated; defaults to the logical date)
     :param env: extra environment for the stage process (templated)
@@ -64,15 +63,13 @@ class KeikoStageOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any] | None:
         refuse_invalid(self.model, context.get("params", {}))
-        env = {**os.environ, **self.env, "KEIKO_RUN_ID": str(context.get("run_id", ""))}
+        env = {**os.environ, **self.env, RUN_ID_ENV: str(context.get("run_id", ""))}
         result = self.hook.run_command(self.command, env=env, cwd=str(settings().project_dir))
         if result.exit_code == EXIT_SKIPPED:
             raise AirflowSkipException(result.output)
         if result.exit_code != 0:
             raise AirflowException(f"keiko {self.kind} {self.stage} failed (exit {result.exit_code}): {result.output}")
-        if result.output.startswith(RESULT_PREFIX):
-            return json.loads(result.output[len(RESULT_PREFIX) :])
-        return None
+        return parse_result_line(result.output)  # SubprocessHook's output is the last line
 
     def on_kill(self) -> None:
         self.hook.send_sigterm()

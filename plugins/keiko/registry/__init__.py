@@ -1,4 +1,5 @@
-"""The model registry: versions with lineage, and aliases (`production`) that move only on deploy.
+"""The model registry: versions with lineage, aliases (`production`) that move only on deploy, and the
+per-model lease that serialises changes of production.
 
 Two backends implement one contract (`Registry`, below): SQLAlchemy (`sql.py`: SQLite by default,
 Postgres with the same code) and DynamoDB (`dynamodb.py`). `open_registry(url)` picks one from the URL;
@@ -8,11 +9,13 @@ neither backend's driver is imported until then, so importing this module stays 
 from __future__ import annotations
 
 import abc
+import datetime as dt
 import re
+import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Final
 
-from keiko.errors import RegistryError
+from keiko.errors import LeaseHeld, LeaseLost, RegistryError
 
 # registered: may be deployed; rejected: failed its gates; historical: blessed, but never deployable.
 STATUSES = ("registered", "rejected", "historical")
@@ -49,6 +52,48 @@ class Registration:
     created: bool  # False when an identical registration already existed (a retry)
 
 
+@dataclass(frozen=True)
+class Lease:
+    """The right to change one model's production, held by one process until it ends or expires.
+
+    `token` is unique per acquisition: renewing, releasing and the alias moves it fences (move_alias's
+    `lease`) all require it, so a holder whose lease expired and was taken cannot act on it. Times are
+    Unix milliseconds by the clock of the process that wrote them (a lease lasts tens of seconds: the
+    clocks of two hosts must agree to well within that, as NTP keeps them)."""
+
+    model: str
+    holder: str  # who, in words: "deploy of ctr v3 for run manual__2026-11-21 (pid 4711 on worker-1)"
+    token: str
+    acquired_ms: int
+    expires_ms: int
+
+    def since(self) -> str:
+        return _iso(self.acquired_ms)
+
+    def until(self) -> str:
+        return _iso(self.expires_ms)
+
+    def describe(self) -> str:
+        return f"{self.holder}, since {self.since()} (lease until {self.until()})"
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Unconditional:
+    def __repr__(self) -> str:
+        return "UNCONDITIONAL"
+
+
+UNCONDITIONAL: Final = _Unconditional()  # move_alias(expected=...): move whatever the alias points at
+Expected = int | _Unconditional | None  # what move_alias may expect the alias to be: a version, unset, anything
+
+
 def require_known_status(status: str) -> None:
     if status not in STATUSES:
         raise RegistryError(f"unknown status {status!r}: expected one of {', '.join(STATUSES)}")
@@ -63,8 +108,12 @@ class Registry(abc.ABC):
     `created=False` and stores nothing (the other fields of the retry are ignored).
 
     Aliases (`production`, ...): a per-model name pointing at one `registered` version. A move is
-    atomic with its history entry, and can be made conditional on the alias's current version so two
-    concurrent deploys cannot both win.
+    atomic with its history entry, and can be made conditional on the alias's current version (a
+    compare-and-set, "no alias yet" included) so two concurrent deploys cannot both win.
+
+    Leases: at most one unexpired lease per model. Whoever changes production takes it first and keeps
+    renewing it; a crashed holder's lease simply expires. A move fenced by a lease happens only while
+    that lease is still held.
 
     Refusals raise `RegistryError` naming the model and version. Timestamps are ISO 8601 strings.
     """
@@ -115,15 +164,25 @@ class Registry(abc.ABC):
 
     @abc.abstractmethod
     def move_alias(
-        self, model: str, version: int, *, alias: str = "production", expected: int | None = None, note: str = ""
+        self,
+        model: str,
+        version: int,
+        *,
+        alias: str = "production",
+        expected: Expected = UNCONDITIONAL,
+        note: str = "",
+        lease: Lease | None = None,
     ) -> int | None:
         """Point `alias` at `version` and append a history entry (with `note`); returns the previous version.
 
         Only a `registered` version can be the target: otherwise RegistryError "<model> v<version> is
         <status>, it cannot become <alias>" (or "has no version" if it does not exist).
-        `expected` (a version) makes the move a compare-and-set: if the alias does not point at it, or
-        moves between the check and the write, RegistryError containing "moved concurrently" and nothing
-        changes. Without `expected`, a move that races another may also fail that way (never both win).
+        `expected` makes the move a compare-and-set: a version, or None for "the alias is not set yet". If
+        the alias does not point there, or moves between the check and the write, RegistryError containing
+        "moved concurrently" and nothing changes. Unconditional moves (the default) that race another may
+        also fail that way (never both win).
+        `lease` fences the move: it happens atomically with a check that `lease` is still held (same token,
+        not expired); otherwise LeaseLost and nothing changes.
         Moving an alias to the version it already points at changes nothing and records no history.
         """
 
@@ -135,6 +194,23 @@ class Registry(abc.ABC):
     def history(self, model: str, alias: str = "production") -> list[dict[str, Any]]:
         """The moves of `alias`, oldest first: dicts with id (increasing with each move), model, alias,
         from_version (None for the first), to_version, at (ISO 8601) and note."""
+
+    @abc.abstractmethod
+    def acquire_lease(self, model: str, holder: str, seconds: float) -> Lease:
+        """Take `model`'s lease for `seconds` if nobody holds an unexpired one; LeaseHeld (with the current
+        lease) otherwise. Never waits: callers that want to wait retry (keiko.rollout.lease)."""
+
+    @abc.abstractmethod
+    def renew_lease(self, lease: Lease, seconds: float) -> Lease:
+        """Extend `lease` to `seconds` from now; LeaseLost if it expired or is no longer this token's."""
+
+    @abc.abstractmethod
+    def release_lease(self, lease: Lease) -> None:
+        """Give `lease` up now; nothing happens if it is no longer held (expired, or taken since)."""
+
+    @abc.abstractmethod
+    def current_lease(self, model: str) -> Lease | None:
+        """`model`'s unexpired lease, or None."""
 
 
 _CREDENTIALS_IN_URL = re.compile(r"(://[^/:@]*:)[^/@]*@")
@@ -165,6 +241,10 @@ def open_registry(url: str) -> Registry:
 
 __all__ = [
     "STATUSES",
+    "UNCONDITIONAL",
+    "Lease",
+    "LeaseHeld",
+    "LeaseLost",
     "ModelVersion",
     "Registration",
     "Registry",

@@ -6,6 +6,7 @@ Items, all with pk = `MODEL#<model>`:
     sk IDENTITY#<window_start>#<window_end>#<artifact_sha256>   a version's identity -> its number
     sk ALIAS#<alias>                                            version, previous_version, moves (a counter)
     sk HISTORY#<alias>#<move, 10 digits>                        one move of the alias
+    sk LEASE                                                    holder, token, acquired_ms, expires_ms
 
 Zero-padded numbers sort as strings, so "the highest version" and "the history in order" are Queries.
 Key parts that come from callers are percent-encoded, so a `#` in them cannot make two keys collide.
@@ -16,7 +17,10 @@ that touch the same item):
   identity is a retry (the existing version is returned); a taken number is a concurrent registration
   (the highest number is read again and the next one tried).
 - move_alias Updates the alias item conditioned on the version and move counter it read, checks that
-  the target is `registered`, and Puts the history item numbered by the new counter.
+  the target is `registered`, and Puts the history item numbered by the new counter; fenced by a lease,
+  it also checks that the lease item still has the holder's token and has not expired.
+A lease is one item written with a conditional put (absent, or expired) and renewed or deleted with a
+condition on its token.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import random
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
@@ -36,8 +41,17 @@ from urllib.parse import parse_qs, quote, urlsplit
 from botocore.exceptions import ClientError
 
 from keiko.aws import aws_client
-from keiko.errors import RegistryError
-from keiko.registry import ModelVersion, Registration, Registry, require_known_status
+from keiko.errors import LeaseHeld, LeaseLost, RegistryError
+from keiko.registry import (
+    UNCONDITIONAL,
+    Expected,
+    Lease,
+    ModelVersion,
+    Registration,
+    Registry,
+    now_ms,
+    require_known_status,
+)
 
 Item = dict[str, dict[str, Any]]  # a DynamoDB item in the low-level client's typed form ({"S": ...})
 
@@ -72,6 +86,7 @@ def partition_key(model: str) -> str:
 
 VERSION_PREFIX = "VERSION#"
 ALIAS_PREFIX = "ALIAS#"
+LEASE_SK = "LEASE"
 
 
 def version_sk(version: int) -> str:
@@ -151,6 +166,26 @@ def decode_history(item: Item) -> dict[str, Any]:
         "at": item["at"]["S"],
         "note": item["note"]["S"],
     }
+
+
+def encode_lease(lease: Lease) -> Item:
+    return {
+        **item_key(lease.model, LEASE_SK),
+        "holder": {"S": lease.holder},
+        "token": {"S": lease.token},
+        "acquired_ms": {"N": str(lease.acquired_ms)},
+        "expires_ms": {"N": str(lease.expires_ms)},
+    }
+
+
+def decode_lease(model: str, item: Item) -> Lease:
+    return Lease(
+        model=model,
+        holder=item["holder"]["S"],
+        token=item["token"]["S"],
+        acquired_ms=int(item["acquired_ms"]["N"]),
+        expires_ms=int(item["expires_ms"]["N"]),
+    )
 
 
 def optional_number(item: Item | None, name: str) -> int | None:
@@ -407,20 +442,29 @@ class DynamoDBRegistry(Registry):
         return [decode_history(item) for item in self._query(model, history_prefix(alias))]
 
     def move_alias(
-        self, model: str, version: int, *, alias: str = "production", expected: int | None = None, note: str = ""
+        self,
+        model: str,
+        version: int,
+        *,
+        alias: str = "production",
+        expected: Expected = UNCONDITIONAL,
+        note: str = "",
+        lease: Lease | None = None,
     ) -> int | None:
         self._require_deployable(model, version, alias)
         for attempt in range(MAX_MOVE_ATTEMPTS):
             current_item = self._get_item(model, alias_sk(alias))
             current = optional_number(current_item, "version")
             moves = optional_number(current_item, "moves") or 0
-            if expected is not None and current != expected:
+            if expected is not UNCONDITIONAL and current != expected:
                 raise RegistryError(f"{model} {alias} is v{current}, expected v{expected}: moved concurrently")
             if current == version:
                 return current  # already there: no move, no history
             now = _now()
+            fence = [] if lease is None else [self._lease_check(lease)]
             codes = self._transact(
                 [
+                    *fence,
                     self._alias_update(model, alias, version, current=current, moves=moves, now=now),
                     {
                         "ConditionCheck": {
@@ -446,7 +490,9 @@ class DynamoDBRegistry(Registry):
             )
             if codes is None:
                 return current
-            alias_code, target_code, history_code = codes
+            if fence and codes[0] == CONDITION_FAILED:
+                raise self._lost(lease)
+            alias_code, target_code, history_code = codes[len(fence) :]
             if target_code == CONDITION_FAILED:
                 self._require_deployable(model, version, alias)  # says why, if it can
                 raise RegistryError(f"{model} v{version} is no longer registered, it cannot become {alias}")
@@ -509,3 +555,75 @@ class DynamoDBRegistry(Registry):
                 "ExpressionAttributeValues": values,
             }
         }
+
+    # --- leases ---
+
+    def acquire_lease(self, model: str, holder: str, seconds: float) -> Lease:
+        for _attempt in range(5):
+            now = now_ms()
+            lease = Lease(model, holder, uuid.uuid4().hex, now, now + int(seconds * 1000))
+            try:
+                self._ensure_table()
+                self.client.put_item(
+                    TableName=self.table,
+                    Item=encode_lease(lease),
+                    ConditionExpression="attribute_not_exists(pk) OR expires_ms <= :now",
+                    ExpressionAttributeValues={":now": {"N": str(now)}},
+                )
+                return lease
+            except self.client.exceptions.ConditionalCheckFailedException:
+                pass
+            if (current := self.current_lease(model)) is not None:
+                raise LeaseHeld(f"{model}'s production is being changed by {current.describe()}", current)
+        raise RegistryError(f"could not take {model}'s lease after 5 attempts: it changed hands each time")
+
+    def renew_lease(self, lease: Lease, seconds: float) -> Lease:
+        renewed = dataclasses.replace(lease, expires_ms=now_ms() + int(seconds * 1000))
+        try:
+            self._ensure_table()
+            self.client.update_item(
+                TableName=self.table,
+                Key=item_key(lease.model, LEASE_SK),
+                UpdateExpression="SET expires_ms = :expires",
+                **self._held_by(lease, {":expires": {"N": str(renewed.expires_ms)}}),
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            raise self._lost(lease) from None
+        return renewed
+
+    def release_lease(self, lease: Lease) -> None:
+        try:
+            self._ensure_table()
+            self.client.delete_item(
+                TableName=self.table,
+                Key=item_key(lease.model, LEASE_SK),
+                ConditionExpression="#token = :token",
+                ExpressionAttributeNames={"#token": "token"},
+                ExpressionAttributeValues={":token": {"S": lease.token}},
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            pass  # expired and taken since: not ours to delete
+
+    def current_lease(self, model: str) -> Lease | None:
+        item = self._get_item(model, LEASE_SK)
+        lease = None if item is None else decode_lease(model, item)
+        return lease if lease is not None and lease.expires_ms > now_ms() else None
+
+    @staticmethod
+    def _held_by(lease: Lease, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The condition (and its names and values) that `lease` is still held, as of now."""
+        return {
+            "ConditionExpression": "#token = :token AND expires_ms > :now",
+            "ExpressionAttributeNames": {"#token": "token"},
+            "ExpressionAttributeValues": {":token": {"S": lease.token}, ":now": {"N": str(now_ms())}, **(values or {})},
+        }
+
+    def _lease_check(self, lease: Lease) -> dict[str, Any]:
+        return {
+            "ConditionCheck": {"TableName": self.table, "Key": item_key(lease.model, LEASE_SK), **self._held_by(lease)}
+        }
+
+    def _lost(self, lease: Lease) -> LeaseLost:
+        current = self.current_lease(lease.model)
+        now = f"now held by {current.describe()}" if current else "nobody holds it now"
+        return LeaseLost(f"{lease.model}'s lease of {lease.holder} expired at {lease.until()} or was taken; {now}")

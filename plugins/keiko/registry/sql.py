@@ -2,18 +2,25 @@
 
 Versions are allocated as max+1 under a unique constraint, retried on conflict, so concurrent
 registrations cannot share a number; registration is idempotent on (model, data window, artifact sha256).
+
+Every conditional write is one statement whose WHERE is the condition (the alias's version, the lease's
+token and expiry), so it holds on any SQL database without relying on isolation levels. A fenced alias move
+first touches its lease row: on SQLite that takes the database's write lock, on Postgres the row's, so the
+lease cannot change hands until the move commits.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     DateTime,
     Integer,
@@ -22,6 +29,7 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -33,8 +41,18 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError
 
-from keiko.errors import RegistryError
-from keiko.registry import ModelVersion, Registration, Registry, redact, require_known_status
+from keiko.errors import LeaseHeld, LeaseLost, RegistryError
+from keiko.registry import (
+    UNCONDITIONAL,
+    Expected,
+    Lease,
+    ModelVersion,
+    Registration,
+    Registry,
+    now_ms,
+    redact,
+    require_known_status,
+)
 
 metadata = MetaData()
 
@@ -81,6 +99,17 @@ alias_history = Table(
     Column("to_version", Integer, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("note", String(1024), nullable=False, default=""),
+)
+
+
+leases = Table(
+    "model_leases",
+    metadata,
+    Column("model", String(64), primary_key=True),
+    Column("holder", String(1024), nullable=False),
+    Column("token", String(64), nullable=False),
+    Column("acquired_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
 )
 
 
@@ -238,37 +267,47 @@ class SqlRegistry(Registry):
             return {alias: version for alias, version in rows}
 
     def move_alias(
-        self, model: str, version: int, *, alias: str = "production", expected: int | None = None, note: str = ""
+        self,
+        model: str,
+        version: int,
+        *,
+        alias: str = "production",
+        expected: Expected = UNCONDITIONAL,
+        note: str = "",
+        lease: Lease | None = None,
     ) -> int | None:
-        """Point `alias` at `version`; returns the previous version.
-
-        `expected` makes the move conditional (compare-and-set): it fails if the alias moved
-        since the caller looked, so two concurrent deploys cannot both win.
-        """
         target = self.get(model, version)
         if target.status != "registered":
             raise RegistryError(f"{model} v{version} is {target.status}, it cannot become {alias}")
-        with self.engine.begin() as conn:
-            key = (aliases.c.model == model) & (aliases.c.alias == alias)
-            current = conn.execute(select(aliases.c.version).where(key)).scalar_one_or_none()
-            if expected is not None and current != expected:
-                raise RegistryError(f"{model} {alias} is v{current}, expected v{expected}: moved concurrently")
-            if current is None:
-                conn.execute(insert(aliases).values(model=model, alias=alias, version=version, updated_at=_now()))
-            elif current != version:
-                result = conn.execute(
-                    update(aliases)
-                    .where(key & (aliases.c.version == current))
-                    .values(version=version, previous_version=current, updated_at=_now())
-                )
-                if result.rowcount != 1:
-                    raise RegistryError(f"{model} {alias} moved concurrently; retry")
-            if current != version:
-                conn.execute(
-                    insert(alias_history).values(
-                        model=model, alias=alias, from_version=current, to_version=version, at=_now(), note=note
+        try:
+            with self.engine.begin() as conn:
+                if lease is not None:
+                    self._hold(conn, lease)  # first, so the lease cannot change hands before this commits
+                key = (aliases.c.model == model) & (aliases.c.alias == alias)
+                current = conn.execute(select(aliases.c.version).where(key)).scalar_one_or_none()
+                if expected is not UNCONDITIONAL and current != expected:
+                    raise RegistryError(f"{model} {alias} is v{current}, expected v{expected}: moved concurrently")
+                if current is None:  # a concurrent first move makes this insert fail on the primary key
+                    conn.execute(insert(aliases).values(model=model, alias=alias, version=version, updated_at=_now()))
+                elif current != version:
+                    result = conn.execute(
+                        update(aliases)
+                        .where(key & (aliases.c.version == current))
+                        .values(version=version, previous_version=current, updated_at=_now())
                     )
-                )
+                    if result.rowcount != 1:
+                        raise RegistryError(f"{model} {alias} moved concurrently; retry")
+                if current != version:
+                    conn.execute(
+                        insert(alias_history).values(
+                            model=model, alias=alias, from_version=current, to_version=version, at=_now(), note=note
+                        )
+                    )
+        except IntegrityError:
+            raise RegistryError(
+                f"{model} {alias} was first set by another writer at the same time: moved concurrently; "
+                f"not moved to v{version}"
+            ) from None
         return current
 
     def previous(self, model: str, alias: str = "production") -> int | None:
@@ -285,3 +324,63 @@ class SqlRegistry(Registry):
                 .order_by(alias_history.c.id)
             )
             return [{**dict(r._mapping), "at": r.at.isoformat()} for r in rows]
+
+    # --- leases ---
+
+    def acquire_lease(self, model: str, holder: str, seconds: float) -> Lease:
+        for _attempt in range(5):
+            now = now_ms()
+            lease = Lease(model, holder, uuid.uuid4().hex, now, now + int(seconds * 1000))
+            values = {"holder": holder, "token": lease.token, "acquired_ms": now, "expires_ms": lease.expires_ms}
+            with self.engine.begin() as conn:  # an expired lease is taken over in place
+                taken = conn.execute(
+                    update(leases).where((leases.c.model == model) & (leases.c.expires_ms <= now)).values(**values)
+                )
+            if taken.rowcount == 1:
+                return lease
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(leases).values(model=model, **values))
+                return lease
+            except IntegrityError:
+                pass  # there is a lease row: held, unless it expired since we looked
+            if (current := self.current_lease(model)) is not None:
+                raise LeaseHeld(f"{model}'s production is being changed by {current.describe()}", current)
+        raise RegistryError(f"could not take {model}'s lease after 5 attempts: it changed hands each time")
+
+    def renew_lease(self, lease: Lease, seconds: float) -> Lease:
+        now = now_ms()
+        renewed = Lease(lease.model, lease.holder, lease.token, lease.acquired_ms, now + int(seconds * 1000))
+        with self.engine.begin() as conn:
+            result = conn.execute(update(leases).where(self._held_by(lease, now)).values(expires_ms=renewed.expires_ms))
+        if result.rowcount != 1:
+            raise self._lost(lease)
+        return renewed
+
+    def release_lease(self, lease: Lease) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(leases).where((leases.c.model == lease.model) & (leases.c.token == lease.token)))
+
+    def current_lease(self, model: str) -> Lease | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(leases).where((leases.c.model == model) & (leases.c.expires_ms > now_ms()))
+            ).first()
+        return None if row is None else Lease(**row._mapping)
+
+    @staticmethod
+    def _held_by(lease: Lease, now: int):
+        return (leases.c.model == lease.model) & (leases.c.token == lease.token) & (leases.c.expires_ms > now)
+
+    def _hold(self, conn: Any, lease: Lease) -> None:
+        """Inside a transaction: LeaseLost unless `lease` is held; holds the lease row until commit."""
+        touched = conn.execute(
+            update(leases).where(self._held_by(lease, now_ms())).values(expires_ms=leases.c.expires_ms)
+        )
+        if touched.rowcount != 1:
+            raise self._lost(lease)
+
+    def _lost(self, lease: Lease) -> LeaseLost:
+        current = self.current_lease(lease.model)
+        now = f"now held by {current.describe()}" if current else "nobody holds it now"
+        return LeaseLost(f"{lease.model}'s lease of {lease.holder} expired at {lease.until()} or was taken; {now}")

@@ -1,6 +1,6 @@
-"""The run page, `{model}/{ds}/report.html`: one HTML page per model run, redrawn after every step.
+"""The run page (keiko.contract.RunLayout.report): one HTML page per model run, redrawn after every step.
 
-`write_run_page` is what keiko.cli calls; `page` gathers and renders, `plots` draws the PNGs that
+`write_run_page` is what keiko.step_runner calls; `page` gathers and renders, `plots` draws the PNGs that
 evaluate and gate_features write once. Importing this package does not import matplotlib.
 """
 

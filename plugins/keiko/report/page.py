@@ -1,6 +1,6 @@
-"""The run page: `{model}/{ds}/report.html`, one page per model run, what on-call reads first.
+"""The run page (RunLayout.report), one page per model run: what on-call reads first.
 
-keiko.cli redraws it after every step, so it must draw any partial run: each section whose step is
+keiko.step_runner redraws it after every step, so it must draw any partial run: each section whose step is
 not part of the run says why ("not reached: the run failed at gate_raw", "skipped: ...", "not run").
 Only files of steps that ran in this run are read: a rerun that stops early leaves the earlier run's
 later artifacts in the same directory, and they are not this run's.
@@ -21,15 +21,25 @@ from typing import Any
 
 import jinja2
 
-from keiko.gates.evaluation import BLESSING
-from keiko.pipeline import TASK_IDS
-from keiko.report.plots import CALIBRATION_PNG, DRIFT_PNG, ROC_PNG
-from keiko.runs import REPORT, RunRecord, StepRecord
-from keiko.stages import STAGES
-from keiko.storage import ArtifactStore, MissingDataError
+from keiko.contract import (
+    CALIBRATION_PLOT,
+    DRIFT_PLOT,
+    RESULTS,
+    ROC_PLOT,
+    Blessing,
+    Evaluation,
+    GateResult,
+    ProductionChange,
+    RawGateResult,
+    RunLayout,
+    StepResult,
+)
+from keiko.pipeline import STEPS, TASK_IDS
+from keiko.runs import RunRecord, StepRecord
+from keiko.storage import ArtifactStore
 
 TEMPLATE = "run_page.html.j2"
-GATE_TASKS = tuple(task for task in TASK_IDS if task.startswith("gate_"))
+GATE_TASKS = tuple(task for task in TASK_IDS if STEPS[task].kind == "gate")
 NONE = "–"  # what a table shows for a value that does not exist
 
 
@@ -40,11 +50,12 @@ class RunFiles:
     model: str
     ds: str
     run: RunRecord | None
-    stages: dict[str, dict] = field(default_factory=dict)  # stage -> stages/<stage>.json (steps that succeeded)
-    gates: dict[str, dict] = field(default_factory=dict)  # task id (gate_raw) -> gates/<suite>.json
-    evaluation: dict | None = None
-    blessing: dict | None = None
-    deploy: dict | None = None
+    stages: dict[str, StepResult] = field(default_factory=dict)  # task id -> result (stages that succeeded)
+    gates: dict[str, GateResult] = field(default_factory=dict)  # task id (gate_raw) -> its verdict
+    evaluation: Evaluation | None = None
+    blessing: Blessing | None = None
+    deploy: ProductionChange | None = None
+    rollback: ProductionChange | None = None  # the rollback task's change
     plots: frozenset[str] = frozenset()  # the plots this run drew, relative to the run directory
     version: dict | None = None  # this run's registry entry (ModelVersion.to_dict())
     production: dict | None = None  # the version the `production` alias points at now
@@ -54,50 +65,45 @@ class RunFiles:
 # ---------------------------------------------------------------------------------------------- I/O
 
 
-def _read_json(store: ArtifactStore, model: str, ds: str, name: str) -> Any:
-    try:
-        return store.read_json(store.uri(model, ds, name))
-    except MissingDataError:
-        return None
-
-
-def _during(step: StepRecord, timestamps: list[str]) -> bool:
-    """Whether any of `timestamps` (ISO 8601) is at or after the step started: written by this run."""
-    started = dt.datetime.fromisoformat(step.started_at)
-    return any(dt.datetime.fromisoformat(at) >= started for at in timestamps)
+def _during(step: StepRecord, record: ProductionChange) -> bool:
+    """Whether the change's record was written by this run's step (it started at or after the step did)."""
+    return dt.datetime.fromisoformat(record.started_at) >= dt.datetime.fromisoformat(step.started_at)
 
 
 def read_run(store: ArtifactStore, model: str, ds: str, registry_url: str | None) -> RunFiles:
     """Read what the latest run of `model` for `ds` wrote, and its registry entries (none without a URL)."""
     run = RunRecord.load(store, model, ds)
     files = RunFiles(model, ds, run)
+    layout = RunLayout(store, model, ds)
     steps = run.steps if run else {}
     ended = {task for task, step in steps.items() if step.outcome != "skipped"}
     succeeded = {task for task, step in steps.items() if step.outcome == "success"}
 
-    def read(name: str) -> Any:
-        return _read_json(store, model, ds, name)
+    def read(uri: str, kind: type[Any]) -> Any:
+        return layout.read(uri, kind) if store.exists(uri) else None
 
-    files.stages = {s: result for s in STAGES if s in succeeded and (result := read(f"stages/{s}.json")) is not None}
+    stages = [task for task in TASK_IDS if STEPS[task].kind == "stage"]
+    files.stages = {t: r for t in stages if t in succeeded and (r := read(layout.step_result(t), RESULTS[t]))}
     for task in (t for t in GATE_TASKS if t in ended):
-        result = read(f"gates/{task.removeprefix('gate_')}.json")
+        result = read(layout.step_result(task), RESULTS[task])
         # A failed step beside a passing verdict: the gate stopped before writing its own, that one is older.
-        if result is not None and (task in succeeded or not result.get("success")):
+        if result is not None and (task in succeeded or not result.success):
             files.gates[task] = result
     if "gate_evaluation" in ended:  # gate_evaluation deletes the blessing first: what is there is its own
-        files.blessing = read(BLESSING)
+        files.blessing = read(layout.blessing, Blessing)
     if "evaluate" in succeeded:
-        files.evaluation = read("evaluation.json")
-    deploy = read("deploy.json") if "deploy" in ended else None
-    if deploy and _during(steps["deploy"], [event["at"] for event in deploy.get("events", [])]):
-        files.deploy = deploy
+        files.evaluation = read(layout.evaluation, Evaluation)
+    for task, uri in (("deploy", layout.deploy_record), ("rollback", layout.rollback_record)):
+        record = read(uri, ProductionChange) if task in ended else None
+        if record and _during(steps[task], record):
+            setattr(files, task, record)
     # evaluate draws its plots near its end; gate_features deletes its chart first, so a failed one shows its own.
     ours = {
-        ROC_PNG: "evaluate" in succeeded,
-        CALIBRATION_PNG: "evaluate" in succeeded,
-        DRIFT_PNG: "gate_features" in ended,
+        ROC_PLOT: "evaluate" in succeeded,
+        CALIBRATION_PLOT: "evaluate" in succeeded,
+        DRIFT_PLOT: "gate_features" in ended,
     }
-    files.plots = frozenset(plot for plot, drawn in ours.items() if drawn and store.exists(store.uri(model, ds, plot)))
+    files.plots = frozenset(plot for plot, drawn in ours.items() if drawn and store.exists(layout.plot(plot)))
     if registry_url:
         _read_registry(files, registry_url)
     return files
@@ -109,7 +115,7 @@ def _read_registry(files: RunFiles, registry_url: str) -> None:
     try:
         registry = open_registry(registry_url)
         if registered := files.stages.get("register"):
-            files.version = registry.get(files.model, registered["version"]).to_dict()
+            files.version = registry.get(files.model, registered.version).to_dict()
         if (production := registry.alias(files.model)) is not None:
             files.production = registry.get(files.model, production).to_dict()
     except Exception as exc:  # an unreachable registry must not keep the rest of the page from drawing
@@ -117,11 +123,11 @@ def _read_registry(files: RunFiles, registry_url: str) -> None:
 
 
 def write_run_page(store: ArtifactStore, model: str, ds: str) -> str:
-    """Draw `{model}/{ds}/report.html` from what the run has written so far; returns its URI."""
+    """Draw the run's page from what the run has written so far; returns its URI."""
     from keiko.config import settings
 
     html = render(page_data(read_run(store, model, ds, settings().registry_url)))
-    uri = store.uri(model, ds, REPORT)
+    uri = RunLayout(store, model, ds).report
     store.write_bytes(uri, html.encode())
     return uri
 
@@ -198,7 +204,7 @@ def header_section(files: RunFiles) -> dict[str, Any]:
         "text": text,
         "message": message,
         "finished_at": run.finished_at if run else "",
-        "data": f"{extract['rows']:,} rows, window {extract['window_start']} .. {extract['window_end']}"
+        "data": f"{extract.rows:,} rows, window {extract.window_start} .. {extract.window_end}"
         if extract
         else "extract " + _missing(run, "extract"),
         "trigger": _trigger_rows(trigger) if trigger else [],
@@ -219,13 +225,13 @@ def step_rows(files: RunFiles) -> list[dict[str, str]]:
     return rows
 
 
-def _expectation_row(outcome: dict[str, Any]) -> dict[str, str]:
+def _expectation_row(outcome: Any) -> dict[str, str]:
     return {
-        "suite": outcome["suite"],
-        "expectation": outcome["expectation"].removeprefix("expect_"),
-        "column": outcome["column"],
-        "observed": outcome["observed"],
-        "expected": outcome["expected"],
+        "suite": outcome.suite,
+        "expectation": outcome.expectation.removeprefix("expect_"),
+        "column": outcome.column,
+        "observed": outcome.observed,
+        "expected": outcome.expected,
     }
 
 
@@ -236,9 +242,9 @@ def gate_sections(files: RunFiles) -> list[dict[str, Any]]:
         if result is None:
             sections.append({"task": task, "state": "absent", "text": _missing(files.run, task)})
             continue
-        outcomes = result.get("outcomes", [])
-        failed = [_expectation_row(o) for o in outcomes if not o["passed"]]
-        passed = [_expectation_row(o) for o in outcomes if o["passed"]]
+        outcomes = result.outcomes
+        failed = [_expectation_row(o) for o in outcomes if not o.passed]
+        passed = [_expectation_row(o) for o in outcomes if o.passed]
         sections.append(
             {
                 "task": task,
@@ -248,7 +254,7 @@ def gate_sections(files: RunFiles) -> list[dict[str, Any]]:
                 else f"all {len(outcomes)} expectations passed",
                 "failed": failed,
                 "passed": passed,
-                "docs": _inside_run(result.get("data_docs"), files.model, files.ds),
+                "docs": _inside_run(result.data_docs, files.model, files.ds),
             }
         )
     return sections
@@ -257,13 +263,13 @@ def gate_sections(files: RunFiles) -> list[dict[str, Any]]:
 def volume_section(files: RunFiles) -> dict[str, Any]:
     """Each day's rows (the window's, and the earlier days' the band was judged against) as bar widths."""
     raw = files.gates.get("gate_raw")
-    if not raw or not raw.get("daily_rows"):
+    if not isinstance(raw, RawGateResult) or not raw.daily_rows:
         return {"missing": _missing(files.run, "gate_raw")}
-    band = raw.get("volume_band")
-    days = [(day, n, "earlier") for day, n in sorted(raw.get("history_rows", {}).items())]
-    days += [(day, n, "test day" if day == files.ds else "window") for day, n in sorted(raw["daily_rows"].items())]
+    band = raw.volume_band
+    days = [(day, n, "earlier") for day, n in sorted(raw.history_rows.items())]
+    days += [(day, n, "test day" if day == files.ds else "window") for day, n in sorted(raw.daily_rows.items())]
     scale = max([n for _, n, _ in days] + (band or [])) or 1
-    rates = raw.get("daily_label_rate", {})
+    rates = raw.daily_label_rate
     rows = [
         {
             "day": day,
@@ -281,8 +287,7 @@ def volume_section(files: RunFiles) -> dict[str, Any]:
         "band": f"{band[0]:,.0f} to {band[1]:,.0f} rows" if band else "",
         "band_left": f"{100 * band[0] / scale:.1f}" if band else "",
         "band_width": f"{100 * (band[1] - band[0]) / scale:.1f}" if band else "",
-        "reference": _number(raw.get("volume_reference"), ",.0f"),
-        "history_missing": "history_rows" not in raw,
+        "reference": _number(raw.volume_reference, ",.0f"),
     }
 
 
@@ -291,14 +296,14 @@ def drift_section(files: RunFiles) -> dict[str, Any]:
     if result is None:
         return {"missing": _missing(files.run, "gate_features")}
     rows = [
-        {"column": o["column"], "kl": o["observed"], "threshold": o["expected"], "passed": o["passed"]}
-        for o in result.get("outcomes", [])
-        if o["suite"] == "drift"
+        {"column": o.column, "kl": o.observed, "threshold": o.expected, "passed": o.passed}
+        for o in result.outcomes
+        if o.suite == "drift"
     ]
     return {
         "missing": "",
         "rows": sorted(rows, key=lambda row: row["passed"]),  # drifting features first
-        "plot": DRIFT_PNG if DRIFT_PNG in files.plots else None,
+        "plot": DRIFT_PLOT if DRIFT_PLOT in files.plots else None,
         "note": "" if rows else "drift not judged: the test day has fewer rows than gates.features.min_rows",
     }
 
@@ -320,25 +325,25 @@ def metrics_section(files: RunFiles) -> dict[str, Any]:
     evaluation = files.evaluation
     if evaluation is None:
         return {"missing": _missing(files.run, "evaluate"), "blessing": blessing_verdict(files)}
-    bayes = evaluation.get("bayes_optimal_logloss")
-    truth = _number(evaluation.get("candidate_calibration_to_truth"), ".3f")
-    rows = [_metric_row("candidate", evaluation["candidate"], bayes, to_truth=truth)]
-    if production := evaluation.get("production"):
-        rows.append(_metric_row(f"production v{production['version']}", production, bayes, to_truth=NONE))
+    bayes = evaluation.bayes_optimal_logloss
+    truth = _number(evaluation.candidate_calibration_to_truth, ".3f")
+    rows = [_metric_row("candidate", evaluation.candidate.model_dump(), bayes, to_truth=truth)]
+    if production := evaluation.production:
+        rows.append(_metric_row(f"production v{production.version}", production.model_dump(), bayes, to_truth=NONE))
     if bayes is not None:
-        calibration = evaluation.get("bayes_optimal_calibration")
+        calibration = evaluation.bayes_optimal_calibration
         rows.append(
             _metric_row("Bayes-optimal", {"logloss": bayes, "calibration": calibration}, bayes, to_truth="1.000")
         )
     slices = {
-        column: [_metric_row(value, values, None) for value, values in by_value.items()]
-        for column, by_value in evaluation.get("slices", {}).items()
+        column: [_metric_row(value, values.model_dump(), None) for value, values in by_value.items()]
+        for column, by_value in evaluation.slices.items()
     }
     return {
         "missing": "",
         "rows": rows,
         "production_missing": "" if production else "no production model when this run evaluated",
-        "test_rows": _number(evaluation.get("test_rows"), ","),
+        "test_rows": _number(evaluation.test_rows, ","),
         "slices": slices,
         "blessing": blessing_verdict(files),
     }
@@ -347,15 +352,15 @@ def metrics_section(files: RunFiles) -> dict[str, Any]:
 def blessing_verdict(files: RunFiles) -> dict[str, Any]:
     if files.blessing is None:
         return {"state": "absent", "text": "gate_evaluation " + _missing(files.run, "gate_evaluation")}
-    blessed = files.blessing.get("blessed")
+    blessed = files.blessing.blessed
     return {
         "state": "passed" if blessed else "failed",
-        "text": ("blessed: " if blessed else "not blessed: ") + "; ".join(files.blessing.get("reasons", [])),
+        "text": ("blessed: " if blessed else "not blessed: ") + "; ".join(files.blessing.reasons),
     }
 
 
 def plot_section(files: RunFiles) -> dict[str, Any]:
-    drawn = [plot for plot in (ROC_PNG, CALIBRATION_PNG) if plot in files.plots]
+    drawn = [plot for plot in (ROC_PLOT, CALIBRATION_PLOT) if plot in files.plots]
     return {"images": drawn, "missing": "" if drawn else _missing(files.run, "evaluate")}
 
 
@@ -390,28 +395,40 @@ def lineage_section(files: RunFiles) -> dict[str, Any]:
     }
 
 
-def deploy_section(files: RunFiles) -> dict[str, Any]:
-    record = files.deploy
-    if record is None:
-        return {"missing": _missing(files.run, "deploy")}
-    if record.get("success"):
-        text = f"v{record['version']} on {len(record.get('replicas', []))} replica(s) ({record.get('backend')}), "
-        previous = record.get("previous_version")
-        text += f"production {f'v{previous}' if previous else 'none'} -> v{record['version']}"
+def _change(record: ProductionChange) -> dict[str, Any]:
+    """One change of production (the deploy, or the rollback after a failed check) and its timeline."""
+    if record.success:
+        before = f"v{record.from_version}" if record.from_version is not None else "none"
+        text = f"v{record.to_version} on {len(record.replicas)} replica(s) ({record.backend}), "
+        text += f"production {before} -> v{record.to_version}" if record.alias_moved else record.message
     else:
-        back = "rolled back to the previous version" if record.get("rolled_back") else "NOT fully rolled back"
-        text = f"failed: {record.get('reason')}; {back}"
-    replicas: dict[str, list[dict[str, str]]] = {url: [] for url in record.get("replicas", [])}
-    for event in record.get("events", []):
-        replicas.setdefault(event["replica"], []).append(
+        back = "rolled back to the previous version" if record.rolled_back else "NOT fully rolled back"
+        text = f"failed: {record.message}; {back}"
+    replicas: dict[str, list[dict[str, str]]] = {url: [] for url in record.replicas}
+    for event in record.events:
+        replicas.setdefault(event.replica, []).append(
             {
-                "event": event["event"],
-                "version": _number(event.get("version"), "d"),
-                "at": event["at"].partition("T")[2][:12],  # the time of day; the date is the run's
-                "detail": event.get("detail", ""),
+                "event": event.event,
+                "version": _number(event.version, "d"),
+                "at": event.at.partition("T")[2][:12],  # the time of day; the date is the run's
+                "detail": event.detail,
             }
         )
-    return {"missing": "", "state": "passed" if record.get("success") else "failed", "text": text, "replicas": replicas}
+    return {
+        "action": record.action,
+        "state": "passed" if record.success else "failed",
+        "text": text,
+        "by": record.requested_by,
+        "replicas": replicas,
+    }
+
+
+def deploy_section(files: RunFiles) -> dict[str, Any]:
+    changes = [_change(record) for record in (files.deploy, files.rollback) if record is not None]
+    rollback = files.run.steps.get("rollback") if files.run else None
+    rollback_note = f"rollback {rollback.outcome}: {rollback.message}" if rollback and not files.rollback else ""
+    missing = "" if files.deploy else _missing(files.run, "deploy")
+    return {"missing": missing, "changes": changes, "rollback_note": rollback_note}
 
 
 def page_data(files: RunFiles) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 evaluate draws the ROC and reliability plots, gate_features the drift chart; the page only links
 them. matplotlib is imported inside the drawing functions (its Agg canvas, no pyplot state), so
-importing this module, keiko.report or keiko.cli stays cheap.
+importing this module, keiko.report or keiko.step_runner stays cheap.
 """
 
 from __future__ import annotations
@@ -16,11 +16,6 @@ from keiko.metrics import auc
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-# Paths inside the run directory ({model}/{ds}/): the page links them relative to itself.
-ROC_PNG = "plots/roc.png"
-CALIBRATION_PNG = "plots/calibration.png"
-DRIFT_PNG = "plots/drift.png"
 
 DPI = 100
 CURVE_POINTS = 200  # enough for a 500-pixel-wide picture, whatever the number of rows

@@ -1,8 +1,11 @@
-"""Rolling a model version out to its servers: the pieces every backend shares.
+"""Changing what a model serves. `keiko.rollout.production` is the production path, the only code that
+does; this module has the pieces its backends share.
 
-A backend moves the servers to a version and, when anything fails, puts back the version they
-served before; the caller (the deploy stage) moves the `production` alias only after it succeeds.
-Every step is recorded as a `RolloutEvent` (the deployment record and the per-replica timeline).
+A backend (`local.py`: replicas on loopback; `kubernetes.py`: a Deployment) moves the servers to a version
+and, when anything fails, puts back the version they served before; the production path moves the
+`production` alias only after it succeeds. Every step is recorded as a `RolloutEvent` (the change's record
+and the per-replica timeline). Before each server it touches, a backend calls its `guard`, which raises
+when the production lease was lost: from then on it touches nothing.
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ from __future__ import annotations
 import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
+from keiko.contract import GOLDEN_EXPECTED, RolloutEvent
 from keiko.errors import KeikoError
 
 SMOKE_ROWS = 16
@@ -28,19 +32,6 @@ class RolloutFailed(KeikoError):
         super().__init__(message)
         self.events = events
         self.rolled_back = rolled_back
-
-
-@dataclass(frozen=True)
-class RolloutEvent:
-    replica: str
-    # "loaded", "patched", "ready", "smoke passed", "failed", "rolled back", "rollback failed", "unchanged"
-    event: str
-    version: int | None
-    at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"))
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def json_rows(table: pa.Table) -> list[dict[str, Any]]:
@@ -64,7 +55,7 @@ class SmokeTest:
     @classmethod
     def from_golden(cls, golden: pa.Table, limit: int = SMOKE_ROWS) -> SmokeTest:
         head = golden.slice(0, limit)
-        return cls(json_rows(head.drop_columns(["expected_prediction"])), head["expected_prediction"].to_pylist())
+        return cls(json_rows(head.drop_columns([GOLDEN_EXPECTED])), head[GOLDEN_EXPECTED].to_pylist())
 
     def check(self, answer: dict[str, Any], version: int) -> None:
         """Raise KeikoError unless `answer` (a /predict response) is `version`'s known answers."""
@@ -78,16 +69,21 @@ class SmokeTest:
             raise KeikoError(f"smoke predictions differ from the offline ones by {worst:.3g} (> {self.tolerance:g})")
 
 
+def _unguarded() -> None:
+    pass
+
+
 class Rollout(ABC):
     """A backend: `run` moves the servers to a version, `roll_back` puts the previous one back; both
-    record every step in `events` and say it in `log`."""
+    record every step in `events` and say it in `log`, and call `guard` before touching a server."""
 
-    def __init__(self, *, log: Callable[[str], None] = print) -> None:
+    def __init__(self, *, log: Callable[[str], None] = print, guard: Callable[[], None] = _unguarded) -> None:
         self.log = log
+        self.guard = guard
         self.events: list[RolloutEvent] = []
 
     def _record(self, replica: str, event: str, version: int | None, detail: str = "") -> None:
-        self.events.append(RolloutEvent(replica, event, version, detail=detail))
+        self.events.append(RolloutEvent(replica=replica, event=event, version=version, detail=detail))
         self.log(f"{replica}: {event} v{version}" + (f" ({detail})" if detail else ""))
 
     @abstractmethod

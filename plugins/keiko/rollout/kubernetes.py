@@ -74,10 +74,11 @@ class KubernetesRollout(Rollout):
         timeout: float = 600.0,
         poll_interval: float = 2.0,
         log: Callable[[str], None] = print,
+        guard: Callable[[], None] = lambda: None,
     ) -> None:
         if not deployment or not namespace:
             raise KeikoError(f"{model}: no Kubernetes deployment/namespace configured")
-        super().__init__(log=log)
+        super().__init__(log=log, guard=guard)
         self.model = model
         self.deployment = deployment
         self.namespace = namespace
@@ -140,6 +141,7 @@ class KubernetesRollout(Rollout):
                     }
                 }
             }  # strategic merge: annotations merge by key, containers and env by name
+            self.guard()  # a lost lease propagates: nothing more is touched
             deployment = self.apps_api.patch_namespaced_deployment(
                 self.deployment, self.namespace, body, _content_type="application/strategic-merge-patch+json"
             )
@@ -157,7 +159,7 @@ class KubernetesRollout(Rollout):
             elif self.roll_back(previous):
                 rolled_back, outcome = True, f"rolled back to v{previous}"
             else:
-                rolled_back, outcome = False, "NOT rolled back, see deploy.json"
+                rolled_back, outcome = False, "NOT rolled back, see the change's record"
             raise RolloutFailed(
                 f"rollout of v{version} failed on deployment {self.target}: {reason}; {outcome}",
                 events=self.events,
@@ -204,6 +206,7 @@ class KubernetesRollout(Rollout):
                 return False
             template = copy.deepcopy(replica_set.spec.template)
             (template.metadata.labels or {}).pop("pod-template-hash", None)
+            self.guard()
             deployment = self.apps_api.patch_namespaced_deployment(
                 self.deployment,
                 self.namespace,

@@ -23,10 +23,11 @@ class LocalRollout(Rollout):
         smoke: SmokeTest,
         ready_timeout: float = 60.0,
         log: Callable[[str], None] = print,
+        guard: Callable[[], None] = lambda: None,
     ) -> None:
         if not urls:
             raise KeikoError("no model-server replicas configured")
-        super().__init__(log=log)
+        super().__init__(log=log, guard=guard)
         self.model = model
         self.urls = urls
         self.smoke = smoke
@@ -44,6 +45,7 @@ class LocalRollout(Rollout):
         """Move every replica to `version`; on any failure put the touched ones back on `previous`."""
         touched: list[str] = []
         for url in self.urls:
+            self.guard()  # outside the try: a lost lease is no failure to roll back, nothing more is touched
             with ModelServerClient(url) as server:
                 try:
                     status = server.version()
@@ -66,7 +68,7 @@ class LocalRollout(Rollout):
                     elif rolled_back:
                         outcome = f"rolled back {len(touched)} replica(s) to v{previous}"
                     else:
-                        outcome = f"{len(touched)} replica(s) NOT rolled back, see deploy.json"
+                        outcome = f"{len(touched)} replica(s) NOT rolled back, see the change's record"
                     raise RolloutFailed(
                         f"rollout of v{version} failed on {url}: {exc}; {outcome}",
                         events=self.events,
@@ -84,6 +86,7 @@ class LocalRollout(Rollout):
             return False
         ok = True
         for url in reversed(urls):
+            self.guard()
             with ModelServerClient(url) as server:
                 try:
                     if server.version().get("version") != previous:

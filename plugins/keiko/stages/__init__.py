@@ -1,3 +1,2 @@
-"""Pipeline stages: each is `run(ctx) -> small result dict`, with I/O through the context's resources."""
-
-STAGES = ("extract", "features", "train", "evaluate", "register", "deploy")
+"""Pipeline stages, one module each (keiko.pipeline lists them): `run(ctx) -> its typed result`
+(keiko.contract), with I/O through the context's layout and resources."""

@@ -1,4 +1,4 @@
-"""What a stage runs against: the model, the run's day, and the resources (store, registry, warehouse)."""
+"""What a step runs against: the model, the run's day and identity, its files (RunLayout) and its resources."""
 
 from __future__ import annotations
 
@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import keiko
 from keiko.config import Settings, settings
+from keiko.contract import R, RunLayout
 from keiko.modeldef import ModelDefinition, load_model
+from keiko.process import RUN_ID_ENV, RUN_TYPE_ENV
+from keiko.resources import Resources
 from keiko.run_params import RunParams
-from keiko.storage import ArtifactStore, open_store
+from keiko.storage import ArtifactStore
 from keiko.warehouse import data_window
 
-if TYPE_CHECKING:  # imported where used: not every stage needs SQLAlchemy or DuckDB
+if TYPE_CHECKING:
     from keiko.registry import Registry
     from keiko.warehouse import Warehouse
 
@@ -26,7 +29,7 @@ if TYPE_CHECKING:  # imported where used: not every stage needs SQLAlchemy or Du
 class StageContext:
     model: ModelDefinition
     ds: dt.date
-    settings: Settings
+    resources: Resources
     run_id: str = ""
     run_type: str = "manual"  # Airflow's dag_run.run_type: scheduled, manual, backfill, ...
     params: RunParams = field(default_factory=RunParams)  # the trigger's: deploy, reason, window, overrides
@@ -41,9 +44,9 @@ class StageContext:
         return cls(
             definition.with_run_params(window_days=params.window_days, algorithm_params=params.algorithm),
             ds,
-            settings(),
-            run_id or os.environ.get("KEIKO_RUN_ID", ""),
-            run_type=_run_type(os.environ.get("KEIKO_RUN_TYPE") or "manual"),
+            Resources(),
+            run_id or os.environ.get(RUN_ID_ENV, ""),
+            run_type=_run_type(os.environ.get(RUN_TYPE_ENV) or "manual"),
             params=params,
         )
 
@@ -56,31 +59,33 @@ class StageContext:
         """What the registry keeps of how this run was asked for."""
         return {"run_type": self.run_type, **self.params.to_dict()}
 
-    @cached_property
+    @property
+    def settings(self) -> Settings:
+        return self.resources.settings
+
+    @property
     def store(self) -> ArtifactStore:
-        return open_store(self.settings)
+        return self.resources.store
 
-    @cached_property
+    @property
     def registry(self) -> Registry:
-        from keiko.registry import open_registry
+        return self.resources.registry
 
-        return open_registry(self.settings.registry_url)
+    @property
+    def warehouse(self) -> Warehouse:
+        return self.resources.warehouse
 
     @cached_property
-    def warehouse(self) -> Warehouse:
-        from keiko.warehouse import open_warehouse
+    def layout(self) -> RunLayout:
+        return RunLayout(self.store, self.model.name, self.ds.isoformat())
 
-        return open_warehouse(self.settings)
+    def result(self, kind: type[R]) -> R:
+        """The typed result an earlier step of this run wrote."""
+        return self.layout.read_result(kind)
 
     @property
     def window(self) -> tuple[dt.date, dt.date]:
         return data_window(self.ds, self.model.config.window_days)
-
-    def uri(self, name: str) -> str:
-        return self.store.uri(self.model.name, self.ds.isoformat(), name)
-
-    def stage_result(self, stage: str) -> dict[str, Any]:
-        return self.store.read_json(self.uri(f"stages/{stage}.json"))
 
     def log(self, message: str) -> None:
         elapsed = time.monotonic() - self.started

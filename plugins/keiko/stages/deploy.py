@@ -1,40 +1,29 @@
-"""deploy: roll the blessed version out to the model servers one replica at a time, then move the
-`production` alias. Any failure puts the moved replicas back on the previous version, leaves the alias
-where it was and fails the task with a one-line reason. deploy.json records every step per replica.
+"""deploy: put the blessed version into production through the production path (keiko.rollout.production).
 
-The backend is KEIKO_DEPLOY_BACKEND: `local` (replicas on loopback, moved through /admin/load) or
-`kubernetes` (the model server's Deployment, rolled by its controller)."""
+The servers move one at a time (local replicas) or by their Deployment's controller (Kubernetes), each
+checked against the golden set's offline answers; the `production` alias moves only after every one serves
+the version. Any failure puts the moved servers back, leaves the alias where it was and fails the task with a
+one-line reason. The change's record (every step per server) is the run's deploy record.
+"""
 
 from __future__ import annotations
 
-from keiko.config import DEPLOY_BACKENDS
-from keiko.errors import KeikoError, StageSkipped
-from keiko.rollout import Rollout, RolloutFailed, SmokeTest
+from keiko.contract import DeployResult, EvaluateResult, RegisterResult
+from keiko.errors import StageSkipped
+from keiko.rollout import SmokeTest
+from keiko.rollout.production import Change, ProductionPath
 from keiko.stages.context import StageContext
 
 
-def rollout_backend(ctx: StageContext, urls: list[str], smoke: SmokeTest) -> Rollout:
-    backend = ctx.settings.deploy_backend
-    if backend == "kubernetes":
-        from keiko.rollout.kubernetes import KubernetesRollout
-
-        return KubernetesRollout(
-            model=ctx.model.name,
-            deployment=ctx.settings.server_deployment(ctx.model.name),
-            namespace=ctx.settings.kubernetes_namespace,
-            conn_id=ctx.settings.kubernetes_conn_id,
-            log=ctx.log,
-        )
-    if backend == "local":
-        from keiko.rollout.local import LocalRollout
-
-        return LocalRollout(model=ctx.model.name, urls=urls, smoke=smoke, log=ctx.log)
-    raise KeikoError(f"KEIKO_DEPLOY_BACKEND={backend!r}: expected one of {', '.join(DEPLOY_BACKENDS)}")
+def requested_by(ctx: StageContext, action: str, version: int) -> str:
+    """Who changes production, in words (the lease holder): the run, or a command run by hand."""
+    origin = f"run {ctx.run_id}" if ctx.run_id else f"`keiko stage {action}` by hand"
+    return f"{action} of {ctx.model.name} v{version} for {origin}"
 
 
-def run(ctx: StageContext) -> dict:
+def run(ctx: StageContext) -> DeployResult:
     name = ctx.model.name
-    version = ctx.stage_result("register")["version"]
+    version = ctx.result(RegisterResult).version
     entry = ctx.registry.get(name, version)
     current = ctx.registry.alias(name, "production")
     stays = f"production stays v{current}" if current else "there is no production version yet"
@@ -43,28 +32,23 @@ def run(ctx: StageContext) -> dict:
     if ctx.deploy_mode == "skip":
         raise StageSkipped(f"{name} v{version} not deployed: the run asked deploy=skip; {stays}")
 
-    urls = ctx.settings.serving_urls(name, ctx.model.config.serving.port, ctx.model.config.serving.replicas)
-    golden = ctx.store.read_table(ctx.stage_result("evaluate")["golden_uri"])
-    rollout = rollout_backend(ctx, urls, SmokeTest.from_golden(golden))
-    backend = ctx.settings.deploy_backend
-    ctx.log(f"deploy {name} v{version} ({backend}: {', '.join(urls)}) one replica at a time; production is v{current}")
-    record = {"model": name, "version": version, "previous_version": current, "backend": backend, "replicas": urls}
-    try:
-        events = rollout.run(version, current)
-    except RolloutFailed as exc:
-        ctx.store.write_json(
-            ctx.uri("deploy.json"),
-            {**record, "success": False, "reason": str(exc), "rolled_back": exc.rolled_back,
-             "events": [e.to_dict() for e in exc.events]},
-        )  # fmt: skip
-        raise
-    if current == version:
-        ctx.log(f"v{version} was already production: nothing to move")
-    else:
-        try:
-            ctx.registry.move_alias(name, version, expected=current, note=f"deploy run {ctx.run_id or 'cli'}")
-        except KeikoError as exc:
-            raise KeikoError(f"replicas serve v{version} but the alias did not move: {exc}") from None
-        ctx.log(f"all {len(urls)} replica(s) serve v{version}; production alias moved v{current} -> v{version}")
-    ctx.store.write_json(ctx.uri("deploy.json"), {**record, "success": True, "events": [e.to_dict() for e in events]})
-    return {"version": version, "previous_version": current, "servers": urls}
+    golden = ctx.store.read_table(ctx.result(EvaluateResult).golden_uri)
+    path = ProductionPath(model=ctx.model, resources=ctx.resources, log=ctx.log)
+    ctx.log(
+        f"deploy {name} v{version} ({ctx.settings.deploy_backend}: {', '.join(path.urls)}) one replica at a time; "
+        f"production is v{current}"
+    )
+    change = path.change(
+        Change(
+            action="deploy",
+            version=version,
+            expected=current,
+            smoke=SmokeTest.from_golden(golden),
+            requested_by=requested_by(ctx, "deploy", version),
+            reason=ctx.params.reason,
+            note=f"deploy run {ctx.run_id or 'cli'}",
+            record_uri=ctx.layout.deploy_record,
+        )
+    )
+    ctx.log(change.message)
+    return DeployResult(version=version, previous_version=change.from_version, servers=change.replicas)

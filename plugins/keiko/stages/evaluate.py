@@ -1,13 +1,11 @@
 """evaluate: score the candidate and the production model on the same out-of-time test day.
 
-Writes evaluation.json: metrics of both, the Bayes-optimal logloss of the day (from the
+Writes the evaluation (keiko.contract.Evaluation): metrics of both, the Bayes-optimal logloss of the day (from the
 synthetic warehouse's hidden truth, when it exists) and per-slice metrics. Judging them is
 gate_evaluation's job.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,18 +13,29 @@ import pyarrow as pa
 
 from keiko.algorithms import load_model_bytes
 from keiko.columns import from_arrow
+from keiko.contract import (
+    CALIBRATION_PLOT,
+    GOLDEN_EXPECTED,
+    ROC_PLOT,
+    EvaluateResult,
+    Evaluation,
+    Metrics,
+    ProductionMetrics,
+    TrainResult,
+)
 from keiko.metrics import summary
 from keiko.registry import ModelVersion
-from keiko.report.plots import CALIBRATION_PNG, ROC_PNG
 from keiko.stages.context import StageContext
 from keiko.stages.train import feature_arrays
 
 
-def slice_metrics(raw_test: pa.Table, columns: list[str], y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def slice_metrics(
+    raw_test: pa.Table, columns: list[str], y: np.ndarray, p: np.ndarray
+) -> dict[str, dict[str, Metrics]]:
+    out: dict[str, dict[str, Metrics]] = {}
     for column in columns:
         values = np.asarray(raw_test.column(column).to_pandas().astype(str))
-        out[column] = {str(v): summary(y[values == v], p[values == v]) for v in sorted(set(values))}
+        out[column] = {str(v): Metrics(**summary(y[values == v], p[values == v])) for v in sorted(set(values))}
     return out
 
 
@@ -78,7 +87,7 @@ def golden_set(ctx: StageContext, raw_test: pa.Table, predictions: np.ndarray) -
     rng = np.random.default_rng(ctx.ds.toordinal())
     picked = np.sort(rng.choice(raw_test.num_rows, min(GOLDEN_ROWS, raw_test.num_rows), replace=False))
     columns = ["impression_id", *ctx.model.features.INPUT_SCHEMA]
-    return raw_test.select(columns).take(picked).append_column("expected_prediction", pa.array(predictions[picked]))
+    return raw_test.select(columns).take(picked).append_column(GOLDEN_EXPECTED, pa.array(predictions[picked]))
 
 
 def draw_plots(ctx: StageContext, y: np.ndarray, predictions: dict[str, np.ndarray]) -> None:
@@ -86,58 +95,56 @@ def draw_plots(ctx: StageContext, y: np.ndarray, predictions: dict[str, np.ndarr
     from keiko.report.plots import calibration_png, roc_png
 
     try:
-        for name, draw in ((ROC_PNG, roc_png), (CALIBRATION_PNG, calibration_png)):
-            ctx.store.delete(ctx.uri(name))  # no earlier run's plot left beside this run's if drawing fails
-            ctx.store.write_bytes(ctx.uri(name), draw(y, predictions))
+        for name, draw in ((ROC_PLOT, roc_png), (CALIBRATION_PLOT, calibration_png)):
+            ctx.store.delete(ctx.layout.plot(name))  # no earlier run's plot left beside this run's if drawing fails
+            ctx.store.write_bytes(ctx.layout.plot(name), draw(y, predictions))
     except Exception as exc:  # pictures for people: never the reason a model is not evaluated
         ctx.log(f"plots not drawn: {type(exc).__name__}: {exc}")
 
 
-def run(ctx: StageContext) -> dict:
+def run(ctx: StageContext) -> EvaluateResult:
     config = ctx.model.config
-    trained = ctx.stage_result("train")
-    test_table = ctx.store.read_table(ctx.uri("test.parquet"))
+    trained = ctx.result(TrainResult)
+    test_table = ctx.store.read_table(ctx.layout.split("test"))
     features, y = feature_arrays(test_table)
     ids = test_table.column("impression_id").to_numpy()
     ctx.log(f"evaluate {ctx.model.name}: {len(y):,} test rows of {ctx.ds}")
 
-    candidate_model = load_model_bytes(ctx.store.read_verified(trained["model_uri"], trained["model_sha256"]))
+    candidate_model = load_model_bytes(ctx.store.read_verified(trained.model_uri, trained.model_sha256))
     p_candidate = candidate_model.predict(features)
-    candidate = summary(y, p_candidate)
+    candidate = Metrics(**summary(y, p_candidate))
 
-    raw_test = ctx.store.read_table(ctx.uri("raw.parquet"), filters=[("dt", "=", ctx.ds.isoformat())])
+    raw_test = ctx.store.read_table(ctx.layout.raw, filters=[("dt", "=", ctx.ds.isoformat())])
     production = None
     scored = production_predictions(ctx, raw_test)
     if scored is not None:
         production_entry, p_production = scored
-        production = {
-            "version": production_entry.version,
-            "window_end": production_entry.window_end,  # after ds: production trained on the test day
+        production = ProductionMetrics(
+            version=production_entry.version,
+            window_end=production_entry.window_end,  # after ds: production trained on the test day
             **summary(y, p_production),
-        }
-        ctx.log(
-            f"production v{production_entry.version}: logloss {production['logloss']:.5f}, AUC {production['auc']:.4f}"
         )
+        ctx.log(f"production v{production.version}: logloss {production.logloss:.5f}, AUC {production.auc:.4f}")
 
     p_true = true_probabilities(ctx, ids)
     truth = against_truth(y, p_true, p_candidate) if p_true is not None else {}
     bayes = truth.get("bayes_optimal_logloss")
-    evaluation = {
-        "model": ctx.model.name,
-        "ds": ctx.ds.isoformat(),
-        "test_rows": len(y),
-        "candidate": candidate,
-        "production": production,
-        "bayes_optimal_logloss": bayes,
-        "candidate_gap_to_bayes": (candidate["logloss"] / bayes - 1) if bayes else None,
-        **{k: v for k, v in truth.items() if k != "bayes_optimal_logloss"},
-        "slices": slice_metrics(raw_test, config.slices, y, p_candidate),
-    }
+    evaluation = Evaluation(
+        model=ctx.model.name,
+        ds=ctx.ds.isoformat(),
+        test_rows=len(y),
+        candidate=candidate,
+        production=production,
+        bayes_optimal_logloss=bayes,
+        candidate_gap_to_bayes=(candidate.logloss / bayes - 1) if bayes else None,
+        bayes_optimal_calibration=truth.get("bayes_optimal_calibration"),
+        candidate_calibration_to_truth=truth.get("candidate_calibration_to_truth"),
+        slices=slice_metrics(raw_test, config.slices, y, p_candidate),
+    )
     ctx.log(
-        f"candidate: logloss {candidate['logloss']:.5f}, AUC {candidate['auc']:.4f}, "
-        f"calibration {candidate['calibration']:.3f}"
+        f"candidate: logloss {candidate.logloss:.5f}, AUC {candidate.auc:.4f}, calibration {candidate.calibration:.3f}"
         + (
-            f"; Bayes-optimal logloss {bayes:.5f} (gap {evaluation['candidate_gap_to_bayes']:+.2%}), "
+            f"; Bayes-optimal logloss {bayes:.5f} (gap {evaluation.candidate_gap_to_bayes:+.2%}), "
             f"calibration to the true probabilities {truth['candidate_calibration_to_truth']:.3f} "
             f"(the Bayes-optimal model's own calibration on these labels: {truth['bayes_optimal_calibration']:.3f})"
             if bayes
@@ -150,15 +157,12 @@ def run(ctx: StageContext) -> dict:
     if p_true is not None:
         curves["Bayes-optimal"] = p_true
     draw_plots(ctx, y, curves)
-    golden_uri = ctx.uri("golden.parquet")
-    golden_sha256 = ctx.store.write_table(golden_uri, golden_set(ctx, raw_test, p_candidate))
-    uri = ctx.uri("evaluation.json")
-    return {
-        "golden_uri": golden_uri,
-        "golden_sha256": golden_sha256,
-        "evaluation_uri": uri,
-        "evaluation_sha256": ctx.store.write_json(uri, evaluation),
-        "candidate_logloss": candidate["logloss"],
-        "candidate_auc": candidate["auc"],
-        "bayes_optimal_logloss": bayes,
-    }
+    return EvaluateResult(
+        golden_uri=ctx.layout.golden,
+        golden_sha256=ctx.store.write_table(ctx.layout.golden, golden_set(ctx, raw_test, p_candidate)),
+        evaluation_uri=ctx.layout.evaluation,
+        evaluation_sha256=ctx.layout.write(ctx.layout.evaluation, evaluation),
+        candidate_logloss=candidate.logloss,
+        candidate_auc=candidate.auc,
+        bayes_optimal_logloss=bayes,
+    )

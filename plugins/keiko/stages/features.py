@@ -13,11 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from keiko.columns import from_arrow
+from keiko.contract import RAW, SPLITS, FeaturesResult, Split
 from keiko.errors import MissingDataError
 from keiko.profiling import profile
 from keiko.stages.context import StageContext
-
-SPLITS = ("train", "valid", "test")
 
 
 def split_masks(days: pa.ChunkedArray | pa.Array, ds: dt.date) -> dict[str, np.ndarray]:
@@ -36,13 +35,13 @@ def build_feature_table(
     return pa.table(columns)
 
 
-def run(ctx: StageContext) -> dict:
+def run(ctx: StageContext) -> FeaturesResult:
     config, module = ctx.model.config, ctx.model.features
-    raw = ctx.store.read_table(ctx.uri("raw.parquet"))
+    raw = ctx.store.read_table(ctx.layout.raw)
     ctx.log(f"features {ctx.model.name}: {raw.num_rows:,} raw rows, feature module {config.features}")
     missing = [c for c in [*module.INPUT_SCHEMA, config.label, "dt", "impression_id"] if c not in raw.column_names]
     if missing:
-        raise MissingDataError(f"raw.parquet lacks columns {missing} needed by {config.features}")
+        raise MissingDataError(f"{RAW} lacks columns {missing} needed by {config.features}")
 
     columns = from_arrow(raw, module.INPUT_SCHEMA)
     features = module.transform(columns, **config.feature_params)
@@ -51,25 +50,25 @@ def run(ctx: StageContext) -> dict:
     ids = np.asarray(raw.column("impression_id"))
     masks = split_masks(raw.column("dt"), ctx.ds)
 
-    result: dict = {"splits": {}}
+    splits: dict[str, Split] = {}
     for split in SPLITS:
         n = int(masks[split].sum())
         if n == 0:
             raise MissingDataError(
                 f"the {split} split is empty for ds={ctx.ds} (window {ctx.window[0]}..{ctx.window[1]})"
             )
-        uri = ctx.uri(f"{split}.parquet")
+        uri = ctx.layout.split(split)
         sha256 = ctx.store.write_table(uri, build_feature_table(features, label, ids, masks[split]))
         rate = float(label[masks[split]].mean())
-        result["splits"][split] = {"uri": uri, "sha256": sha256, "rows": n, "label_rate": rate}
+        splits[split] = Split(uri=uri, sha256=sha256, rows=n, label_rate=rate)
         ctx.log(f"{split}: {n:,} rows, label rate {rate:.4%}")
 
     train_columns = {name: values[masks["train"]] for name, values in columns.items()}
     stats = {
         "columns": profile(train_columns, module.INPUT_SCHEMA),
-        "label_rate": {split: info["label_rate"] for split, info in result["splits"].items()},
-        "rows": {split: info["rows"] for split, info in result["splits"].items()},
+        "label_rate": {split: info.label_rate for split, info in splits.items()},
+        "rows": {split: info.rows for split, info in splits.items()},
     }
-    result["profile_uri"] = ctx.uri("profile.json")
-    result["profile_sha256"] = ctx.store.write_json(result["profile_uri"], stats)
-    return result
+    return FeaturesResult(
+        splits=splits, profile_uri=ctx.layout.profile, profile_sha256=ctx.store.write_json(ctx.layout.profile, stats)
+    )

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-import json
-
+from keiko.contract import (
+    Blessing,
+    EvaluateResult,
+    Evaluation,
+    ExtractResult,
+    FeaturesResult,
+    ModelLayout,
+    RegisterResult,
+    TrainResult,
+    parse,
+)
 from keiko.errors import KeikoError
-from keiko.gates.evaluation import BLESSING
 from keiko.stages.context import StageContext, code_version
 from keiko.storage import sha256_bytes
 
@@ -16,23 +24,19 @@ def publish_artifact(ctx: StageContext, uri: str, sha256: str, version_key: str 
     Run artifacts under {model}/{ds}/ are rewritten by every rerun of that day (possibly with new
     code or config); a registered version must keep pointing at exactly the bytes it was judged on.
     """
-    published = f"{ctx.store.root_uri}/{ctx.model.name}/versions/{version_key or sha256}/{uri.rsplit('/', 1)[-1]}"
+    published = ModelLayout(ctx.store, ctx.model.name).published(version_key or sha256, uri.rsplit("/", 1)[-1])
     if not ctx.store.exists(published):
         ctx.store.write_bytes(published, ctx.store.read_verified(uri, sha256))
     return published
 
 
-def read_blessing(ctx: StageContext, model_sha256: str, evaluation_bytes: bytes) -> dict:
+def read_blessing(ctx: StageContext, model_sha256: str, evaluation_bytes: bytes) -> Blessing:
     """gate_evaluation's verdict on exactly this candidate and evaluation; anything else is an error."""
-    if not ctx.store.exists(ctx.uri(BLESSING)):
+    if not ctx.store.exists(ctx.layout.blessing):
         raise KeikoError(f"no blessing for {ctx.model.name} {ctx.ds}: gate_evaluation did not reach a verdict")
-    blessing = ctx.store.read_json(ctx.uri(BLESSING))
-    if blessing.get("model_sha256") != model_sha256 or blessing.get("evaluation_sha256") != sha256_bytes(
-        evaluation_bytes
-    ):
+    blessing = ctx.layout.read(ctx.layout.blessing, Blessing)
+    if blessing.model_sha256 != model_sha256 or blessing.evaluation_sha256 != sha256_bytes(evaluation_bytes):
         raise KeikoError("the blessing judged another candidate or evaluation: rerun evaluate and gate_evaluation")
-    if not isinstance(blessing.get("blessed"), bool):
-        raise KeikoError(f"blessing has no boolean verdict: {blessing.get('blessed')!r}")
     return blessing
 
 
@@ -50,45 +54,39 @@ def history_reason(ctx: StageContext, window_end: str) -> str | None:
     return None
 
 
-def run(ctx: StageContext) -> dict:
-    extracted, trained = ctx.stage_result("extract"), ctx.stage_result("train")
-    evaluation_bytes = ctx.store.read_bytes(ctx.uri("evaluation.json"))
-    evaluation = json.loads(evaluation_bytes)
-    blessing = read_blessing(ctx, trained["model_sha256"], evaluation_bytes)
-    artifact_uri = publish_artifact(ctx, trained["model_uri"], trained["model_sha256"])
-    profile_uri = publish_artifact(
-        ctx, ctx.uri("profile.json"), ctx.stage_result("features")["profile_sha256"], trained["model_sha256"]
-    )
-    status, reason = (
-        ("registered", "; ".join(blessing["reasons"]))
-        if blessing["blessed"]
-        else (
-            "rejected",
-            "; ".join(blessing["reasons"]),
-        )
-    )
-    if status == "registered" and (history := history_reason(ctx, extracted["window_end"])):
+def run(ctx: StageContext) -> RegisterResult:
+    extracted, trained = ctx.result(ExtractResult), ctx.result(TrainResult)
+    evaluated = ctx.result(EvaluateResult)
+    evaluation_bytes = ctx.store.read_bytes(evaluated.evaluation_uri)
+    evaluation = parse(evaluation_bytes, Evaluation, evaluated.evaluation_uri)
+    blessing = read_blessing(ctx, trained.model_sha256, evaluation_bytes)
+    artifact_uri = publish_artifact(ctx, trained.model_uri, trained.model_sha256)
+    features = ctx.result(FeaturesResult)
+    profile_uri = publish_artifact(ctx, features.profile_uri, features.profile_sha256, trained.model_sha256)
+    status = "registered" if blessing.blessed else "rejected"
+    reason = "; ".join(blessing.reasons)
+    if status == "registered" and (history := history_reason(ctx, extracted.window_end)):
         status, reason = "historical", history
     registration = ctx.registry.register(
         model=ctx.model.name,
         ds=ctx.ds.isoformat(),
-        window_start=extracted["window_start"],
-        window_end=extracted["window_end"],
+        window_start=extracted.window_start,
+        window_end=extracted.window_end,
         artifact_uri=artifact_uri,
-        artifact_sha256=trained["model_sha256"],
+        artifact_sha256=trained.model_sha256,
         code_version=code_version(),
         config_sha256=ctx.model.config_sha256,
         features_sha256=ctx.model.features_sha256,
-        algorithm=trained["algorithm"],
+        algorithm=trained.algorithm,
         metrics={
-            "test": evaluation["candidate"],
-            "production": evaluation["production"],
-            "bayes_optimal_logloss": evaluation["bayes_optimal_logloss"],
-            "calibration_to_truth": evaluation.get("candidate_calibration_to_truth"),
-            "blessing": blessing,
+            "test": evaluation.candidate.model_dump(mode="json"),
+            "production": evaluation.production.model_dump(mode="json") if evaluation.production else None,
+            "bayes_optimal_logloss": evaluation.bayes_optimal_logloss,
+            "calibration_to_truth": evaluation.candidate_calibration_to_truth,
+            "blessing": blessing.model_dump(mode="json"),
             "profile_uri": profile_uri,
-            "raw_rows": extracted["rows"],
-            "raw_sha256": extracted["raw_sha256"],
+            "raw_rows": extracted.rows,
+            "raw_sha256": extracted.raw_sha256,
         },
         status=status,
         reason=reason,
@@ -100,9 +98,6 @@ def run(ctx: StageContext) -> dict:
     if entry.status != "registered":
         verb += f" as {entry.status.upper()} ({entry.reason})"
     ctx.log(f"{ctx.model.name} v{entry.version} {verb}: {entry.artifact_uri} sha256 {entry.artifact_sha256[:12]}")
-    return {
-        "version": entry.version,
-        "status": entry.status,
-        "created": registration.created,
-        "artifact_sha256": entry.artifact_sha256,
-    }
+    return RegisterResult(
+        version=entry.version, status=entry.status, created=registration.created, artifact_sha256=entry.artifact_sha256
+    )

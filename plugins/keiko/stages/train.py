@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from keiko.algorithms import get_algorithm
+from keiko.contract import TrainResult
 from keiko.stages.context import StageContext
 
 NON_FEATURE_COLUMNS = ("label", "impression_id")
@@ -16,10 +17,10 @@ def feature_arrays(table: pa.Table) -> tuple[dict[str, np.ndarray], np.ndarray]:
     return features, table.column("label").to_numpy().astype(np.float64)
 
 
-def run(ctx: StageContext) -> dict:
+def run(ctx: StageContext) -> TrainResult:
     config = ctx.model.config
-    train, y_train = feature_arrays(ctx.store.read_table(ctx.uri("train.parquet")))
-    valid, y_valid = feature_arrays(ctx.store.read_table(ctx.uri("valid.parquet")))
+    train, y_train = feature_arrays(ctx.store.read_table(ctx.layout.split("train")))
+    valid, y_valid = feature_arrays(ctx.store.read_table(ctx.layout.split("valid")))
     ctx.log(
         f"train {ctx.model.name}: {config.algorithm.name} on {len(y_train):,} rows, "
         f"early stopping on {len(y_valid):,} valid rows, params {config.algorithm.params}"
@@ -36,14 +37,14 @@ def run(ctx: StageContext) -> dict:
     )
     ctx.log(f"best epoch {log.best_epoch}; stopped: {log.stopped_because}")
     data = model.to_bytes()
-    model_uri = ctx.uri(model.artifact_name)
+    model_uri = ctx.layout.model_artifact(model.artifact_format)
     sha256 = ctx.store.write_bytes(model_uri, data)
-    ctx.store.write_json(ctx.uri("training_log.json"), log.to_dict())
-    return {
-        "model_uri": model_uri,
-        "model_sha256": sha256,
-        "model_bytes": len(data),
-        "algorithm": model.algorithm,
-        "best_epoch": log.best_epoch,
-        "describe": model.describe(),
-    }
+    ctx.store.write_json(ctx.layout.training_log, log.to_dict())
+    return TrainResult(
+        model_uri=model_uri,
+        model_sha256=sha256,
+        model_bytes=len(data),
+        algorithm=model.algorithm,
+        best_epoch=log.best_epoch,
+        describe=model.describe(),
+    )

@@ -58,7 +58,7 @@ def test_same_training_same_bytes_and_a_round_trip_predicts_the_same(trained):
     again, _ = fit()
     assert again.to_bytes() == data  # the random model_guid and finish time are pinned
     loaded = load_model_bytes(data)
-    assert isinstance(loaded, CatBoostModel) and loaded.artifact_name == "model.cbm"
+    assert isinstance(loaded, CatBoostModel) and loaded.artifact_format == "cbm"
     test, _, _ = make_data(2_000, 3)
     np.testing.assert_array_equal(loaded.predict(test), model.predict(test))
     one_row = {name: values[:1] for name, values in test.items()}

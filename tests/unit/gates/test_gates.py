@@ -9,8 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import DS
-from keiko.cli import EXIT_GATE_FAILED, EXIT_USER_ERROR, main
+from keiko.cli import main
 from keiko.config import settings
+from keiko.process import EXIT_GATE_FAILED, EXIT_USER_ERROR
 from keiko.registry import open_registry
 
 

@@ -1,5 +1,6 @@
 """gate_serving: live replicas must answer the golden set as the offline candidate did, within the
-latency budget; a failure puts the previous version back on the replicas and the alias."""
+latency budget. The check itself changes nothing: after it fails, the `rollback` step puts the previous
+version back on the replicas and the alias, through the production path."""
 
 import json
 
@@ -7,10 +8,13 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import DS, run_steps, serve_replicas
-from keiko.cli import EXIT_GATE_FAILED, main
+from conftest import DS, run_step, run_steps, serve_replicas
+from keiko.cli import main
 from keiko.config import settings
+from keiko.process import EXIT_GATE_FAILED, EXIT_USER_ERROR
 from keiko.registry import open_registry
+
+pytestmark = pytest.mark.server
 
 
 @pytest.fixture
@@ -35,6 +39,10 @@ def test_replicas_that_answer_as_offline_pass(apps):
     assert len(facts) == 2 and all(o["passed"] and o["value"] > 0 for o in facts)
 
 
+def served(urls: list[str]) -> list[int]:
+    return [httpx.get(f"{u}/version").json()["version"] for u in urls]
+
+
 def test_skew_fails_and_rolls_back_to_the_previous_version(apps, project_copy, capsys):
     replica_apps, urls = apps
     run_steps("deploy")  # v1 is production
@@ -47,11 +55,22 @@ def test_skew_fails_and_rolls_back_to_the_previous_version(apps, project_copy, c
     server.score = lambda loaded, rows: np.float16(exact(loaded, rows)).astype(np.float64).tolist()
     capsys.readouterr()
     assert gate_serving() == EXIT_GATE_FAILED
-    out, err = capsys.readouterr()
+    out = capsys.readouterr().out
     assert "replica2_answers" in out and "abs_error" in out
-    assert "rolled back to v1 (replicas and production alias)" in err
-    assert [httpx.get(f"{u}/version").json()["version"] for u in urls] == [1, 1]
-    assert open_registry(settings().registry_url).alias("ctr") == 1
+    registry = open_registry(settings().registry_url)
+    assert served(urls) == [2, 2] and registry.alias("ctr") == 2  # a check changes nothing
+    server.score = exact
+    assert run_step("rollback") == 0  # what the DAG runs next (trigger rule one_failed)
+    assert "rolled back to v1 (replicas and production alias)" in capsys.readouterr().out
+    assert served(urls) == [1, 1]
+    assert registry.alias("ctr") == 1 and registry.history("ctr")[-1]["note"] == f"gate_serving failed {DS}"
+    # What on-call reads: the run page's deploy section has both changes, `keiko why` what the rollback did.
+    page = (settings().home / "artifacts" / "ctr" / DS / "report.html").read_text()
+    assert "production v1 -&gt; v2" in page and "production v2 -&gt; v1" in page
+    assert main(["why", "ctr", DS]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"ctr {DS}: NOT promoted: v2 was deployed, then gate_serving failed on the live replicas"
+    assert "  rolled back ctr: production v2 -> v1 on 2 replica(s)" in lines
 
 
 def test_a_slow_service_fails_the_latency_budget(apps, project_copy, capsys):
@@ -61,4 +80,6 @@ def test_a_slow_service_fails_the_latency_budget(apps, project_copy, capsys):
     assert gate_serving() == EXIT_GATE_FAILED
     failed = [o["column"] for o in result()["outcomes"] if not o["passed"]]
     assert failed == ["p95_latency_ms", "p95_latency_ms"]
+    capsys.readouterr()
+    assert run_step("rollback") == EXIT_USER_ERROR
     assert "no previous version to roll back to: v1 keeps serving" in capsys.readouterr().err

@@ -7,9 +7,10 @@ import re
 
 import pytest
 
-from keiko.cli import EXIT_USER_ERROR, main
+from keiko.cli import main
 from keiko.errors import KeikoError
 from keiko.oncall.rollback import choose_target
+from keiko.process import EXIT_USER_ERROR
 from keiko.registry import Registry
 from keiko.registry.sql import SqlRegistry
 

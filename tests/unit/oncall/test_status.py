@@ -9,9 +9,10 @@ import re
 import pytest
 
 from conftest import DS
-from keiko.cli import EXIT_USER_ERROR, main
+from keiko.cli import main
 from keiko.config import settings
 from keiko.oncall import age
+from keiko.process import EXIT_USER_ERROR
 from keiko.registry import open_registry
 
 MISSING_DAY = "2027-01-10"  # the warehouse has no such partition: extract fails

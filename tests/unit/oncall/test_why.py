@@ -8,9 +8,11 @@ import re
 import pytest
 
 from conftest import DS, run_step, run_steps, serve_in_thread
-from keiko.cli import EXIT_GATE_FAILED, EXIT_SKIPPED, EXIT_USER_ERROR, main
+from keiko.cli import main
 from keiko.config import settings
+from keiko.contract import Blessing, EvaluationGateResult, GateOutcome, ProductionChange
 from keiko.oncall.why import RunFacts, explain
+from keiko.process import EXIT_GATE_FAILED, EXIT_SKIPPED, EXIT_USER_ERROR
 from keiko.registry import ModelVersion, open_registry
 from keiko.runs import RunRecord, StepRecord
 from keiko.serving.app import create_app
@@ -33,6 +35,7 @@ def live_server(run_home, monkeypatch):
         yield url
 
 
+@pytest.mark.server
 def test_a_promoted_run_names_the_version_and_what_it_replaced(live_server, capsys):
     run_steps("deploy", "gate_serving")
     lines = why(capsys)
@@ -63,6 +66,7 @@ def test_a_failed_gate_names_the_expectation_observed_and_allowed(run_home, proj
     assert lines[-1].endswith("production now: none")
 
 
+@pytest.mark.server
 def test_a_candidate_worse_than_production_is_explained_by_that_comparison(
     live_server, project_copy, monkeypatch, capsys
 ):
@@ -128,9 +132,14 @@ def version(status: str = "registered", reason: str = "") -> ModelVersion:
 
 def test_a_failed_deploy_says_the_reason_and_that_the_replicas_went_back():
     message = "rollout of v2 failed on http://10.0.0.2:8080: unreachable; rolled back 1 replica(s) to v1"
+    deploy = ProductionChange(
+        model="ctr", action="deploy", from_version=1, to_version=2, reason="", requested_by="deploy of ctr v2",
+        backend="local", replicas=["http://10.0.0.1:8080", "http://10.0.0.2:8080"], started_at="", finished_at="",
+        success=False, message=message, rolled_back=True, alias_moved=False, events=[], record_uri="",
+    )  # fmt: skip
     facts = RunFacts(
         "ctr", DS, run(*UP_TO_REGISTER, step("deploy", "failed", message)), production=1, version=version(),
-        deploy={"version": 2, "previous_version": 1, "success": False, "reason": message, "rolled_back": True},
+        deploy=deploy,
     )  # fmt: skip
     assert explain(facts)[:3] == [
         f"ctr {DS}: NOT promoted: deploy of v2 failed",
@@ -141,15 +150,19 @@ def test_a_failed_deploy_says_the_reason_and_that_the_replicas_went_back():
 
 def test_a_candidate_can_miss_a_threshold_and_lose_to_production_at_once():
     outcomes = [
-        {"suite": "blessing", "expectation": "expect_column_values_to_be_between", "column": column,
-         "observed": observed, "expected": expected, "passed": False, "value": None}
+        GateOutcome(suite="blessing", expectation="expect_column_values_to_be_between", column=column,
+                    observed=observed, expected=expected, passed=False)
         for column, observed, expected in (("auc", "0.649963", "[0.65, inf]"),
                                            ("logloss_regression", "0.0151204", "[-inf, 0.005]"))
     ]  # fmt: skip
-    gate = {"failed": 2, "expectations": 8, "outcomes": outcomes}
+    gate = EvaluationGateResult(
+        gate="evaluation", success=False, expectations=8, failed=2, outcomes=outcomes, data_docs="", blessed=False
+    )
+    blessing = Blessing(blessed=False, reasons=[], model_sha256="", evaluation_sha256="", production_version=1,
+                        metrics={}, judged_at="")  # fmt: skip
     facts = RunFacts(
         "ctr", DS, run(*UP_TO_REGISTER[:7], step("gate_evaluation", "failed", "gate_evaluation failed 2/8")),
-        production=1, gate=gate, blessing={"production_version": 1},
+        production=1, gate=gate, blessing=blessing,
     )  # fmt: skip
     assert explain(facts)[:4] == [
         f"ctr {DS}: NOT promoted: the candidate missed model.yaml's absolute thresholds and is worse than "

@@ -44,7 +44,7 @@ def render(task) -> dict:
     return ApiClient().sanitize_for_serialization(pod)
 
 
-CASES = [(model, task_id, kind) for model in model_names() for task_id, kind in PIPELINE]
+CASES = [(model, step.task_id, step.kind) for model in model_names() for step in PIPELINE]
 
 
 @pytest.mark.parametrize(("model", "task_id", "kind"), CASES)

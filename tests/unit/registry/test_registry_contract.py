@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from keiko.errors import RegistryError
+from keiko.errors import LeaseHeld, LeaseLost, RegistryError
 from keiko.registry import Registration, Registry, open_registry
 
 T = TypeVar("T")
@@ -30,7 +31,7 @@ WINDOW = ("2026-11-15", "2026-11-21")
 RACERS = 10
 
 
-@pytest.fixture(params=["sql", "dynamodb"])
+@pytest.fixture(params=["sql", pytest.param("dynamodb", marks=pytest.mark.aws)])
 def registry_url(request: pytest.FixtureRequest, tmp_path) -> str:
     if request.param == "sql":
         return f"sqlite:///{tmp_path / 'registry.db'}"
@@ -246,6 +247,88 @@ def test_concurrent_conditional_moves_have_one_winner(registry_url):
     winner = 2 + winners[0]
     assert registry.alias("ctr") == winner and registry.previous("ctr") == 1
     assert [(h["from_version"], h["to_version"]) for h in registry.history("ctr")] == [(None, 1), (1, winner)]
+
+
+def test_expecting_no_alias_is_a_compare_and_set_too(registry):
+    for sha in ("a", "b"):
+        register(registry, sha)
+    assert registry.move_alias("ctr", 1, expected=None) is None  # nothing yet: as expected
+    with pytest.raises(RegistryError, match="moved concurrently"):
+        registry.move_alias("ctr", 2, expected=None)  # what a deploy that saw "no production yet" would do
+    assert registry.alias("ctr") == 1 and len(registry.history("ctr")) == 1
+
+
+def test_concurrent_first_moves_have_one_winner(registry_url):
+    registry = open_registry(registry_url)
+    for sha in ("a", "b"):
+        register(registry, sha)
+    # Two deploys that both saw no production version yet.
+    results = race(registry_url, lambda racer, i: racer.move_alias("ctr", 1 + i, expected=None), racers=2)
+    losers = [result for result in results if isinstance(result, RegistryError)]
+    assert results.count(None) == 1 and len(losers) == 1, results
+    assert "moved concurrently" in str(losers[0])
+    winner = 1 + results.index(None)
+    assert registry.alias("ctr") == winner
+    assert [(h["from_version"], h["to_version"]) for h in registry.history("ctr")] == [(None, winner)]
+
+
+# --- leases ---
+
+
+def test_one_lease_per_model_names_its_holder(registry):
+    lease = registry.acquire_lease("ctr", "deploy of ctr v2 for run manual__1", seconds=30)
+    assert registry.current_lease("ctr") == lease
+    with pytest.raises(LeaseHeld) as held:
+        registry.acquire_lease("ctr", "keiko rollback ctr by oncall", seconds=30)
+    assert held.value.lease == lease
+    assert str(held.value).startswith("ctr's production is being changed by deploy of ctr v2 for run manual__1, since ")
+    other = registry.acquire_lease("cvr", "deploy of cvr v1", seconds=30)  # per model
+    registry.release_lease(lease)
+    assert registry.current_lease("ctr") is None and registry.current_lease("cvr") == other
+    assert registry.acquire_lease("ctr", "keiko rollback ctr by oncall", seconds=30).holder.startswith("keiko rollback")
+
+
+def test_an_expired_lease_is_taken_over_and_its_old_holder_cannot_use_it(registry):
+    crashed = registry.acquire_lease("ctr", "a deploy that crashed", seconds=0.2)
+    time.sleep(0.3)
+    assert registry.current_lease("ctr") is None
+    taken = registry.acquire_lease("ctr", "the next deploy", seconds=30)
+    with pytest.raises(LeaseLost, match="now held by the next deploy"):
+        registry.renew_lease(crashed, seconds=30)
+    registry.release_lease(crashed)  # not its lease any more: nothing happens
+    assert registry.current_lease("ctr") == taken
+
+
+def test_renewing_keeps_the_lease(registry):
+    lease = registry.acquire_lease("ctr", "a long rollout", seconds=2)
+    for _ in range(3):
+        time.sleep(0.8)
+        lease = registry.renew_lease(lease, seconds=2)
+    assert registry.current_lease("ctr") == lease  # held for 2.4 s on a 2 s lease
+    with pytest.raises(LeaseHeld):
+        registry.acquire_lease("ctr", "another", seconds=30)
+
+
+def test_a_fenced_move_needs_the_lease_still_held(registry):
+    for sha in ("a", "b"):
+        register(registry, sha)
+    registry.move_alias("ctr", 1)
+    lease = registry.acquire_lease("ctr", "deploy of v2", seconds=0.2)
+    time.sleep(0.3)  # the holder was paused past its lease ...
+    registry.acquire_lease("ctr", "keiko rollback ctr by oncall", seconds=30)  # ... and someone else took it
+    with pytest.raises(LeaseLost):
+        registry.move_alias("ctr", 2, expected=1, lease=lease)
+    assert registry.alias("ctr") == 1 and len(registry.history("ctr")) == 1
+    ours = registry.acquire_lease("cvr", "deploy of cvr", seconds=30)
+    register(registry, "c", model="cvr")
+    assert registry.move_alias("cvr", 1, expected=None, lease=ours) is None
+
+
+def test_concurrent_acquisitions_have_one_winner(registry_url):
+    results = race(registry_url, lambda racer, i: racer.acquire_lease("ctr", f"racer {i}", seconds=30))
+    winners = [r for r in results if not isinstance(r, RegistryError)]
+    assert len(winners) == 1 and all(isinstance(r, LeaseHeld) for r in results if r not in winners), results
+    assert open_registry(registry_url).current_lease("ctr") == winners[0]
 
 
 # --- opening ---

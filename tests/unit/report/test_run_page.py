@@ -1,6 +1,6 @@
 """The run page, `{model}/{ds}/report.html`: what on-call reads first, redrawn after every step.
 
-The pages here are drawn by the steps themselves (keiko.cli redraws the page as each step ends), so
+The pages here are drawn by the steps themselves (keiko.step_runner redraws the page as each step ends), so
 each test checks what a reader of that run would see.
 """
 
@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from conftest import DS, UP_TO_REGISTER, run_step, run_steps, serve_replicas
-from keiko.cli import EXIT_GATE_FAILED
 from keiko.config import settings
+from keiko.contract import CALIBRATION_PLOT, DRIFT_PLOT, ROC_PLOT, ProductionChange, RolloutEvent
+from keiko.pipeline import TASK_IDS
+from keiko.process import EXIT_GATE_FAILED
 from keiko.registry import open_registry
 from keiko.report.page import RunFiles, page_data, render
-from keiko.report.plots import CALIBRATION_PNG, DRIFT_PNG, ROC_PNG
 from keiko.runs import RunRecord, StepRecord
 
 SECTIONS = ("header", "steps", "gates", "volume", "drift", "metrics", "plots", "lineage", "deploy")
@@ -92,6 +93,7 @@ def deployed(run_home, monkeypatch):
         yield urls
 
 
+@pytest.mark.server
 def test_a_complete_run_shows_every_section(run_home, deployed):
     page = drawn_page(run_home)
     text = page.text
@@ -125,7 +127,7 @@ def test_a_complete_run_shows_every_section(run_home, deployed):
         assert re.search(timeline, text["deploy"]), text["deploy"]
 
     images = [link for link in page.links if link.endswith(".png")]
-    assert images == [DRIFT_PNG, ROC_PNG, CALIBRATION_PNG]
+    assert images == [DRIFT_PLOT, ROC_PLOT, CALIBRATION_PLOT]
     assert_links_stay_in_the_run(page, run_dir(run_home))
     for image in images:
         assert_png(run_dir(run_home) / image)
@@ -165,7 +167,7 @@ def test_a_run_stopped_by_a_gate_names_it_and_says_what_was_not_reached(run_home
     assert "candidate" not in text["metrics"]  # the earlier run's evaluation is still on disk: not this run's
     assert "not reached" in text["lineage"] and "v1" not in text["lineage"]  # the earlier run's registration
     assert not [link for link in page.links if link.endswith(".png")]  # nor its plots
-    assert text["steps"].count("not reached") == 9  # every step after gate_raw
+    assert text["steps"].count("not reached") == len(TASK_IDS) - 2  # every step after gate_raw
 
 
 def test_text_from_the_run_is_escaped(run_home, monkeypatch):
@@ -185,7 +187,7 @@ def test_a_run_with_no_step_recorded_draws_every_section():
     page = Page(render(page_data(RunFiles("ctr", DS, run=None))))
     assert tuple(page.text) == SECTIONS
     assert "no step of this run has been recorded yet" in page.text["header"]
-    assert page.text["steps"].count("not run") == 11
+    assert page.text["steps"].count("not run") == len(TASK_IDS)
     assert page.links == []
 
 
@@ -206,7 +208,8 @@ def test_a_skipped_deploy_completes_the_run_and_says_why():
     run = recorded({task: "success" for task in UP_TO_REGISTER} | {"deploy": "skipped"}, {"deploy": skip})
     text = Page(render(page_data(RunFiles("ctr", DS, run)))).text
     assert "complete (skipped: deploy)" in text["header"]
-    assert text["steps"].endswith(f"deploy skipped 1.0 {skip} gate_serving skipped")  # Airflow skips it unrun
+    # Airflow skips gate_serving unrun, and rollback (trigger rule one_failed: nothing failed).
+    assert text["steps"].endswith(f"deploy skipped 1.0 {skip} gate_serving skipped rollback skipped")
     assert f"deploy skipped: {skip}" in text["deploy"]
     assert "gate_serving no verdict skipped: deploy was skipped" in text["gates"]
 
@@ -215,20 +218,28 @@ def test_a_failed_deploy_shows_each_replica_and_the_rollback():
     run = recorded({task: "success" for task in UP_TO_REGISTER} | {"deploy": "failed"}, {"deploy": "rolled back"})
     at = "2026-11-22T17:00:09.{:03d}+00:00".format
     events = [
-        {"replica": "http://a:8601", "event": "loaded", "version": 2, "at": at(100), "detail": ""},
-        {"replica": "http://b:8602", "event": "failed", "version": 2, "at": at(200), "detail": "409 <sha256>"},
-        {"replica": "http://a:8601", "event": "rolled back", "version": 1, "at": at(300), "detail": ""},
+        RolloutEvent(replica="http://a:8601", event="loaded", version=2, at=at(100)),
+        RolloutEvent(replica="http://b:8602", event="failed", version=2, at=at(200), detail="409 <sha256>"),
+        RolloutEvent(replica="http://a:8601", event="rolled back", version=1, at=at(300)),
     ]
-    deploy = {
-        "version": 2,
-        "previous_version": 1,
-        "replicas": ["http://a:8601", "http://b:8602"],
-        "backend": "local",
-        "success": False,
-        "reason": "http://b:8602: load refused",
-        "rolled_back": True,
-        "events": events,
-    }
+    deploy = ProductionChange(
+        model="ctr",
+        action="deploy",
+        from_version=1,
+        to_version=2,
+        reason="",
+        requested_by="deploy of ctr v2 for run scheduled__1",
+        backend="local",
+        replicas=["http://a:8601", "http://b:8602"],
+        started_at=at(0),
+        finished_at=at(300),
+        success=False,
+        message="http://b:8602: load refused",
+        rolled_back=True,
+        alias_moved=False,
+        events=events,
+        record_uri="",
+    )
     text = Page(render(page_data(RunFiles("ctr", DS, run, deploy=deploy)))).text
     assert "failed at deploy" in text["header"]
     assert "failed: http://b:8602: load refused; rolled back to the previous version" in text["deploy"]
@@ -246,6 +257,7 @@ def chromium() -> str:
     return binary
 
 
+@pytest.mark.browser
 def test_the_page_renders_in_a_browser_with_its_plots(run_home, tmp_path):
     from matplotlib.image import imread
 

@@ -15,8 +15,8 @@ from kubernetes.client import ApiClient, AppsV1Api
 from kubernetes.client.exceptions import ApiException
 
 from conftest import DS, run_step
-from keiko.cli import EXIT_USER_ERROR
 from keiko.config import settings
+from keiko.process import EXIT_USER_ERROR
 from keiko.registry import open_registry
 from keiko.rollout import RolloutFailed
 from keiko.rollout.kubernetes import CONTAINER, REVISION_ANNOTATION, VERSION_ANNOTATION, VERSION_ENV, KubernetesRollout
@@ -435,7 +435,7 @@ def test_a_rollout_nobody_acts_on_times_out():
     assert "deployment keiko/keiko-ctr-server: timed out after 0.01s" in message
     assert "waiting for the controller to observe generation 2" in message
     # the undo was sent, but its rollout cannot complete either: not claimed as rolled back
-    assert message.endswith("NOT rolled back, see deploy.json") and failure.value.rolled_back is False
+    assert message.endswith("NOT rolled back, see the change's record") and failure.value.rolled_back is False
     assert [e.event for e in failure.value.events] == ["patched", "failed", "rollback failed"]
     assert env_value(api.template) == "1"
 

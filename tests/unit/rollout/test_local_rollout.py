@@ -7,9 +7,12 @@ import httpx
 import pytest
 
 from conftest import DS, run_steps, serve_replicas
-from keiko.cli import EXIT_USER_ERROR, main
+from keiko.cli import main
 from keiko.config import settings
+from keiko.process import EXIT_USER_ERROR
 from keiko.registry import open_registry
+
+pytestmark = pytest.mark.server
 
 
 @pytest.fixture

@@ -19,6 +19,8 @@ from keiko.serving.client import ModelServerClient
 from keiko.stages.train import feature_arrays
 from keiko.summary import sample_rows
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture
 def rows(run_home):

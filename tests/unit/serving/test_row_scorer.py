@@ -16,6 +16,8 @@ from keiko.serving.app import ROW_PATH_MAX_ROWS, create_app
 from keiko.serving.row_scorer import RowScorer
 from keiko.serving.validation import request_adapter
 
+pytestmark = pytest.mark.server
+
 FEATURES = load_model("ctr").features
 
 

@@ -6,10 +6,13 @@ import httpx
 import pytest
 
 from conftest import DS, run_steps, serve_in_thread
-from keiko.cli import EXIT_GATE_FAILED, EXIT_SKIPPED, EXIT_USER_ERROR, main
+from keiko.cli import main
 from keiko.config import settings
+from keiko.process import EXIT_GATE_FAILED, EXIT_SKIPPED, EXIT_USER_ERROR
 from keiko.registry import open_registry
 from keiko.serving.app import create_app
+
+pytestmark = pytest.mark.server
 
 
 @pytest.fixture

@@ -6,8 +6,9 @@ import datetime as dt
 import pytest
 
 from conftest import DS, run_steps
-from keiko.cli import EXIT_SKIPPED, EXIT_USER_ERROR, main
+from keiko.cli import main
 from keiko.config import settings
+from keiko.process import EXIT_SKIPPED, EXIT_USER_ERROR
 from keiko.registry import open_registry
 
 EARLIER = (dt.date.fromisoformat(DS) - dt.timedelta(days=1)).isoformat()

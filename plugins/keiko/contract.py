@@ -1,0 +1,450 @@
+"""The step contract: every run artifact's name and place, and every record the steps pass each other.
+
+Data moves between steps only through the artifact store. `RunLayout(store, model, ds)` names every file of
+one model run, under `{artifact_root}/{model}/{ds}/`; `ModelLayout(store, model)` the model's own files
+(published versions, rollback records). No other module spells one of these names
+(tests/unit/test_contract.py checks it).
+
+Each step returns a frozen, typed result (a `StepResult`; `TASK` names its step). The step runner writes it
+to the step's result file (`stages/<stage>.json`, `gates/<suite>.json`) and prints it as the task's XCom;
+the steps after it read it back typed, with `RunLayout.read_result(TrainResult)`. The larger records a
+step writes for others (the evaluation, the blessing, the production change) are typed here too. A file
+that does not match its record (written by another keiko version, or edited by hand) is a clear error
+naming it, never a KeyError three steps later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+
+from keiko.errors import KeikoError, MissingDataError
+from keiko.pipeline import STEPS
+
+if TYPE_CHECKING:
+    from keiko.storage import ArtifactStore
+
+# ------------------------------------------------------------------------------ names in a run directory
+
+RAW = "raw.parquet"
+EXTRACT_SQL = "extract.sql"  # the SQL as rendered for this run
+SPLIT = "{split}.parquet"
+PROFILE = "profile.json"
+MODEL_ARTIFACT = "model.{format}"  # the format (npz, cbm) is the algorithm's
+TRAINING_LOG = "training_log.json"
+EVALUATION = "evaluation.json"
+GOLDEN = "golden.parquet"
+BLESSING = "blessing.json"
+DEPLOY_RECORD = "deploy.json"
+ROLLBACK_RECORD = "rollback.json"  # the rollback task's production change
+REPORT = "report.html"  # the run page: keiko.report draws it, keiko.run_pages serves it
+ROC_PLOT = "plots/roc.png"
+CALIBRATION_PLOT = "plots/calibration.png"
+DRIFT_PLOT = "plots/drift.png"
+STAGE_RESULT = "stages/{name}.json"
+GATE_RESULT = "gates/{name}.json"
+DATA_DOCS = "gates/{name}/data_docs"
+DATA_DOCS_INDEX = "index.html"
+STEP_RECORD = "steps/{task}.json"
+# ... and under the model's directory
+PUBLISHED = "versions/{key}/{name}"  # a registered version's artifacts: never overwritten by reruns
+ROLLBACK_LOG = "rollbacks/{at}.json"  # `keiko rollback`'s production changes
+
+SPLITS = ("train", "valid", "test")
+GOLDEN_EXPECTED = "expected_prediction"  # the golden set's column of the candidate's offline answers
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where the files of `model`'s run for day `ds` live. Pure naming: nothing is read or written here
+    but through `read_result`/`write_result`/`read`."""
+
+    store: ArtifactStore
+    model: str
+    ds: str
+
+    def uri(self, name: str) -> str:
+        return self.store.uri(self.model, self.ds, name)
+
+    @property
+    def raw(self) -> str:
+        return self.uri(RAW)
+
+    @property
+    def extract_sql(self) -> str:
+        return self.uri(EXTRACT_SQL)
+
+    def split(self, split: str) -> str:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
+        return self.uri(SPLIT.format(split=split))
+
+    @property
+    def profile(self) -> str:
+        return self.uri(PROFILE)
+
+    def model_artifact(self, fmt: str) -> str:
+        return self.uri(MODEL_ARTIFACT.format(format=fmt))
+
+    @property
+    def training_log(self) -> str:
+        return self.uri(TRAINING_LOG)
+
+    @property
+    def evaluation(self) -> str:
+        return self.uri(EVALUATION)
+
+    @property
+    def golden(self) -> str:
+        return self.uri(GOLDEN)
+
+    @property
+    def blessing(self) -> str:
+        return self.uri(BLESSING)
+
+    @property
+    def deploy_record(self) -> str:
+        return self.uri(DEPLOY_RECORD)
+
+    @property
+    def rollback_record(self) -> str:
+        return self.uri(ROLLBACK_RECORD)
+
+    @property
+    def report(self) -> str:
+        return self.uri(REPORT)
+
+    def plot(self, name: str) -> str:
+        """`name`: ROC_PLOT, CALIBRATION_PLOT or DRIFT_PLOT (the run page links them relative to itself)."""
+        return self.uri(name)
+
+    def step_result(self, task: str) -> str:
+        step = STEPS[task]
+        return self.uri((GATE_RESULT if step.kind == "gate" else STAGE_RESULT).format(name=step.name))
+
+    def data_docs(self, task: str) -> str:
+        """The directory of a gate's Data Docs site."""
+        return self.uri(DATA_DOCS.format(name=STEPS[task].name))
+
+    def data_docs_index(self, task: str) -> str:
+        return f"{self.data_docs(task)}/{DATA_DOCS_INDEX}"
+
+    def step_record(self, task: str) -> str:
+        return self.uri(STEP_RECORD.format(task=task))
+
+    @property
+    def step_records(self) -> str:
+        """A glob of every step record of the run."""
+        return self.uri(STEP_RECORD.format(task="*"))
+
+    def read_result(self, kind: type[R]) -> R:
+        """The result `kind.TASK` wrote for this run; MissingDataError if that step has not run."""
+        uri = self.step_result(kind.TASK)
+        if not self.store.exists(uri):
+            step = STEPS[kind.TASK]
+            raise MissingDataError(
+                f"{kind.TASK} has no result for {self.model} {self.ds} ({uri}): run "
+                f"`{step.command} --model {self.model} --ds {self.ds}` first"
+            )
+        return self.read(uri, kind)
+
+    def write_result(self, result: StepResult) -> str:
+        return self.write(self.step_result(result.TASK), result)
+
+    def read(self, uri: str, kind: type[M]) -> M:
+        return parse(self.store.read_bytes(uri), kind, uri)
+
+    def write(self, uri: str, record: BaseModel) -> str:
+        """Write `record` as JSON; its sha256."""
+        return self.store.write_json(uri, record.model_dump(mode="json"))
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """Where a model's own files live, and globs over its runs."""
+
+    store: ArtifactStore
+    model: str
+
+    def run(self, ds: str) -> RunLayout:
+        return RunLayout(self.store, self.model, ds)
+
+    def published(self, key: str, name: str) -> str:
+        return f"{self.store.root_uri}/{self.model}/{PUBLISHED.format(key=key, name=name)}"
+
+    def rollback_record(self, at: dt.datetime) -> str:
+        stamp = at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H%M%S.%fZ")
+        return f"{self.store.root_uri}/{self.model}/{ROLLBACK_LOG.format(at=stamp)}"
+
+    @property
+    def rollback_records(self) -> str:
+        return f"{self.store.root_uri}/{self.model}/{ROLLBACK_LOG.format(at='*')}"
+
+    def results_of_every_run(self, task: str) -> list[tuple[str, str]]:
+        """(day, URI) of `task`'s result file in every run directory of the model, oldest day first."""
+        pattern = RunLayout(self.store, self.model, "*").step_result(task)
+        return [(uri.rsplit("/", 3)[-3], uri) for uri in self.store.glob(pattern)]
+
+    def run_days(self) -> list[str]:
+        """Days with at least one recorded step, oldest first."""
+        pattern = RunLayout(self.store, self.model, "*").step_records
+        return sorted({day for uri in self.store.glob(pattern) if _is_day(day := uri.rsplit("/", 3)[-3])})
+
+
+def _is_day(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------ the records
+
+
+class Record(BaseModel):
+    """A record in the artifact store: frozen, every field declared, NaN and infinity kept as written."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(data: bytes, kind: type[M], source: str) -> M:
+    """`data` (JSON) as a `kind`; KeikoError naming `source` and the first mismatch otherwise."""
+    try:
+        return kind.model_validate(json.loads(data))
+    except (ValueError, ValidationError) as exc:
+        detail = exc.errors()[0] if isinstance(exc, ValidationError) else {"msg": str(exc), "loc": ()}
+        where = ".".join(map(str, detail["loc"])) or "the file"
+        raise KeikoError(
+            f"{source} is not a valid {kind.__name__} (written by another keiko version, or edited?): "
+            f"{where}: {detail['msg']}"
+        ) from None
+
+
+class StepResult(Record):
+    """What a step hands the steps after it (and Airflow, as XCom). The runner adds the timings."""
+
+    TASK: ClassVar[str]
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+
+
+R = TypeVar("R", bound=StepResult)
+
+
+class ExtractResult(StepResult):
+    TASK: ClassVar[str] = "extract"
+    raw_uri: str
+    raw_sha256: str
+    rows: int
+    window_start: str
+    window_end: str
+
+
+class Split(Record):
+    uri: str
+    sha256: str
+    rows: int
+    label_rate: float
+
+
+class FeaturesResult(StepResult):
+    TASK: ClassVar[str] = "features"
+    splits: dict[str, Split]
+    profile_uri: str
+    profile_sha256: str
+
+
+class TrainResult(StepResult):
+    TASK: ClassVar[str] = "train"
+    model_uri: str
+    model_sha256: str
+    model_bytes: int
+    algorithm: str
+    best_epoch: int
+    describe: dict[str, Any]
+
+
+class EvaluateResult(StepResult):
+    TASK: ClassVar[str] = "evaluate"
+    golden_uri: str
+    golden_sha256: str
+    evaluation_uri: str
+    evaluation_sha256: str
+    candidate_logloss: float
+    candidate_auc: float
+    bayes_optimal_logloss: float | None
+
+
+class RegisterResult(StepResult):
+    TASK: ClassVar[str] = "register"
+    version: int
+    status: str
+    created: bool
+    artifact_sha256: str
+
+
+class DeployResult(StepResult):
+    TASK: ClassVar[str] = "deploy"
+    version: int
+    previous_version: int | None  # production before this deploy
+    servers: list[str]
+
+
+class RollbackResult(StepResult):
+    TASK: ClassVar[str] = "rollback"
+    version: int  # production now
+    previous_version: int | None  # production before the rollback
+    servers: list[str]
+
+
+class GateOutcome(Record):
+    """One expectation's verdict, as the gate table and the run page show it."""
+
+    suite: str
+    expectation: str
+    column: str
+    observed: str
+    expected: str
+    passed: bool
+    value: float | None = None  # the numeric observed value, when there is one (headroom reports)
+
+
+class GateResult(StepResult):
+    gate: str
+    success: bool
+    expectations: int
+    failed: int
+    outcomes: list[GateOutcome]
+    data_docs: str
+
+
+class RawGateResult(GateResult):
+    TASK: ClassVar[str] = "gate_raw"
+    ds: str
+    daily_rows: dict[str, int]
+    # What the volume and label-rate bands were judged on (absent when the extract had no dt or label column).
+    volume_reference: float | None = None
+    history_rows: dict[str, int] = Field(default_factory=dict)  # earlier days the volume was judged against
+    volume_band: list[float] | None = None
+    daily_label_rate: dict[str, float] = Field(default_factory=dict)
+
+
+class FeaturesGateResult(GateResult):
+    TASK: ClassVar[str] = "gate_features"
+
+
+class TrainingGateResult(GateResult):
+    TASK: ClassVar[str] = "gate_training"
+
+
+class EvaluationGateResult(GateResult):
+    TASK: ClassVar[str] = "gate_evaluation"
+    blessed: bool
+
+
+class ServingGateResult(GateResult):
+    TASK: ClassVar[str] = "gate_serving"
+    version: int
+
+
+RESULTS: dict[str, type[StepResult]] = {
+    kind.TASK: kind
+    for kind in (
+        ExtractResult,
+        RawGateResult,
+        FeaturesResult,
+        FeaturesGateResult,
+        TrainResult,
+        TrainingGateResult,
+        EvaluateResult,
+        EvaluationGateResult,
+        RegisterResult,
+        DeployResult,
+        ServingGateResult,
+        RollbackResult,
+    )
+}
+
+
+class Metrics(Record):
+    """keiko.metrics.summary of one model on some rows."""
+
+    rows: int
+    positives: int
+    logloss: float
+    auc: float
+    calibration: float
+    mean_prediction: float
+
+
+class ProductionMetrics(Metrics):
+    version: int
+    window_end: str  # after the test day: production trained on it, so comparing with it is not out of time
+
+
+class Evaluation(Record):
+    """evaluate's verdict-free measurements (evaluation.json); gate_evaluation judges them."""
+
+    model: str
+    ds: str
+    test_rows: int
+    candidate: Metrics
+    production: ProductionMetrics | None
+    bayes_optimal_logloss: float | None
+    candidate_gap_to_bayes: float | None
+    bayes_optimal_calibration: float | None = None
+    candidate_calibration_to_truth: float | None = None
+    slices: dict[str, dict[str, Metrics]]
+
+
+class Blessing(Record):
+    """gate_evaluation's verdict, bound to the exact candidate and evaluation it judged (blessing.json)."""
+
+    blessed: StrictBool
+    reasons: list[str]
+    model_sha256: str
+    evaluation_sha256: str
+    production_version: int | None  # the production it was compared with; None: absolute thresholds only
+    metrics: dict[str, float | None]
+    judged_at: str
+
+
+class RolloutEvent(Record):
+    """One step of a rollout on one server (a replica, or a Kubernetes Deployment)."""
+
+    replica: str
+    # "loaded", "patched", "ready", "smoke passed", "failed", "rolled back", "rollback failed", "unchanged"
+    event: str
+    version: int | None
+    at: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"))
+    detail: str = ""
+
+
+class ProductionChange(Record):
+    """One change of what a model serves, by the production path (keiko.rollout.production): the deploy
+    record, the rollback task's record, `keiko rollback`'s record."""
+
+    model: str
+    action: Literal["deploy", "rollback"]
+    from_version: int | None  # production when the change started
+    to_version: int
+    reason: str  # why it was asked for
+    requested_by: str  # the lease holder: which run or command
+    backend: str
+    replicas: list[str]
+    started_at: str
+    finished_at: str
+    success: bool
+    message: str  # one line: what happened
+    rolled_back: bool  # after a failure: every server that moved is back on from_version
+    alias_moved: bool
+    events: list[RolloutEvent]
+    record_uri: str

@@ -1,0 +1,194 @@
+"""The production path: the only code that changes what a model serves.
+
+`ProductionPath.change(Change(...))` puts version V into production, or, with V the version before,
+takes the current one out. The deploy stage, the `rollback` task after a failed gate_serving and
+`keiko rollback` all call it. In order:
+
+1. takes the model's production lease (keiko.rollout.lease), waiting up to KEIKO_LEASE_WAIT_SECONDS while
+   another change holds it, then failing with one line naming the holder; two changes of one model never
+   interleave;
+2. under the lease, refuses (touching nothing) when production is no longer what the caller decided on;
+3. moves the servers to V through the backend of KEIKO_DEPLOY_BACKEND (local replicas one at a time, or
+   the Kubernetes Deployment), each server checked with known answers; any failure puts the moved ones
+   back, and a lost lease stops it touching anything;
+4. moves the `production` alias by compare-and-set, fenced by the lease (a holder whose lease expired
+   mid-change cannot move it);
+5. writes the change's record (keiko.contract.ProductionChange), whatever happened once servers were
+   touched, and releases the lease.
+
+Checks never come here: gate_serving only reports, and the DAG's `rollback` task reverts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+from keiko.config import DEPLOY_BACKENDS
+from keiko.contract import ProductionChange
+from keiko.errors import KeikoError, LeaseLost
+from keiko.modeldef import ModelDefinition
+from keiko.registry import Lease
+from keiko.resources import Resources
+from keiko.rollout import Rollout, RolloutFailed, SmokeTest
+from keiko.rollout import lease as leases
+
+
+class ProductionChangeFailed(KeikoError):
+    """Servers were touched and the change did not complete; `record` says how far it got."""
+
+    def __init__(self, message: str, record: ProductionChange) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+@dataclass(frozen=True, kw_only=True)
+class Change:
+    action: Literal["deploy", "rollback"]
+    version: int  # what production should serve
+    expected: int | None  # what production served when the caller decided (None: nothing yet)
+    smoke: SmokeTest  # the known answers each server must give as `version`
+    requested_by: str  # the lease holder, in words: which run or command
+    reason: str  # why, for the record
+    note: str  # for the alias's history
+    record_uri: str  # where the record goes
+
+
+def open_backend(
+    resources: Resources,
+    model: ModelDefinition,
+    urls: list[str],
+    smoke: SmokeTest,
+    *,
+    log: Callable[[str], None],
+    guard: Callable[[], None],
+) -> Rollout:
+    """The rollout backend KEIKO_DEPLOY_BACKEND names."""
+    config = resources.settings
+    if config.deploy_backend == "kubernetes":
+        from keiko.rollout.kubernetes import KubernetesRollout
+
+        return KubernetesRollout(
+            model=model.name,
+            deployment=config.server_deployment(model.name),
+            namespace=config.kubernetes_namespace,
+            conn_id=config.kubernetes_conn_id,
+            log=log,
+            guard=guard,
+        )
+    if config.deploy_backend == "local":
+        from keiko.rollout.local import LocalRollout
+
+        return LocalRollout(model=model.name, urls=urls, smoke=smoke, log=log, guard=guard)
+    raise KeikoError(f"KEIKO_DEPLOY_BACKEND={config.deploy_backend!r}: expected one of {', '.join(DEPLOY_BACKENDS)}")
+
+
+class ProductionPath:
+    """Changes of one model's production. No I/O until `change` is called."""
+
+    def __init__(self, *, model: ModelDefinition, resources: Resources, log: Callable[[str], None] = print) -> None:
+        self.model = model
+        self.resources = resources
+        self.log = log
+
+    @cached_property
+    def urls(self) -> list[str]:
+        """The model's servers: the replicas, or the Kubernetes Service that gate_serving probes."""
+        serving = self.model.config.serving
+        return self.resources.settings.serving_urls(self.model.name, serving.port, serving.replicas)
+
+    def change(self, change: Change) -> ProductionChange:
+        """Make `change.version` production; the record written. KeikoError (LeaseHeld: another change holds
+        the model) when refused before anything moved; ProductionChangeFailed once servers were touched."""
+        name, registry, config = self.model.name, self.resources.registry, self.resources.settings
+        target = registry.get(name, change.version)
+        if target.status != "registered":
+            raise KeikoError(f"{name} v{target.version} is {target.status}: only a registered version may serve")
+        holder = f"{change.requested_by} ({leases.process_identity()})"
+        with leases.hold(
+            registry, name, holder, seconds=config.lease_seconds, wait=config.lease_wait_seconds, log=self.log
+        ) as held:
+            current = registry.alias(name)
+            if current not in (change.expected, change.version):
+                raise KeikoError(self._moved(change, current, held.waited_for))
+            return self._move(change, current, held)
+
+    def _moved(self, change: Change, current: int | None, waited_for: Lease | None) -> str:
+        """Why a change that found production elsewhere than its caller saw it refuses."""
+        history = self.resources.registry.history(self.model.name)
+        how = f" ({history[-1]['note'] or 'no note'}, at {history[-1]['at']})" if history else ""
+        when = (
+            f"while this {change.action} waited for {waited_for.holder}"
+            if waited_for
+            else f"since this {change.action} looked"
+        )
+        expected = f"v{change.expected}" if change.expected is not None else "none"
+        return (
+            f"{self.model.name} production moved from {expected} to v{current}{how} {when}: "
+            f"v{change.version} not put into production, nothing changed"
+        )
+
+    def _move(self, change: Change, current: int | None, held: leases.HeldLease) -> ProductionChange:
+        name, registry = self.model.name, self.resources.registry
+        started = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+        backend = open_backend(self.resources, self.model, self.urls, change.smoke, log=self.log, guard=held.check)
+
+        def record(success: bool, message: str, *, rolled_back: bool, alias_moved: bool) -> ProductionChange:
+            written = ProductionChange(
+                model=name,
+                action=change.action,
+                from_version=current,
+                to_version=change.version,
+                reason=change.reason,
+                requested_by=held.lease.holder,
+                backend=self.resources.settings.deploy_backend,
+                replicas=self.urls,
+                started_at=started,
+                finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                success=success,
+                message=message,
+                rolled_back=rolled_back,
+                alias_moved=alias_moved,
+                events=backend.events,
+                record_uri=change.record_uri,
+            )
+            self.resources.store.write_json(change.record_uri, written.model_dump(mode="json"))
+            return written
+
+        stays = f"production stays v{current}" if current is not None else "there is still no production version"
+
+        def fail(detail: str, *, rolled_back: bool) -> ProductionChangeFailed:
+            message = f"{change.action} of {name} to v{change.version} failed, {stays}: {detail}"
+            return ProductionChangeFailed(message, record(False, message, rolled_back=rolled_back, alias_moved=False))
+
+        try:
+            backend.run(change.version, current)
+        except RolloutFailed as exc:
+            raise fail(str(exc), rolled_back=exc.rolled_back) from None
+        except LeaseLost as exc:
+            raise fail(self._lost(exc), rolled_back=False) from None
+        if current == change.version:
+            message = f"v{change.version} was already production: nothing to move"
+            return record(True, message, rolled_back=False, alias_moved=False)
+        try:
+            registry.move_alias(name, change.version, expected=current, note=change.note, lease=held.lease)
+        except LeaseLost as exc:
+            raise fail(self._lost(exc), rolled_back=False) from None
+        except KeikoError as exc:
+            raise fail(f"replicas serve v{change.version} but the production alias did not move: {exc}",
+                       rolled_back=False) from None  # fmt: skip
+        moved, replicas = f"v{current} -> v{change.version}", len(self.urls)
+        if change.action == "rollback":
+            message = f"rolled back {name}: production {moved} on {replicas} replica(s)"
+        else:  # v{None} when there was none: the words the deploy logs have always had
+            message = f"all {replicas} replica(s) serve v{change.version}; production alias moved {moved}"
+        return record(True, message, rolled_back=False, alias_moved=True)
+
+    def _lost(self, exc: LeaseLost) -> str:
+        return (
+            f"lost the production lease mid-change ({exc}): the alias did not move and the replicas were left to "
+            "the lease's new holder"
+        )
