@@ -12,6 +12,7 @@ import abc
 import datetime as dt
 import re
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
@@ -195,10 +196,22 @@ class Registry(abc.ABC):
         """The moves of `alias`, oldest first: dicts with id (increasing with each move), model, alias,
         from_version (None for the first), to_version, at (ISO 8601) and note."""
 
-    @abc.abstractmethod
     def acquire_lease(self, model: str, holder: str, seconds: float) -> Lease:
         """Take `model`'s lease for `seconds` if nobody holds an unexpired one; LeaseHeld (with the current
         lease) otherwise. Never waits: callers that want to wait retry (keiko.rollout.lease)."""
+        for _attempt in range(5):
+            now = now_ms()
+            lease = Lease(model, holder, uuid.uuid4().hex, now, now + int(seconds * 1000))
+            if self._take_lease(lease):
+                return lease
+            if (current := self.current_lease(model)) is not None:
+                raise self.held(current)
+            # held when we tried, expired since: try again
+        raise RegistryError(f"could not take {model}'s lease after 5 attempts: it changed hands each time")
+
+    @abc.abstractmethod
+    def _take_lease(self, lease: Lease) -> bool:
+        """Write `lease` if its model has no unexpired lease, atomically; whether it was written."""
 
     @abc.abstractmethod
     def renew_lease(self, lease: Lease, seconds: float) -> Lease:
@@ -211,6 +224,17 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     def current_lease(self, model: str) -> Lease | None:
         """`model`'s unexpired lease, or None."""
+
+    @staticmethod
+    def held(current: Lease) -> LeaseHeld:
+        """The refusal of a lease someone else holds, naming them (every backend's words)."""
+        return LeaseHeld(f"{current.model}'s production is being changed by {current.describe()}", current)
+
+    def lost(self, lease: Lease) -> LeaseLost:
+        """The refusal of a lease that is no longer `lease`'s holder's, naming who has it now."""
+        current = self.current_lease(lease.model)
+        now = f"now held by {current.describe()}" if current else "nobody holds it now"
+        return LeaseLost(f"{lease.model}'s lease of {lease.holder} expired at {lease.until()} or was taken; {now}")
 
 
 _CREDENTIALS_IN_URL = re.compile(r"(://[^/:@]*:)[^/@]*@")

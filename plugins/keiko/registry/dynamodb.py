@@ -32,7 +32,6 @@ import random
 import re
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
@@ -41,7 +40,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from botocore.exceptions import ClientError
 
 from keiko.aws import aws_client
-from keiko.errors import LeaseHeld, LeaseLost, RegistryError
+from keiko.errors import RegistryError
 from keiko.registry import (
     UNCONDITIONAL,
     Expected,
@@ -491,7 +490,7 @@ class DynamoDBRegistry(Registry):
             if codes is None:
                 return current
             if fence and codes[0] == CONDITION_FAILED:
-                raise self._lost(lease)
+                raise self.lost(lease)
             alias_code, target_code, history_code = codes[len(fence) :]
             if target_code == CONDITION_FAILED:
                 self._require_deployable(model, version, alias)  # says why, if it can
@@ -558,24 +557,18 @@ class DynamoDBRegistry(Registry):
 
     # --- leases ---
 
-    def acquire_lease(self, model: str, holder: str, seconds: float) -> Lease:
-        for _attempt in range(5):
-            now = now_ms()
-            lease = Lease(model, holder, uuid.uuid4().hex, now, now + int(seconds * 1000))
-            try:
-                self._ensure_table()
-                self.client.put_item(
-                    TableName=self.table,
-                    Item=encode_lease(lease),
-                    ConditionExpression="attribute_not_exists(pk) OR expires_ms <= :now",
-                    ExpressionAttributeValues={":now": {"N": str(now)}},
-                )
-                return lease
-            except self.client.exceptions.ConditionalCheckFailedException:
-                pass
-            if (current := self.current_lease(model)) is not None:
-                raise LeaseHeld(f"{model}'s production is being changed by {current.describe()}", current)
-        raise RegistryError(f"could not take {model}'s lease after 5 attempts: it changed hands each time")
+    def _take_lease(self, lease: Lease) -> bool:
+        self._ensure_table()
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item=encode_lease(lease),
+                ConditionExpression="attribute_not_exists(pk) OR expires_ms <= :now",
+                ExpressionAttributeValues={":now": {"N": str(lease.acquired_ms)}},
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
 
     def renew_lease(self, lease: Lease, seconds: float) -> Lease:
         renewed = dataclasses.replace(lease, expires_ms=now_ms() + int(seconds * 1000))
@@ -588,7 +581,7 @@ class DynamoDBRegistry(Registry):
                 **self._held_by(lease, {":expires": {"N": str(renewed.expires_ms)}}),
             )
         except self.client.exceptions.ConditionalCheckFailedException:
-            raise self._lost(lease) from None
+            raise self.lost(lease) from None
         return renewed
 
     def release_lease(self, lease: Lease) -> None:
@@ -622,8 +615,3 @@ class DynamoDBRegistry(Registry):
         return {
             "ConditionCheck": {"TableName": self.table, "Key": item_key(lease.model, LEASE_SK), **self._held_by(lease)}
         }
-
-    def _lost(self, lease: Lease) -> LeaseLost:
-        current = self.current_lease(lease.model)
-        now = f"now held by {current.describe()}" if current else "nobody holds it now"
-        return LeaseLost(f"{lease.model}'s lease of {lease.holder} expired at {lease.until()} or was taken; {now}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError
 
-from keiko.errors import LeaseHeld, LeaseLost, RegistryError
+from keiko.errors import RegistryError
 from keiko.registry import (
     UNCONDITIONAL,
     Expected,
@@ -327,26 +326,18 @@ class SqlRegistry(Registry):
 
     # --- leases ---
 
-    def acquire_lease(self, model: str, holder: str, seconds: float) -> Lease:
-        for _attempt in range(5):
-            now = now_ms()
-            lease = Lease(model, holder, uuid.uuid4().hex, now, now + int(seconds * 1000))
-            values = {"holder": holder, "token": lease.token, "acquired_ms": now, "expires_ms": lease.expires_ms}
-            with self.engine.begin() as conn:  # an expired lease is taken over in place
-                taken = conn.execute(
-                    update(leases).where((leases.c.model == model) & (leases.c.expires_ms <= now)).values(**values)
-                )
-            if taken.rowcount == 1:
-                return lease
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(insert(leases).values(model=model, **values))
-                return lease
-            except IntegrityError:
-                pass  # there is a lease row: held, unless it expired since we looked
-            if (current := self.current_lease(model)) is not None:
-                raise LeaseHeld(f"{model}'s production is being changed by {current.describe()}", current)
-        raise RegistryError(f"could not take {model}'s lease after 5 attempts: it changed hands each time")
+    def _take_lease(self, lease: Lease) -> bool:
+        values = {k: getattr(lease, k) for k in ("holder", "token", "acquired_ms", "expires_ms")}
+        with self.engine.begin() as conn:  # an expired lease is taken over in place
+            expired = (leases.c.model == lease.model) & (leases.c.expires_ms <= lease.acquired_ms)
+            if conn.execute(update(leases).where(expired).values(**values)).rowcount == 1:
+                return True
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(leases).values(model=lease.model, **values))
+        except IntegrityError:
+            return False  # there is a lease row, unexpired when the update looked
+        return True
 
     def renew_lease(self, lease: Lease, seconds: float) -> Lease:
         now = now_ms()
@@ -354,7 +345,7 @@ class SqlRegistry(Registry):
         with self.engine.begin() as conn:
             result = conn.execute(update(leases).where(self._held_by(lease, now)).values(expires_ms=renewed.expires_ms))
         if result.rowcount != 1:
-            raise self._lost(lease)
+            raise self.lost(lease)
         return renewed
 
     def release_lease(self, lease: Lease) -> None:
@@ -378,9 +369,4 @@ class SqlRegistry(Registry):
             update(leases).where(self._held_by(lease, now_ms())).values(expires_ms=leases.c.expires_ms)
         )
         if touched.rowcount != 1:
-            raise self._lost(lease)
-
-    def _lost(self, lease: Lease) -> LeaseLost:
-        current = self.current_lease(lease.model)
-        now = f"now held by {current.describe()}" if current else "nobody holds it now"
-        return LeaseLost(f"{lease.model}'s lease of {lease.holder} expired at {lease.until()} or was taken; {now}")
+            raise self.lost(lease)

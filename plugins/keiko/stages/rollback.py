@@ -29,8 +29,8 @@ from keiko.stages.deploy import requested_by
 
 
 def target(ctx: StageContext) -> tuple[int, int, str]:
-    """(the version production must serve, the version it should serve now, why); StageSkipped when this
-    run changed nothing that needs undoing."""
+    """(the version to put back into production, the version production should be on now, why);
+    StageSkipped when this run changed nothing that needs undoing."""
     name = ctx.model.name
     run = RunRecord.load(ctx.store, name, ctx.ds.isoformat())
     steps = run.steps if run is not None and run.run_id == ctx.run_id else {}
