@@ -170,19 +170,12 @@ class ModelLayout:
     store: ArtifactStore
     model: str
 
-    def run(self, ds: str) -> RunLayout:
-        return RunLayout(self.store, self.model, ds)
-
     def published(self, key: str, name: str) -> str:
         return f"{self.store.root_uri}/{self.model}/{PUBLISHED.format(key=key, name=name)}"
 
     def rollback_record(self, at: dt.datetime) -> str:
         stamp = at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H%M%S.%fZ")
         return f"{self.store.root_uri}/{self.model}/{ROLLBACK_LOG.format(at=stamp)}"
-
-    @property
-    def rollback_records(self) -> str:
-        return f"{self.store.root_uri}/{self.model}/{ROLLBACK_LOG.format(at='*')}"
 
     def results_of_every_run(self, task: str) -> list[tuple[str, str]]:
         """(day, URI) of `task`'s result file in every run directory of the model, oldest day first."""
