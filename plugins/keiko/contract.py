@@ -158,6 +158,10 @@ class RunLayout:
     def read(self, uri: str, kind: type[M]) -> M:
         return parse(self.store.read_bytes(uri), kind, uri)
 
+    def find(self, uri: str, kind: type[M]) -> M | None:
+        """The record at `uri`, or None if nothing was written there."""
+        return self.read(uri, kind) if self.store.exists(uri) else None
+
     def write(self, uri: str, record: BaseModel) -> str:
         """Write `record` as JSON; its sha256."""
         return self.store.write_json(uri, record.model_dump(mode="json"))
@@ -441,3 +445,7 @@ class ProductionChange(Record):
     alias_moved: bool
     events: list[RolloutEvent]
     record_uri: str
+
+    def started_since(self, moment: str) -> bool:
+        """Whether this change started at or after `moment` (ISO 8601): written by what ran from then on."""
+        return dt.datetime.fromisoformat(self.started_at) >= dt.datetime.fromisoformat(moment)

@@ -74,8 +74,9 @@ def run_step(task_id: str, model: str, ds: dt.date) -> StepResult:
         raise
     expected = RESULTS[task_id]
     if type(result) is not expected:  # the contract, checked where it is kept
-        record("failed", f"{step.module}.run returned {type(result).__name__}, not {expected.__name__}")
-        raise TypeError(f"{step.module}.run returned {type(result).__name__}, not {expected.__name__}")
+        problem = f"{step.module}.run returned {type(result).__name__}, not {expected.__name__}"
+        record("failed", problem)
+        raise TypeError(problem)
     result = result.model_copy(
         update={"seconds": round(time.monotonic() - started, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
     )

@@ -21,9 +21,8 @@ def observed_ranges(contexts: list[StageContext]) -> list[dict]:
     for ctx in contexts:
         for kind in JUDGED_OFFLINE:
             gate = STEPS[kind.TASK].name
-            if not ctx.store.exists(ctx.layout.step_result(kind.TASK)):
+            if (result := ctx.layout.find(ctx.layout.step_result(kind.TASK), kind)) is None:
                 continue
-            result = ctx.result(kind)
             for outcome in result.outcomes:
                 if outcome.value is not None and outcome.expectation != "expect_column_values_to_not_be_null":
                     key = (f"{gate}.{outcome.suite}", outcome.column)

@@ -51,7 +51,7 @@ def gather(store: ArtifactStore, registry: Registry, model: str, ds: str) -> Run
     def artifact(task: str, uri: str, kind: type[Any], outcomes: tuple[str, ...]) -> Any:
         """The record at `uri` if this run's `task` wrote it (ended with one of `outcomes`)."""
         step = run.steps.get(task)
-        return layout.read(uri, kind) if step and step.outcome in outcomes and store.exists(uri) else None
+        return layout.find(uri, kind) if step and step.outcome in outcomes else None
 
     failed = run.failed
     gate = None

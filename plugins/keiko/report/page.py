@@ -12,7 +12,6 @@ Every link is a path relative to the run directory: the page is served over HTTP
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from dataclasses import dataclass, field
 from functools import cache
@@ -34,8 +33,8 @@ from keiko.contract import (
     RunLayout,
     StepResult,
 )
-from keiko.pipeline import STEPS, TASK_IDS
-from keiko.runs import RunRecord, StepRecord
+from keiko.pipeline import STAGES, STEPS, TASK_IDS
+from keiko.runs import RunRecord
 from keiko.storage import ArtifactStore
 
 TEMPLATE = "run_page.html.j2"
@@ -65,11 +64,6 @@ class RunFiles:
 # ---------------------------------------------------------------------------------------------- I/O
 
 
-def _during(step: StepRecord, record: ProductionChange) -> bool:
-    """Whether the change's record was written by this run's step (it started at or after the step did)."""
-    return dt.datetime.fromisoformat(record.started_at) >= dt.datetime.fromisoformat(step.started_at)
-
-
 def read_run(store: ArtifactStore, model: str, ds: str, registry_url: str | None) -> RunFiles:
     """Read what the latest run of `model` for `ds` wrote, and its registry entries (none without a URL)."""
     run = RunRecord.load(store, model, ds)
@@ -79,11 +73,8 @@ def read_run(store: ArtifactStore, model: str, ds: str, registry_url: str | None
     ended = {task for task, step in steps.items() if step.outcome != "skipped"}
     succeeded = {task for task, step in steps.items() if step.outcome == "success"}
 
-    def read(uri: str, kind: type[Any]) -> Any:
-        return layout.read(uri, kind) if store.exists(uri) else None
-
-    stages = [task for task in TASK_IDS if STEPS[task].kind == "stage"]
-    files.stages = {t: r for t in stages if t in succeeded and (r := read(layout.step_result(t), RESULTS[t]))}
+    read = layout.find
+    files.stages = {t: r for t in STAGES if t in succeeded and (r := read(layout.step_result(t), RESULTS[t]))}
     for task in (t for t in GATE_TASKS if t in ended):
         result = read(layout.step_result(task), RESULTS[task])
         # A failed step beside a passing verdict: the gate stopped before writing its own, that one is older.
@@ -95,7 +86,7 @@ def read_run(store: ArtifactStore, model: str, ds: str, registry_url: str | None
         files.evaluation = read(layout.evaluation, Evaluation)
     for task, uri in (("deploy", layout.deploy_record), ("rollback", layout.rollback_record)):
         record = read(uri, ProductionChange) if task in ended else None
-        if record and _during(steps[task], record):
+        if record and record.started_since(steps[task].started_at):  # not an earlier run's
             setattr(files, task, record)
     # evaluate draws its plots near its end; gate_features deletes its chart first, so a failed one shows its own.
     ours = {

@@ -17,8 +17,6 @@ since the deploy.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from keiko.contract import DeployResult, ProductionChange, RollbackResult
 from keiko.errors import KeikoError, StageSkipped
 from keiko.rollout.known_answers import golden_rows, known_answers
@@ -43,18 +41,13 @@ def target(ctx: StageContext) -> tuple[int, int, str]:
             raise KeikoError(f"no previous version to roll back to: v{deployed.version} keeps serving")
         return deployed.previous_version, deployed.version, f"gate_serving failed {ctx.ds}"
     # The deploy failed or died. Its record, if this deploy wrote one, says whether it put the servers back.
-    uri = ctx.layout.deploy_record
-    record = ctx.layout.read(uri, ProductionChange) if ctx.store.exists(uri) else None
-    if record and record.rolled_back and _after(record.started_at, registered.finished_at):
+    record = ctx.layout.find(ctx.layout.deploy_record, ProductionChange)
+    if record and record.rolled_back and record.started_since(registered.finished_at):
         raise StageSkipped(f"deploy failed and put the replicas back itself: {record.message}")
     current = ctx.registry.alias(name)
     if current is None:
         raise StageSkipped(f"{name} has no production version: no replica to put back")
     return current, current, f"deploy of {ctx.ds} did not finish: every replica back on production"
-
-
-def _after(moment: str, reference: str) -> bool:
-    return dt.datetime.fromisoformat(moment) >= dt.datetime.fromisoformat(reference)
 
 
 def run(ctx: StageContext) -> RollbackResult:
