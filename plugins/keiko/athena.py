@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from keiko.errors import KeikoError
-from keiko.warehouse import days_between, missing_partitions_error, referenced_tables
+from keiko.warehouse import content_fingerprint, days_between, missing_partitions_error, referenced_tables
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.athena import AthenaHook
@@ -183,6 +183,27 @@ class AthenaWarehouse:
             ExcludeColumnSchema=True,
         )
         return {partition["Values"][position] for page in pages for partition in page["Partitions"]}
+
+    def partition_fingerprint(self, table: str, day: dt.date) -> str | None:
+        """The ETags of the objects under the day's partition locations in Glue (an S3 ETag changes when an
+        object is rewritten), so no object is read to know whether a partition changed."""
+        try:
+            pages = self.glue.get_paginator("get_partitions").paginate(
+                DatabaseName=self.database, TableName=table, Expression=f"dt = '{day.isoformat()}'"
+            )
+            locations = [p["StorageDescriptor"]["Location"] for page in pages for p in page["Partitions"]]
+        except self.glue.exceptions.EntityNotFoundException:
+            return None
+        if not locations:
+            return None
+        objects = []
+        for location in locations:
+            try:
+                listing = self.fs.ls(location, detail=True, refresh=True)
+            except FileNotFoundError:  # a registered partition with no object under it yet: empty
+                listing = []
+            objects += [(i["name"], str(i.get("ETag", "")).strip('"')) for i in listing if i.get("type") == "file"]
+        return content_fingerprint(objects)
 
     def missing_partitions(self, tables: set[str], days: list[dt.date]) -> list[str]:
         missing = []

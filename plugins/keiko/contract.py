@@ -53,6 +53,8 @@ STEP_RECORD = "steps/{task}.json"
 # ... and under the model's directory
 PUBLISHED = "versions/{key}/{name}"  # a registered version's artifacts: never overwritten by reruns
 ROLLBACK_LOG = "rollbacks/{at}.json"  # `keiko rollback`'s production changes
+# gate_raw's verdict on one warehouse partition, keyed by what it was judged on (content, references, suite)
+PARTITION_VERDICT = "partitions/{table}/dt={day}/{key}.json"
 
 SPLITS = ("train", "valid", "test")
 GOLDEN_EXPECTED = "expected_prediction"  # the golden set's column of the candidate's offline answers
@@ -180,6 +182,9 @@ class ModelLayout:
     def rollback_record(self, at: dt.datetime) -> str:
         stamp = at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H%M%S.%fZ")
         return f"{self.store.root_uri}/{self.model}/{ROLLBACK_LOG.format(at=stamp)}"
+
+    def partition_verdict(self, table: str, day: str, key: str) -> str:
+        return f"{self.store.root_uri}/{self.model}/{PARTITION_VERDICT.format(table=table, day=day, key=key)}"
 
     def results_of_every_run(self, task: str) -> list[tuple[str, str]]:
         """(day, URI) of `task`'s result file in every run directory of the model, oldest day first."""
@@ -323,10 +328,37 @@ class GateResult(StepResult):
     data_docs: str
 
 
+class PartitionAggregates(Record):
+    """What the across-days checks compare of one source partition with the other days."""
+
+    rows: int
+    hour_shares: list[float]  # of the events, by hour of day (UTC), 24 values
+    top_shares: dict[str, float]  # column -> share of its most frequent value
+
+
+class PartitionVerdict(Record):
+    """gate_raw's row-level verdict on one source partition (`table`/dt=`day`), kept under a key of its
+    content, of the partitions its references resolve in, and of the suite: any later run whose window holds
+    the same partition reuses it; a rewritten partition gets a new key and is validated again."""
+
+    table: str
+    day: str
+    key: str
+    content: str  # the warehouse's fingerprint of the partition (sha256 of its files; on S3, of its ETags)
+    success: bool
+    expectations: int
+    failed: list[GateOutcome]
+    aggregates: PartitionAggregates
+    run_id: str
+    validated_at: str
+
+
 class RawGateResult(GateResult):
     TASK: ClassVar[str] = "gate_raw"
     ds: str
     daily_rows: dict[str, int]
+    validated_partitions: list[str] = Field(default_factory=list)  # table/dt=day judged row by row by this run
+    reused_partitions: list[str] = Field(default_factory=list)  # table/dt=day whose stored verdict was reused
     # What the volume and label-rate bands were judged on (absent when the extract had no dt or label column).
     volume_reference: float | None = None
     history_rows: dict[str, int] = Field(default_factory=dict)  # earlier days the volume was judged against

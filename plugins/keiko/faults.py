@@ -108,6 +108,56 @@ def label_noise(tables: Tables, rng: np.random.Generator) -> Tables:
     return {**tables, "clicks": pa.table({"impression_id": ids[clicked], "click_time": times})}
 
 
+def shifted_timestamps(tables: Tables, rng: np.random.Generator) -> Tables:
+    """A timezone bug upstream: local time (UTC+9) written as UTC, so the evening's events sit in the wrong day."""
+    impressions = tables["impressions"]
+    shifted = pc.add(impressions["event_time"], pa.scalar(9 * 3600 * 1_000_000, pa.duration("us")))
+    return {**tables, "impressions": _set(impressions, "event_time", shifted)}
+
+
+def replayed_clicks(tables: Tables, rng: np.random.Generator) -> Tables:
+    """The day's click log ingested twice; the extract's SELECT DISTINCT hides it."""
+    return {**tables, "clicks": pa.concat_tables([tables["clicks"], tables["clicks"]])}
+
+
+def orphan_clicks(tables: Tables, rng: np.random.Generator) -> Tables:
+    """5% of the day's click events carry impression ids no impression has (a tracker's id bug); the LEFT JOIN
+    of the extract drops them silently."""
+    clicks = tables["clicks"]
+    ids = pc.if_else(_rows(rng, clicks, 0.05), pc.add(clicks["impression_id"], 5_000_000), clicks["impression_id"])
+    return {**tables, "clicks": _set(clicks, "impression_id", ids)}
+
+
+def clicks_before_impressions(tables: Tables, rng: np.random.Generator) -> Tables:
+    """A client clock skew: 10% of the clicks are stamped up to 10 minutes before their impression."""
+    clicks, impressions = tables["clicks"], tables["impressions"]
+    ids = impressions["impression_id"].to_numpy()  # ascending, as keiko.synth numbers them
+    shown = impressions["event_time"].to_numpy()[np.searchsorted(ids, clicks["impression_id"].to_numpy())]
+    early = shown - (rng.uniform(1, 600, clicks.num_rows) * 1e6).astype("timedelta64[us]")
+    skewed = np.where(rng.random(clicks.num_rows) < 0.1, early, clicks["click_time"].to_numpy())
+    return {**tables, "clicks": _set(clicks, "click_time", pa.array(skewed, pa.timestamp("us")))}
+
+
+def default_collapse(tables: Tables, rng: np.random.Generator) -> Tables:
+    """A bidder release sends its default floor (0.01 USD CPM) for a fifth of the requests: a valid value,
+    in range, on 20% of the rows."""
+    impressions = tables["impressions"]
+    floor = pc.if_else(_rows(rng, impressions, 0.2), pa.scalar(0.01), impressions["floor_price"])
+    return {**tables, "impressions": _set(impressions, "floor_price", floor)}
+
+
+def ingestion_outage(tables: Tables, rng: np.random.Generator) -> Tables:
+    """Five hours of the night (00:00-05:00 UTC) never landed: ~10% of the day, inside the volume band."""
+    impressions = tables["impressions"]
+    hour = pc.hour(impressions["event_time"])
+    kept = impressions.filter(pc.greater_equal(hour, 5))
+    ids = kept["impression_id"]
+    return {
+        name: kept if name == "impressions" else table.filter(pc.is_in(table["impression_id"], ids))
+        for name, table in tables.items()
+    }
+
+
 FAULTS: dict[str, Callable[[Tables, np.random.Generator], Tables | None]] = {
     "missing-column": missing_column,
     "wrong-type": wrong_type,
@@ -122,4 +172,10 @@ FAULTS: dict[str, Callable[[Tables, np.random.Generator], Tables | None]] = {
     "missing-day": missing_day,
     "drift": drift,
     "label-noise": label_noise,
+    "shifted-timestamps": shifted_timestamps,
+    "replayed-clicks": replayed_clicks,
+    "orphan-clicks": orphan_clicks,
+    "clicks-before-impressions": clicks_before_impressions,
+    "default-collapse": default_collapse,
+    "ingestion-outage": ingestion_outage,
 }

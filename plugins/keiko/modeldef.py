@@ -144,14 +144,81 @@ class Band(_Strict):
         return self
 
 
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")  # a warehouse table or column name keiko may put in SQL
+
+
+def _identifier(value: str) -> str:
+    if not IDENTIFIER.match(value):
+        raise ValueError(f"{value!r} is not a plain identifier (lowercase letters, digits, _)")
+    return value
+
+
+class SourceColumn(_Strict):
+    """What every row of a source column must hold (gate_raw, per new day's partition)."""
+
+    type: Literal["int", "float", "str", "timestamp"]
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    accepted: list[str | int] | None = Field(default=None, description="the accepted set of values")
+    regex: str | None = Field(default=None, description="a pattern every value matches")
+    # A column that may legitimately sit on one value (an id, a flag) is left out of the top-value-share check.
+    judge_top_share: bool = True
+
+
+class Reference(_Strict):
+    """A column naming rows of another source table (by the same column there): it must resolve, and this
+    event must come after the first of them."""
+
+    column: str
+    table: str
+    days_before: int = Field(default=1, ge=0, description="the referenced row may sit this many days earlier")
+    max_delay_hours: float = Field(gt=0, description="this event's time minus the referenced event's, at most")
+
+    _names = field_validator("column", "table")(_identifier)
+
+
+class SourceTable(_Strict):
+    """A warehouse table the extract SQL reads, at its own grain (gate_raw validates each new day of it)."""
+
+    key: list[str] = Field(min_length=1, description="unique per row of a day's partition")
+    event_time: str = Field(description="the event's time: inside the partition's day (UTC)")
+    max_lateness_hours: float = Field(default=0, ge=0, description="event times may run past the day by this")
+    columns: dict[str, SourceColumn] = Field(min_length=1, description="every column the SQL reads, and the checks")
+    references: list[Reference] = Field(default_factory=list)
+
+    @field_validator("columns")
+    @classmethod
+    def _column_names(cls, value: dict[str, SourceColumn]) -> dict[str, SourceColumn]:
+        for name in value:
+            _identifier(name)
+        return value
+
+    @model_validator(mode="after")
+    def _declared(self) -> SourceTable:
+        undeclared = [c for c in (*self.key, self.event_time) if c not in self.columns]
+        undeclared += [r.column for r in self.references if r.column not in self.columns]
+        if undeclared:
+            raise ValueError(f"key, event_time and references name undeclared columns: {', '.join(undeclared)}")
+        return self
+
+
 class RawGate(_Strict):
-    """gate_raw: what the extracted rows must look like."""
+    """gate_raw: the source tables' new partitions, the extracted rows, and every day of the window."""
 
     keys: list[str] = Field(default_factory=lambda: ["impression_id"], description="non-null and unique")
-    ranges: dict[str, Band] = Field(default_factory=dict, description="column -> allowed [min, max]")
-    accepted_values: dict[str, list[str | int]] = Field(default_factory=dict)
+    accepted_values: dict[str, list[str | int]] = Field(default_factory=dict, description="of extracted columns")
     label_rate: Band = Field(description="allowed label rate of every day in the window")
     volume: Band = Field(description="rows of every day / median rows per day of the window and earlier runs")
+    hour_profile_max_distance: float = Field(
+        gt=0, le=1, description="total variation distance of a day's hour-of-day shares from the other days' median"
+    )
+    top_share_max_change: float = Field(
+        gt=0, le=1, description="a column's most frequent value's share minus the other days' median, at most"
+    )
+    min_rows_across_days: int = Field(
+        default=5000, ge=1, description="a source day with fewer rows is not compared with the other days (noise)"
+    )
 
 
 class FeaturesGate(_Strict):
@@ -197,11 +264,26 @@ class ModelConfig(_Strict):
     slices: list[str] = Field(default_factory=list, description="raw columns to report per-value metrics for")
     algorithm: Algorithm
     thresholds: Thresholds
+    sources: dict[str, SourceTable] = Field(
+        min_length=1, description="the warehouse tables the extract SQL reads, at their own grain"
+    )
     gates: Gates
     pods: dict[str, PodSettings] = Field(
         default_factory=dict, description="stage pods: `default`, then overrides per task id (train, gate_raw, ...)"
     )
     serving: Serving
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, value: dict[str, SourceTable]) -> dict[str, SourceTable]:
+        for name, table in value.items():
+            _identifier(name)
+            for reference in table.references:
+                if reference.table not in value:
+                    raise ValueError(f"{name}.{reference.column} references undeclared table {reference.table}")
+                if reference.column not in value[reference.table].columns:
+                    raise ValueError(f"{name}.{reference.column} references {reference.table}, without that column")
+        return value
 
     @field_validator("pods")
     @classmethod

@@ -192,11 +192,14 @@ def generate_day(world: World, day: dt.date, rows: int, seed: int) -> dict[str, 
     )
 
     conversion_rows = np.flatnonzero(converted)
+    # A conversion follows the impression's first click (converted rows are clicked rows).
+    first_click = np.minimum.reduceat(click_time, np.searchsorted(click_rows_with_dups, click_rows))
+    conversion_after = first_click[np.searchsorted(click_rows, conversion_rows)]
     conversions = pa.table(
         {
             "impression_id": impression_id[conversion_rows],
             "conversion_time": pa.array(
-                event_time[conversion_rows] + (rng.exponential(3600.0, len(conversion_rows)) * 1e6).astype(np.int64),
+                conversion_after + (rng.exponential(3600.0, len(conversion_rows)) * 1e6).astype(np.int64),
                 pa.timestamp("us"),
             ),
             "value": np.round(np.exp(rng.normal(2.0, 1.0, len(conversion_rows))), 2),

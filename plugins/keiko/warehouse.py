@@ -55,6 +55,35 @@ def referenced_tables(sql: str) -> set[str]:
     return {t.name for t in tree.find_all(exp.Table)} - ctes
 
 
+def columns_read(sql: str) -> dict[str, set[str]]:
+    """Each warehouse table the SQL reads, with the columns it reads of it (CTEs resolved to their tables)."""
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.optimizer.qualify import qualify
+    from sqlglot.optimizer.scope import traverse_scope
+
+    try:
+        tree = qualify(sqlglot.parse_one(sql, read=SQL_DIALECT), dialect=SQL_DIALECT, validate_qualify_columns=False)
+    except sqlglot.errors.SqlglotError as exc:
+        raise KeikoError(f"extract SQL does not parse as {SQL_DIALECT}: {exc}") from None
+    read: dict[str, set[str]] = {}
+    for scope in traverse_scope(tree):
+        selected = {alias: source for alias, (_, source) in scope.selected_sources.items()}
+        only = next(iter(selected.values())) if len(selected) == 1 else None
+        for column in scope.columns:
+            source = selected.get(column.table) if column.table else only  # one source: names left unqualified
+            if isinstance(source, exp.Table):
+                read.setdefault(source.name, set()).add(column.name)
+    return read
+
+
+def content_fingerprint(parts: list[tuple[str, str]]) -> str:
+    """One sha256 over (name, digest) pairs: a partition's files, or its objects' ETags."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(f"{name} {digest}" for name, digest in sorted(parts)).encode()).hexdigest()
+
+
 def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
     """Every day from `start` to `end`, both included."""
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
@@ -75,6 +104,10 @@ class Warehouse(Protocol):
 
     def tables(self) -> list[str]: ...
     def query(self, sql: str) -> pa.Table: ...
+    def partition_fingerprint(self, table: str, day: dt.date) -> str | None:
+        """What a partition holds, as a digest that changes when its data does; None when it is absent."""
+        ...
+
     def check_window(self, sql: str, start: dt.date, end: dt.date) -> None: ...
 
 
@@ -100,6 +133,18 @@ class DuckDBWarehouse:
                 if not any(partition.glob("*.parquet")):
                     missing.append(f"{table}/dt={day.isoformat()}")
         return missing
+
+    def partition_fingerprint(self, table: str, day: dt.date) -> str | None:
+        import hashlib
+
+        files = sorted((self.directory / table / f"dt={day.isoformat()}").glob("*.parquet"))
+        if not files:
+            return None
+        digests = []
+        for path in files:
+            with path.open("rb") as f:
+                digests.append((path.name, hashlib.file_digest(f, "sha256").hexdigest()))
+        return content_fingerprint(digests)
 
     @cached_property
     def connection(self):

@@ -32,9 +32,10 @@ TRAIN_DAYS = [NEXT - dt.timedelta(days=offset) for offset in range(7, 1, -1)]  #
 class Case:
     inject: tuple[str, ...]
     stopped_by: str
-    expectation: str  # what the stopping step's log must name, next to `column`
+    expectation: str  # what the stopping step's log must name, next to `column` (and `suite`, when given)
     column: str
     exit_code: int = EXIT_GATE_FAILED
+    suite: str = ""  # the source table's suite, for faults stopped at the source grain
 
 
 def day(offset: int) -> str:
@@ -55,7 +56,46 @@ CATALOGUE = {
     "missing day": Case(
         (f"missing-day:{day(3)}",), "extract", "missing warehouse partitions", f"dt={day(3)}", EXIT_USER_ERROR
     ),
-    "strong feature drift": Case(("drift",), "gate_features", "kl_divergence_to_be_less_than", "country"),
+    # 70% of a day's traffic from one country: its most frequent value's share jumps at the source already.
+    "strong feature drift": Case(
+        ("drift",), "gate_raw", "values_to_be_between", "top share change: country", suite="impressions.days"
+    ),
+    # Faults of one source table that the extract's joins hide (each named with its table's suite).
+    "timestamps in the wrong day": Case(
+        ("shifted-timestamps",), "gate_raw", "values_to_be_between", "event_time", suite=f"impressions dt={day(0)}"
+    ),
+    "click log replayed": Case(
+        ("replayed-clicks",),
+        "gate_raw",
+        "compound_columns_to_be_unique",
+        "impression_id,click_time",
+        suite=f"clicks dt={day(0)}",
+    ),
+    "clicks without an impression": Case(
+        ("orphan-clicks",),
+        "gate_raw",
+        "values_to_not_be_null",
+        "impression_id in impressions",
+        suite=f"clicks.references dt={day(0)}",
+    ),
+    "clicks before their impression": Case(
+        ("clicks-before-impressions",),
+        "gate_raw",
+        "values_to_be_between",
+        "hours after impressions.event_time",
+        suite=f"clicks.references dt={day(0)}",
+    ),
+    # Faults only visible against the other days of the window.
+    "a column collapsing onto a default": Case(
+        ("default-collapse",),
+        "gate_raw",
+        "values_to_be_between",
+        "top share change: floor_price",
+        suite="impressions.days",
+    ),
+    "hours of the day missing": Case(
+        ("ingestion-outage",), "gate_raw", "values_to_be_between", "hour profile distance", suite="impressions.days"
+    ),
     "worse than production": Case(
         tuple(f"label-noise:{d}" for d in TRAIN_DAYS), "gate_evaluation", "values_to_be_between", "logloss_regression"
     ),
@@ -111,7 +151,9 @@ def test_the_gate_stops_the_fault(name, production_home, warehouse_dir, tmp_path
     step, code, log, ran = run_like_the_dag(NEXT.isoformat(), capsys)
 
     assert (step, code) == (case.stopped_by, case.exit_code), log
-    assert any(case.expectation in line and case.column in line for line in log.splitlines()), log
+    assert any(case.suite in line and case.expectation in line and case.column in line for line in log.splitlines()), (
+        log
+    )
     registry = open_registry(settings().registry_url)
     assert registry.alias("ctr") == 1
     assert [h["to_version"] for h in registry.history("ctr")] == [1]

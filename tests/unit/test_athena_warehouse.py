@@ -212,6 +212,26 @@ def test_missing_partitions_and_tables_are_named_before_any_query(athena, wareho
     assert submitted(athena) == []
 
 
+def test_a_partitions_fingerprint_follows_its_objects_etags(athena):
+    create_glue_table(athena, "clicks", pa.schema([("impression_id", pa.int64()), ("dt", pa.string())]), [DS])
+    s3, key = aws_client("s3", settings().aws_conn_id), f"warehouse/clicks/dt={DS}/part-0.parquet"
+    warehouse = open_warehouse(settings())
+    assert warehouse.partition_fingerprint("clicks", END_DATE - dt.timedelta(days=1)) is None  # not in Glue
+    empty = warehouse.partition_fingerprint("clicks", END_DATE)  # registered, no object landed yet
+
+    def put(ids: list[int]) -> None:
+        body = io.BytesIO()
+        pq.write_table(pa.table({"impression_id": ids}), body)
+        s3.put_object(Bucket=athena["bucket"], Key=key, Body=body.getvalue())
+
+    put([1, 2])
+    landed = warehouse.partition_fingerprint("clicks", END_DATE)
+    assert landed not in (None, empty) and warehouse.partition_fingerprint("clicks", END_DATE) == landed
+    put([1, 3])  # rewritten: a new ETag
+    assert warehouse.partition_fingerprint("clicks", END_DATE) not in (None, empty, landed)
+    assert submitted(athena) == []  # Glue and S3 listings only: no query, no object read
+
+
 def test_a_failed_query_names_its_state_and_athenas_reason(athena):
     """moto's queries only ever succeed (or are cancelled), so Athena's FAILED answer is stubbed here."""
     from botocore.stub import Stubber

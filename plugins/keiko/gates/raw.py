@@ -1,25 +1,35 @@
-"""gate_raw: schema, types, keys, ranges, accepted values, daily volume and label rate of the extract."""
+"""gate_raw: the source tables at their own grain, each warehouse day once; then the extract's rows and every
+day's volume and label rate.
+
+Each source partition of the window (keiko.gates.sources) is validated row by row once per content: its
+verdict is kept in the artifact store under a key of what it was judged on, and every later run whose window
+holds the same partition reuses it. A rewritten partition (late data, a backfill) has a new key and is
+validated again. Every run then compares every day of the window with the others on the aggregates the
+verdicts keep, checks the extract's rows of the days it validated (and of the run's own day), and judges the
+window's daily volume and label rate from two columns of the extract.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from keiko.contract import ModelLayout, RawGateResult
-from keiko.gates.runner import Validation, report, run_validations
+from keiko.contract import ModelLayout, PartitionAggregates, PartitionVerdict, RawGateResult
+from keiko.errors import ModelConfigError
+from keiko.gates.frames import TYPE_NAMES, to_frame
+from keiko.gates.runner import Validation, model_expectations, report, run_validations
+from keiko.gates.sources import SourcePartition, across_days, undeclared_reads, verdict_key
 from keiko.stages.context import StageContext
+from keiko.warehouse import days_between
 
-# pandas dtype names each column kind may arrive as (pyarrow -> pandas, with or without nulls).
-TYPE_NAMES = {
-    "int": ["Int8Dtype", "Int16Dtype", "Int32Dtype", "Int64Dtype"],  # nullable: see PANDAS_TYPES
-    "float": ["float32", "float64", "Float64"],
-    "str": ["StringDtype"],
-    "timestamp": ["datetime64[us]", "datetime64[ns]", "datetime64[ms]"],
-}
 HISTORY_DAYS = 28
+EXTRACT_SUITES = ("rows", "window", "daily")
 
 
 def required_columns(ctx: StageContext) -> dict[str, str]:
@@ -52,7 +62,30 @@ def reference_volume(history: list[int], daily: pd.DataFrame) -> float:
     return float(np.median([*history, *daily["rows"]])) if len(daily) else 0.0
 
 
-def build(ctx: StageContext, frame: pd.DataFrame, daily: pd.DataFrame | None, history: list[int]) -> list[Validation]:
+def window_facts(ctx: StageContext, table: pa.Table) -> pd.DataFrame:
+    """What every row of the extract must hold, counted by pyarrow over the whole window without a pandas
+    copy (null counts are Arrow metadata): one row, one column per fact."""
+    config = ctx.model.config.gates.raw
+    facts: dict[str, int] = {}
+    for column in required_columns(ctx):
+        if column in table.column_names:
+            facts[f"{column} nulls"] = table[column].null_count
+    for key in config.keys:
+        if key in table.column_names:
+            facts[f"{key} repeated"] = table.num_rows - pc.count_distinct(table[key], mode="all").as_py()
+    for column, values in config.accepted_values.items():
+        if column in table.column_names:
+            allowed = pa.array(values, table.schema.field(column).type) if table.num_rows else pa.array(values)
+            outside = pc.invert(pc.is_in(table[column], value_set=allowed, skip_nulls=True))
+            facts[f"{column} outside {{{', '.join(map(str, values))}}}"] = pc.sum(outside).as_py() or 0
+    return pd.DataFrame([facts])
+
+
+def build(
+    ctx: StageContext, frame: pd.DataFrame, facts: pd.DataFrame, daily: pd.DataFrame | None, history: list[int]
+) -> list[Validation]:
+    """The extract's own suites: `rows` (the SQL's output contract on the rows of the days validated now),
+    `window` (what every row of the window must hold) and `daily` (every day's volume and label rate)."""
     import great_expectations.expectations as gxe
 
     config = ctx.model.config.gates.raw
@@ -67,23 +100,8 @@ def build(ctx: StageContext, frame: pd.DataFrame, daily: pd.DataFrame | None, hi
         for c, values in config.accepted_values.items()
         if c in frame.columns
     ]
-    validations = [Validation("rows", frame, rows)]
-    ranged = [c for c in config.ranges if c in frame.columns]
-    if ranged:
-        # GE compares in one vectorized step only for int64/float64 columns and calls Python per value
-        # for any other dtype (int32, nullable Int*): 30 s at 7M rows. Its types are checked above.
-        as_float = pd.DataFrame({c: pd.to_numeric(frame[c], errors="coerce").astype("float64") for c in ranged})
-        validations.append(
-            Validation(
-                "ranges",
-                as_float,
-                [
-                    gxe.ExpectColumnValuesToBeBetween(column=c, min_value=band.min, max_value=band.max)
-                    for c, band in config.ranges.items()
-                    if c in ranged
-                ],
-            )
-        )
+    window = [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=0) for c in facts.columns]
+    validations = [Validation("rows", frame, rows), Validation("window", facts, window)]
 
     if daily is not None:
         start, end = ctx.window
@@ -109,38 +127,123 @@ def build(ctx: StageContext, frame: pd.DataFrame, daily: pd.DataFrame | None, hi
     return validations
 
 
-# GE 1.24 matches a column's dtype against instances built from the type names it is given;
-# pandas 3's default "str" dtype (na_value=nan) equals none of them, pd.StringDtype() does. Nullable
-# integers keep a key with nulls an integer column, so gate_raw reports the nulls, not a float type.
-PANDAS_TYPES = {
-    pa.string(): pd.StringDtype(),
-    pa.large_string(): pd.StringDtype(),
-    pa.int8(): pd.Int8Dtype(),
-    pa.int16(): pd.Int16Dtype(),
-    pa.int32(): pd.Int32Dtype(),
-    pa.int64(): pd.Int64Dtype(),
-}
+def suite_names(ctx: StageContext) -> list[str]:
+    """Every suite gate_raw may run (a model's own expectation files must name one of them)."""
+    per_table = ("", ".ranges", ".references", ".days")
+    return [f"{table}{suffix}" for table in ctx.model.config.sources for suffix in per_table] + list(EXTRACT_SUITES)
 
 
-def to_frame(table: pa.Table) -> pd.DataFrame:
-    return table.to_pandas(types_mapper=PANDAS_TYPES.get)
+@dataclass
+class PlannedPartition:
+    partition: SourcePartition
+    key: str  # of what it is judged on (keiko.gates.sources.verdict_key)
+    uri: str  # where its verdict is (or goes)
+    content: str | None
+    stored: PartitionVerdict | None
+
+
+def plan(ctx: StageContext, extra: dict) -> list[PlannedPartition]:
+    """Every source partition of the window, with the verdict already kept for its content (None: judge it)."""
+    sources = ctx.model.config.sources
+    partitions = [SourcePartition(t, d, sources[t], sources) for t in sources for d in days_between(*ctx.window)]
+    needed = {(p.table, p.day) for p in partitions} | {ref for p in partitions for ref in p.referenced()}
+    contents = {(t, d): ctx.warehouse.partition_fingerprint(t, d) for t, d in sorted(needed)}
+    layout = ModelLayout(ctx.store, ctx.model.name)
+    planned = []
+    for partition in partitions:
+        key = verdict_key(partition, contents, extra)
+        uri = layout.partition_verdict(partition.table, partition.day.isoformat(), key)
+        content = contents[partition.table, partition.day]
+        planned.append(PlannedPartition(partition, key, uri, content, ctx.layout.find(uri, PartitionVerdict)))
+    return planned
+
+
+def check_declared_sources(ctx: StageContext) -> None:
+    problems = undeclared_reads(ctx.model.config.sources, ctx.store.read_bytes(ctx.layout.extract_sql).decode())
+    if problems:
+        raise ModelConfigError(
+            f"{ctx.model.directory / 'model.yaml'}: sources: does not match what the extract SQL reads: "
+            f"{', '.join(problems)}; declare every table and column the SQL reads (and only those)"
+        )
 
 
 def run(ctx: StageContext) -> RawGateResult:
-    frame = to_frame(ctx.store.read_table(ctx.layout.raw))
+    check_declared_sources(ctx)
+    extra = model_expectations(ctx, "raw", suite_names(ctx))
+    planned = plan(ctx, extra)
+    fresh = [p for p in planned if p.stored is None]
+    reused = [p for p in planned if p.stored is not None]
+    ctx.log(
+        f"gate_raw {ctx.model.name}: {len(planned)} source partitions in the window: {len(fresh)} to validate, "
+        f"{len(reused)} judged before (verdicts reused)"
+    )
+    aggregates: dict[str, dict[str, PartitionAggregates]] = {t: {} for t in ctx.model.config.sources}
+    for p in reused:
+        aggregates[p.partition.table][p.partition.day.isoformat()] = p.stored.aggregates
+    judged: dict[str, list[str]] = {}  # partition label -> the suite labels it ran under
+
+    label = ctx.model.config.label
+    validated_days = sorted({p.partition.day.isoformat() for p in fresh} | {ctx.ds.isoformat()})
+    extract = ctx.store.read_table(ctx.layout.raw)
+    facts = window_facts(ctx, extract)
+    daily = None
+    if {"dt", label} <= set(extract.column_names):
+        daily = daily_volume(to_frame(extract.select(["dt", label])), label)
+    if "dt" in extract.column_names:
+        extract = extract.filter(pc.is_in(extract["dt"], pa.array(validated_days, extract.schema.field("dt").type)))
+    rows = to_frame(extract)
+    del extract
     earlier = earlier_daily_counts(ctx)
     history = list(earlier.values())
-    ctx.log(
-        f"gate_raw {ctx.model.name}: {len(frame):,} rows x {frame.shape[1]} columns; "
-        f"volume reference from {len(history)} earlier days + the window"
-    )
-    label = ctx.model.config.label
-    daily = daily_volume(frame, label) if {"dt", label} <= set(frame.columns) else None
-    outcomes = run_validations(ctx, "raw", build(ctx, frame, daily, history))
+
+    def validations() -> Iterator[Validation]:
+        for p in fresh:  # one partition's frames at a time: memory follows a day, not the window
+            partition_validations, partition_aggregates = p.partition.read(ctx.warehouse)
+            aggregates[p.partition.table][p.partition.day.isoformat()] = partition_aggregates
+            judged[p.partition.label] = [v.label for v in partition_validations]
+            yield from partition_validations
+        for table, spec in ctx.model.config.sources.items():
+            yield across_days(table, spec, aggregates[table], ctx.model.config.gates.raw)
+        yield from build(ctx, rows, facts, daily, history)
+
+    outcomes = run_validations(ctx, "raw", validations(), extra=extra)
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    for p in fresh:
+        own = [o for o in outcomes if o.suite in judged[p.partition.label]]
+        failed = [o for o in own if not o.passed]
+        ctx.layout.write(
+            p.uri,
+            PartitionVerdict(
+                table=p.partition.table,
+                day=p.partition.day.isoformat(),
+                key=p.key,
+                content=p.content or "absent",
+                success=not failed,
+                expectations=len(own),
+                failed=failed,
+                aggregates=aggregates[p.partition.table][p.partition.day.isoformat()],
+                run_id=ctx.run_id,
+                validated_at=now,
+            ),
+        )
+    for p in reused:
+        if not p.stored.success:
+            ctx.log(f"{p.partition.label}: verdict of {p.stored.validated_at} ({p.stored.run_id or 'a run'}): failed")
+    outcomes += [o for p in reused for o in p.stored.failed]
+
     daily_rows = {} if daily is None else {str(d): int(n) for d, n in zip(daily["dt"], daily["rows"], strict=True)}
-    rate = float(frame[label].mean()) if label in frame.columns else float("nan")
-    summary = f"{len(frame):,} rows over {len(daily_rows)} days, label rate {rate:.4%}"
-    facts: dict = {"ds": ctx.ds.isoformat(), "daily_rows": daily_rows}
+    total = int(daily["rows"].sum()) if daily is not None else len(rows)
+    rate = float((daily["rows"] * daily["label_rate"]).sum() / max(total, 1)) if daily is not None else float("nan")
+    summary = (
+        f"{len(fresh)} source partitions validated, {len(reused)} verdicts reused; "
+        f"{total:,} rows over {len(daily_rows)} days, label rate {rate:.4%}"
+    )
+    facts: dict = {
+        "ds": ctx.ds.isoformat(),
+        "daily_rows": daily_rows,
+        "validated_partitions": [p.partition.label for p in fresh],
+        "reused_partitions": [p.partition.label for p in reused],
+    }
     if daily is not None:  # what the volume and label-rate bands were judged on (headroom reports)
         facts["volume_reference"] = reference = reference_volume(history, daily)
         # The run page draws each day against these: the earlier days and the band the volume was judged by.

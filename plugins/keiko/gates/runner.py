@@ -7,10 +7,12 @@ failed expectation (suite, expectation, column, observed, expected) followed by 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +36,12 @@ class Validation:
     frame: pd.DataFrame
     expectations: list[Any]
     index_column: str | None = None  # names the failing rows in the log, e.g. "dt" for daily aggregates
+    partition: str = ""  # which part of the data the suite ran on, e.g. "dt=2026-11-21" of a source table
+
+    @property
+    def label(self) -> str:
+        """The suite as the gate table names it: with its partition, when it ran on one."""
+        return f"{self.name} {self.partition}" if self.partition else self.name
 
 
 def _short(value: Any, limit: int = 48) -> str:
@@ -151,14 +159,20 @@ def model_expectations(ctx: StageContext, gate: str, suites: list[str]) -> dict[
     return extra
 
 
-def run_validations(ctx: StageContext, gate: str, validations: list[Validation]) -> list[GateOutcome]:
-    """Validate every frame with its suite (plus the model's own expectations for it); Data Docs go beside
-    the run's artifacts (RunLayout.data_docs)."""
+def run_validations(
+    ctx: StageContext, gate: str, validations: Iterable[Validation], extra: dict[str, list[Any]] | None = None
+) -> list[GateOutcome]:
+    """Validate every frame with its suite (plus the model's own expectations for it, `extra`: by default
+    read for the suites given); Data Docs go beside the run's artifacts (RunLayout.data_docs).
+
+    `validations` may be a generator: each frame is then read when it is validated and freed after."""
     _quiet_great_expectations()
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    extra = model_expectations(ctx, gate, [v.name for v in validations])
+    if extra is None:
+        validations = list(validations)
+        extra = model_expectations(ctx, gate, [v.name for v in validations])
 
     outcomes: list[GateOutcome] = []
     with tempfile.TemporaryDirectory(prefix="keiko-gx-") as docs_dir:
@@ -174,10 +188,12 @@ def run_validations(ctx: StageContext, gate: str, validations: list[Validation])
         )
         source = context.data_sources.add_pandas(f"{ctx.model.name}-{ctx.ds}")
         for validation in validations:
-            suite_name = f"{ctx.model.name}.{gate}.{validation.name}"
-            expectations = [*validation.expectations, *extra.get(validation.name, [])]
+            suite_name = f"{ctx.model.name}.{gate}.{validation.label.replace(' ', '.')}"
+            # A suite that runs on several partitions takes the model's expectations each time: copies, as
+            # GE lets an expectation belong to one suite only.
+            expectations = [*validation.expectations, *map(copy.copy, extra.get(validation.name, []))]
             suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=expectations))
-            batch = source.add_dataframe_asset(validation.name).add_batch_definition_whole_dataframe("run")
+            batch = source.add_dataframe_asset(validation.label).add_batch_definition_whole_dataframe("run")
             definition = context.validation_definitions.add(
                 gx.ValidationDefinition(name=suite_name, data=batch, suite=suite)
             )
@@ -189,9 +205,11 @@ def run_validations(ctx: StageContext, gate: str, validations: list[Validation])
                 config = item.expectation_config
                 outcomes.append(
                     GateOutcome(
-                        suite=validation.name,
+                        suite=validation.label,
                         expectation=config.type,
-                        column=str(config.kwargs.get("column", "-")),
+                        column=str(
+                            config.kwargs.get("column") or ",".join(config.kwargs.get("column_list", [])) or "-"
+                        ),
                         observed=describe_observed(item, validation),
                         expected=describe_expected(config.type, config.kwargs),
                         passed=bool(item.success),

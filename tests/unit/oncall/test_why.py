@@ -51,17 +51,18 @@ def test_a_failed_gate_names_the_expectation_observed_and_allowed(run_home, proj
     # The model's own expectation: positions 1..2 only; the synthetic DSP logs have 1..4.
     expectation = {"column": "position", "min_value": 1, "max_value": 2}
     suite = {"expectations": [{"type": "expect_column_values_to_be_between", "kwargs": expectation}]}
-    (project_copy / "include/models/ctr/expectations/raw.ranges.json").write_text(json.dumps(suite))
+    (project_copy / "include/models/ctr/expectations/raw.impressions.ranges.json").write_text(json.dumps(suite))
     monkeypatch.setenv("KEIKO_RUN_ID", "scheduled__rerun")  # a new run of the day: register's steps are not its
     run_steps("extract")
     assert run_step("gate_raw") == EXIT_GATE_FAILED
 
     lines = why(capsys)
-    assert re.fullmatch(rf"ctr {DS}: NOT promoted: gate_raw failed 1 of \d+ expectations", lines[0]), lines[0]
-    assert lines[1].startswith("  ranges: column_values_to_be_between on position: observed ")
+    assert re.fullmatch(rf"ctr {DS}: NOT promoted: gate_raw failed 8 of \d+ expectations", lines[0]), lines[0]
+    assert lines[1].startswith("  impressions.ranges dt=2026-11-14: column_values_to_be_between on position: observed ")
     assert lines[1].endswith("; allowed [1, 2]")
     assert "unexpected (" in lines[1]  # how many rows, and their share
-    assert lines[2].startswith("  Data Docs: file://") and lines[2].endswith("/gates/raw/data_docs/index.html")
+    assert lines[4].startswith("  5 more failed; Data Docs: file://")  # after the first three failed expectations
+    assert lines[4].endswith("/gates/raw/data_docs/index.html")
     assert lines[-1].startswith("  run scheduled__rerun, failed, last step ")
     assert lines[-1].endswith("production now: none")
 

@@ -137,7 +137,8 @@ def test_a_run_stopped_by_a_gate_names_it_and_says_what_was_not_reached(run_home
     # The model's own expectation: positions 1..2 only; the synthetic DSP logs have 1..4.
     expectation = {"column": "position", "min_value": 1, "max_value": 2}
     suite = {"expectations": [{"type": "expect_column_values_to_be_between", "kwargs": expectation}]}
-    (project_copy / "include/models/ctr/expectations/raw.ranges.json").write_text(json.dumps(suite))
+    (project_copy / "include/models/ctr/expectations/raw.impressions.ranges.json").write_text(json.dumps(suite))
+    # A new suite: each impressions day of the window is judged again, and each fails.
     # A new run of a day that ran before: the earlier run's evaluation, plots and registration stay on disk.
     monkeypatch.setenv("KEIKO_RUN_ID", "manual__rerun")
     run_steps("extract")
@@ -146,13 +147,15 @@ def test_a_run_stopped_by_a_gate_names_it_and_says_what_was_not_reached(run_home
     page = drawn_page(run_home)
     text = page.text
     assert "failed at gate_raw" in text["header"]
-    assert "gate_raw failed 1/54 expectations, first: ranges column_values_to_be_between on position" in text["header"]
+    first = "first: impressions.ranges dt=2026-11-14 column_values_to_be_between on position"
+    assert re.search(rf"gate_raw failed 8/\d+ expectations, {first}", text["header"]), text["header"]
     assert "manual__rerun" in text["header"]
-    assert re.search(r"gate_raw failed [\d.]+ gate_raw failed 1/54 expectations", text["steps"])
+    assert re.search(r"gate_raw failed [\d.]+ gate_raw failed 8/\d+ expectations", text["steps"])
     failed_gate = text["gates"].split("gate_features")[0]
     assert re.search(
-        r"1 of 54 expectations failed · Data Docs suite expectation column observed expected "
-        r"ranges column_values_to_be_between position [\d,]+ unexpected \([\d.]+%\), e\.g\. .* \[1, 2\]",
+        r"8 of \d+ expectations failed · Data Docs suite expectation column observed expected "
+        r"impressions.ranges dt=2026-11-14 column_values_to_be_between position [\d,]+ unexpected \([\d.]+%\), "
+        r"e\.g\. .* \[1, 2\]",
         failed_gate,
     ), failed_gate
     assert "gate_features no verdict not reached: the run failed at gate_raw" in text["gates"]
