@@ -1,9 +1,10 @@
 """The `keiko` command line: parses arguments and turns how a command ended into its exit code.
 
 `keiko stage|gate <name> --model M --ds D` is also the container contract: the operators run exactly
-that command (keiko.step_runner does the work). User mistakes (unknown model, bad date, missing
-partition) print one line and exit 2; a failed gate prints its table and exits 3; a stage that decides to
-do nothing exits 99 (the Airflow task is then skipped); bugs keep their traceback (keiko.process).
+that command (keiko.step_runner does the work), and `keiko run` runs a day's steps that way
+(keiko.local_run). User mistakes (unknown model, bad date, missing partition) print one line and exit 2; a
+failed gate prints its table and exits 3; a stage that decides to do nothing exits 99 (the Airflow task is
+then skipped); bugs keep their traceback (keiko.process).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 
 from keiko.errors import GateFailed, KeikoError, StageSkipped
 from keiko.faults import FAULTS
-from keiko.pipeline import STAGES, SUITES, task_id
+from keiko.pipeline import STAGES, SUITES, TASK_IDS, task_id
 from keiko.process import EXIT_GATE_FAILED, EXIT_INTERRUPTED, EXIT_SKIPPED, EXIT_USER_ERROR
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -80,6 +81,12 @@ def cmd_step(args: argparse.Namespace) -> int:
 
     run_step(task_id(args.command, args.name), args.model, args.ds)
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from keiko.local_run import run
+
+    return run(args.model, args.ds, args.until, args.conf)
 
 
 def _print_versions(versions: list, as_json: bool, aliases: dict[str, int]) -> None:
@@ -234,6 +241,24 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--model", required=True)
     gate.add_argument("--ds", type=_date, required=True, help="the run's day")
     gate.set_defaults(func=cmd_step)
+
+    run_help = (
+        "run a model's DAG for one day without Airflow: each step as its own process, in order, with the DAG's "
+        "trigger rules; exits with the first failed step's code, its reason the last line"
+    )
+    run = sub.add_parser("run", help=run_help, description=run_help)
+    run.add_argument("--model", required=True)
+    run.add_argument("--ds", type=_date, required=True, help="the run's day: last day of the data window")
+    run.add_argument(
+        "--until", metavar="TASK", help=f"the last task to run (default {TASK_IDS[-1]}): one of " + ", ".join(TASK_IDS)
+    )
+    run.add_argument(
+        "--conf",
+        default="{}",
+        metavar="JSON",
+        help="the run's params, as the trigger form takes them, e.g. '{\"deploy\": \"skip\"}' (default: model.yaml's)",
+    )
+    run.set_defaults(func=cmd_run)
 
     models = sub.add_parser("models", help="read the model registry")
     models_sub = models.add_subparsers(dest="models_command", required=True)

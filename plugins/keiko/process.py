@@ -22,6 +22,12 @@ RUN_ID_ENV = "KEIKO_RUN_ID"  # the Airflow run id; empty when run by hand
 RUN_TYPE_ENV = "KEIKO_RUN_TYPE"  # Airflow's dag_run.run_type: scheduled, manual, backfill, ...
 
 
+def step_arguments(kind: str, name: str, model: str, ds: str) -> list[str]:
+    """What follows `keiko` on a step's command line (`stage extract --model M --ds D`): what both operators
+    and `keiko run` start."""
+    return [kind, name, "--model", model, "--ds", ds]
+
+
 def encode_result(result: dict[str, Any]) -> str:
     """A step's result as it goes to the operator: printed after RESULT_PREFIX as the last line, or written
     to RESULT_FILE_ENV's file; the operator returns it as the task's XCom."""

@@ -45,6 +45,12 @@ def write_step(layout: RunLayout, record: StepRecord) -> None:
     layout.store.write_json(layout.step_record(record.task_id), record.to_dict())
 
 
+def read_step(layout: RunLayout, task_id: str) -> StepRecord | None:
+    """The record the step `task_id` last wrote for this model and day (any run's), or None."""
+    uri = layout.step_record(task_id)
+    return StepRecord(**layout.store.read_json(uri)) if layout.store.exists(uri) else None
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """The latest run of a model for one day: the steps written by its run id, in pipeline order.

@@ -14,7 +14,7 @@ from kubernetes.client import models as k8s
 
 from keiko.modeldef import PodSettings
 from keiko.operators.links import RunPageLink
-from keiko.process import EXIT_SKIPPED, RESULT_FILE_ENV, RUN_ID_ENV
+from keiko.process import EXIT_SKIPPED, RESULT_FILE_ENV, RUN_ID_ENV, step_arguments
 from keiko.run_params import refuse_invalid
 
 # Where KubernetesPodOperator's XCom sidecar reads the task's return value.
@@ -63,7 +63,7 @@ class KeikoPodOperator(KubernetesPodOperator):
             image=image,
             namespace=namespace,
             cmds=["keiko"],
-            arguments=[kind, stage, "--model", model, "--ds", ds],
+            arguments=step_arguments(kind, stage, model, ds),
             env_vars={**(env or {}), RUN_ID_ENV: "{{ run_id }}", RESULT_FILE_ENV: XCOM_RESULT_FILE},
             env_from=[
                 k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=configmap)),

@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from keiko.config import settings
 from keiko.operators.links import RunPageLink
-from keiko.process import EXIT_SKIPPED, RUN_ID_ENV, parse_result_line
+from keiko.process import EXIT_SKIPPED, RUN_ID_ENV, parse_result_line, step_arguments
 from keiko.run_params import refuse_invalid
 
 
@@ -59,7 +59,7 @@ class KeikoStageOperator(BaseOperator):
 
     @property
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "keiko", self.kind, self.stage, "--model", self.model, "--ds", self.ds]
+        return [sys.executable, "-m", "keiko", *step_arguments(self.kind, self.stage, self.model, self.ds)]
 
     def execute(self, context: Any) -> dict[str, Any] | None:
         refuse_invalid(self.model, context.get("params", {}))
