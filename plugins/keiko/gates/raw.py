@@ -72,7 +72,8 @@ def window_facts(ctx: StageContext, table: pa.Table) -> pd.DataFrame:
             facts[f"{column} nulls"] = table[column].null_count
     for key in config.keys:
         if key in table.column_names:
-            facts[f"{key} repeated"] = table.num_rows - pc.count_distinct(table[key], mode="all").as_py()
+            values = table[key]  # nulls are counted above, not as repeats
+            facts[f"{key} repeated"] = len(values) - values.null_count - pc.count_distinct(values).as_py()
     for column, values in config.accepted_values.items():
         if column in table.column_names:
             allowed = pa.array(values, table.schema.field(column).type) if table.num_rows else pa.array(values)
