@@ -25,7 +25,8 @@ def observed_ranges(contexts: list[StageContext]) -> list[dict]:
                 continue
             for outcome in result.outcomes:
                 if outcome.value is not None and outcome.expectation != "expect_column_values_to_not_be_null":
-                    key = (f"{gate}.{outcome.suite}", outcome.column)
+                    suite = outcome.suite.partition(" ")[0]  # one row per suite, over its partitions too
+                    key = (f"{gate}.{suite}", outcome.column)
                     values[key].append(outcome.value)
                     expected[key] = outcome.expected
             if isinstance(result, RawGateResult) and result.volume_reference:
