@@ -14,6 +14,7 @@ import inspect
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -248,6 +249,27 @@ def candidate_day(ds: str, version: int) -> str:
         RegisterResult(version=version, status=entry.status, created=True, artifact_sha256=entry.artifact_sha256)
     )
     return ds
+
+
+def kill_a_writer_mid_write(target: Path) -> Path:
+    """What a writer SIGKILLed mid-write leaves: a real `keiko.atomic.write_atomically` of `target`, in a
+    process killed after writing its temporary file and before renaming it; that file's path."""
+    script = f"""if True:
+        import os, signal
+        from pathlib import Path
+        from keiko.atomic import write_atomically
+
+        def write_then_die(temp):
+            temp.write_bytes(b"half of a file")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        write_atomically(Path({str(target)!r}), write_then_die)
+    """
+    before = set(target.parent.glob(".tmp-*"))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    (left,) = set(target.parent.glob(".tmp-*")) - before
+    return left
 
 
 def free_port() -> int:

@@ -176,6 +176,7 @@ class AthenaWarehouse:
                 f"Glue table {self.database}.{table} is not partitioned by dt (partition keys: {keys or 'none'})"
             )
         position = keys.index("dt")
+        # `table` reaches Glue as a request parameter, never inside SQL; the Expression holds two dates only.
         pages = self.glue.get_paginator("get_partitions").paginate(
             DatabaseName=self.database,
             TableName=table,

@@ -1,7 +1,8 @@
 """The artifact store: `{artifact_root}/{model}/{ds}/{name}` on any fsspec filesystem (file://, s3://).
 
-Writes are atomic (temporary name, then rename; a single PUT on object stores) so a retried
-or killed stage never leaves a half-written artifact under its final name.
+Writes are atomic (temporary name, then rename, keiko.atomic; a single PUT on object stores) so a retried
+or killed stage never leaves a half-written artifact under its final name, and the next write into the
+folder removes the temporary file a killed one left.
 """
 
 from __future__ import annotations
@@ -9,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import uuid
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from keiko.atomic import write_atomically
 from keiko.errors import KeikoError, MissingDataError
 
 if TYPE_CHECKING:
@@ -73,13 +75,8 @@ class ArtifactStore:
     def write_bytes(self, uri: str, data: bytes) -> str:
         """Write atomically; returns the sha256 of what was written."""
         path = self._path(uri)
-        parent = path.rsplit("/", 1)[0]
         if self._is_local:
-            self.fs.makedirs(parent, exist_ok=True)
-            tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
-            with self.fs.open(tmp, "wb") as f:
-                f.write(data)
-            self.fs.mv(tmp, path)
+            write_atomically(Path(path), lambda temp: temp.write_bytes(data))
         else:
             self.fs.pipe_file(path, data)
         return sha256_bytes(data)

@@ -19,6 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from keiko.atomic import write_atomically
+
 TABLES = ("impressions", "clicks", "conversions", "truth")
 OS_NAMES = np.array(["android", "ios"])
 COUNTRIES = np.array(["JP", "US", "KR", "TW", "TH", "ID", "GB", "DE", "FR", "BR"])
@@ -245,11 +247,10 @@ def write_warehouse(
             progress(f"[{index}/{len(dates)}] {day}: no partitions{injected}")
             continue
         for name, table in tables.items():
-            path = partition_path(warehouse_dir, name, day)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            pq.write_table(table, tmp, compression="zstd")
-            tmp.replace(path)
+            write_atomically(
+                partition_path(warehouse_dir, name, day),
+                lambda temp, table=table: pq.write_table(table, temp, compression="zstd"),
+            )
         rows = tables["impressions"].num_rows
         n_clicks = len(np.unique(tables["clicks"]["impression_id"].to_numpy()))
         progress(

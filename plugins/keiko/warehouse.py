@@ -8,6 +8,8 @@ template serves both.
 from __future__ import annotations
 
 import datetime as dt
+import glob
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -97,6 +99,60 @@ def missing_partitions_error(
     return MissingDataError(f"missing warehouse partitions in {where}: {shown} (data window {start}..{end}; {hint})")
 
 
+# -- table folders ---------------------------------------------------------------------------------------
+# Each folder directly under a DuckDB warehouse is a table, named by the folder, unless it is ignored:
+# - hidden ones, starting with "." or "_" (Hive, Spark and Arrow datasets skip them: `.git`, `_temporary`);
+# - `lost+found`, which fsck keeps at the root of a filesystem;
+# - folders with no `dt=*/*.parquet` partition yet (not a table until data lands; SQL that reads one is
+#   told its partitions are missing, by check_window).
+# Any other folder must be named as the SQL can name it, unquoted, on DuckDB and on Athena alike: lowercase
+# letters, digits and underscores, starting with a letter, at most 255 (Glue's limit). Otherwise extract is
+# refused with one line naming the folder, before any SQL runs. Names are quoted in the SQL all the same.
+TABLE_NAME = re.compile(r"[a-z][a-z0-9_]{0,254}")
+IGNORED_FOLDERS = frozenset({"lost+found"})
+PARTITION_FILES = "dt=*/*.parquet"  # a table folder's data, as a glob relative to it
+
+
+def is_ignored_folder(name: str) -> bool:
+    return name.startswith((".", "_")) or name in IGNORED_FOLDERS
+
+
+def table_name(folder: Path) -> str:
+    """The table `folder` holds, named by the folder; KeikoError naming it if SQL could not name it."""
+    if not TABLE_NAME.fullmatch(folder.name):  # fullmatch: "$" would accept a trailing newline
+        raise KeikoError(
+            f"warehouse folder {folder.name!r} in {folder.parent} is not a table name (lowercase letters, digits "
+            "and _, starting with a letter): rename it, or move it out of the warehouse"
+        )
+    return folder.name
+
+
+def quote_identifier(name: str) -> str:
+    """`name` as a double-quoted identifier (DuckDB, Trino): never read as SQL, whatever it contains."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_string(text: str) -> str:
+    """`text` as a SQL string literal (DuckDB's have no backslash escapes: only ' is doubled)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def partition_glob(table_folder: Path) -> str:
+    """The glob of `table_folder`'s partition files; glob characters in the path itself match only themselves."""
+    return f"{glob.escape(table_folder.as_posix())}/{PARTITION_FILES}"
+
+
+def view_sql(table: str, table_folder: Path) -> str:
+    """The DuckDB view of a table over its partitions."""
+    # union_by_name reads partitions as Athena reads a Glue table: a column missing from a
+    # partition is NULL there, so gate_raw names it instead of extract failing on the schema.
+    files = quote_string(partition_glob(table_folder))
+    return (
+        f"CREATE VIEW {quote_identifier(table)} AS SELECT * FROM read_parquet({files}, "
+        "hive_partitioning = true, hive_types = {'dt': VARCHAR}, union_by_name = true)"
+    )
+
+
 class Warehouse(Protocol):
     def describe(self) -> str:
         """Where the SQL runs, for the log: a line an on-call person can act on."""
@@ -123,7 +179,12 @@ class DuckDBWarehouse:
         return f"DuckDB over {self.directory}"
 
     def tables(self) -> list[str]:
-        return sorted(p.name for p in self.directory.iterdir() if p.is_dir()) if self.directory.is_dir() else []
+        """The tables under the directory (see "table folders" above); KeikoError for a misnamed folder."""
+        if not self.directory.is_dir():
+            return []
+        folders = [p for p in sorted(self.directory.iterdir()) if p.is_dir() and not is_ignored_folder(p.name)]
+        names = [table_name(folder) for folder in folders]  # every folder checked, with data or not yet
+        return sorted(name for name in names if any((self.directory / name).glob(PARTITION_FILES)))
 
     def missing_partitions(self, tables: set[str], days: list[dt.date]) -> list[str]:
         missing = []
@@ -154,13 +215,7 @@ class DuckDBWarehouse:
         if self.threads:
             connection.execute(f"SET threads = {int(self.threads)}")
         for table in self.tables():
-            glob = (self.directory / table / "dt=*" / "*.parquet").as_posix().replace("'", "''")
-            # union_by_name reads partitions as Athena reads a Glue table: a column missing from a
-            # partition is NULL there, so gate_raw names it instead of extract failing on the schema.
-            connection.execute(
-                f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{glob}', "
-                "hive_partitioning = true, hive_types = {'dt': VARCHAR}, union_by_name = true)"
-            )
+            connection.execute(view_sql(table, self.directory / table))
         return connection
 
     def query(self, sql: str) -> pa.Table:

@@ -37,6 +37,7 @@ NOT_RUN_ARTIFACTS = {
     ),
     ("report/page.py", "run_page.html.j2"): "the run page's template, in the package",
     ("warehouse.py", "*.parquet"): "warehouse partitions",
+    ("warehouse.py", "dt=*/*.parquet"): "warehouse partitions",
     ("synth.py", "part-0.parquet"): "warehouse partitions the synthetic warehouse writes",
     ("config.py", "DuckDB warehouse: `<table>/dt=<day>/*.parquet`"): "the setting's description",
     ("operators/pod.py", "/airflow/xcom/return.json"): "where KubernetesPodOperator's XCom sidecar reads",

@@ -3,6 +3,7 @@ import uuid
 import pyarrow as pa
 import pytest
 
+from conftest import kill_a_writer_mid_write
 from keiko.config import settings
 from keiko.errors import MissingDataError
 from keiko.storage import ArtifactStore, IntegrityError, open_store, sha256_bytes
@@ -57,3 +58,12 @@ def test_s3_credentials_come_from_the_airflow_connection(aws, monkeypatch):
     assert store.fs.client_kwargs.get("endpoint_url", store.fs.endpoint_url) == aws
     with pytest.raises(MissingDataError, match="no-such-bucket-here"):
         store.read_bytes(store.uri("ctr", "d", "model.npz"))
+
+
+def test_a_write_removes_the_temporary_file_a_killed_write_left_in_its_folder(tmp_path):
+    store = ArtifactStore((tmp_path / "artifacts").as_uri())
+    uri = store.uri("ctr", "2026-11-21", "raw.parquet")
+    left = kill_a_writer_mid_write(tmp_path / "artifacts" / "ctr" / "2026-11-21" / "raw.parquet")
+    store.write_bytes(store.uri("ctr", "2026-11-21", "extract.sql"), b"SELECT 1")  # the next write there
+    assert not left.exists()
+    assert not store.exists(uri)  # the killed write never reached its final name

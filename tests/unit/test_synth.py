@@ -4,6 +4,7 @@ import hashlib
 import numpy as np
 import pyarrow.parquet as pq
 
+from conftest import kill_a_writer_mid_write
 from keiko.metrics import logloss
 from keiko.synth import World, daily_rows, generate_day, partition_path, write_warehouse
 
@@ -79,3 +80,10 @@ def test_injected_faults_change_only_their_day(tmp_path):
     assert not partition_path(tmp_path / "bad", "impressions", other).exists()
     kept = pq.read_table(partition_path(tmp_path / "bad", "impressions", DAY)).num_rows
     assert 0.25 < kept / pq.read_table(partition_path(tmp_path / "clean", "impressions", DAY)).num_rows < 0.35
+
+
+def test_a_rewrite_removes_the_temporary_file_a_killed_synth_left(tmp_path):
+    left = kill_a_writer_mid_write(partition_path(tmp_path, "clicks", DAY))
+    write_warehouse(tmp_path, DAY, 1, 2_000, seed=3, progress=lambda _m: None)
+    assert not left.exists()
+    assert sorted(p.name for p in partition_path(tmp_path, "clicks", DAY).parent.iterdir()) == ["part-0.parquet"]

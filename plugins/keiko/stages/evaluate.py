@@ -27,6 +27,7 @@ from keiko.metrics import summary
 from keiko.registry import ModelVersion
 from keiko.stages.context import StageContext
 from keiko.stages.train import feature_arrays
+from keiko.warehouse import quote_identifier
 
 
 def slice_metrics(
@@ -44,7 +45,9 @@ def true_probabilities(ctx: StageContext, ids: np.ndarray) -> np.ndarray | None:
     column = ctx.model.config.truth_column
     if column is None or "truth" not in ctx.warehouse.tables():
         return None
-    truth = ctx.warehouse.query(f"SELECT impression_id, {column} FROM truth WHERE dt = '{ctx.ds.isoformat()}'")
+    truth = ctx.warehouse.query(
+        f"SELECT impression_id, {quote_identifier(column)} FROM truth WHERE dt = '{ctx.ds.isoformat()}'"
+    )
     position = pd.Index(truth.column("impression_id").to_numpy()).get_indexer(ids)
     if (position < 0).any():
         return None

@@ -13,9 +13,9 @@ from keiko.contract import (
     TrainResult,
     parse,
 )
-from keiko.errors import KeikoError
+from keiko.errors import KeikoError, MissingDataError
 from keiko.stages.context import StageContext, code_version
-from keiko.storage import sha256_bytes
+from keiko.storage import IntegrityError, sha256_bytes
 
 
 def publish_artifact(ctx: StageContext, uri: str, sha256: str, version_key: str | None = None) -> str:
@@ -23,11 +23,36 @@ def publish_artifact(ctx: StageContext, uri: str, sha256: str, version_key: str 
 
     Run artifacts under {model}/{ds}/ are rewritten by every rerun of that day (possibly with new
     code or config); a registered version must keep pointing at exactly the bytes it was judged on.
+    A copy named by its own sha256 (the model's) that was changed since is repaired or refused
+    (repair_published); a copy named by the model's (its profile) is kept as the first register wrote it.
     """
     published = ModelLayout(ctx.store, ctx.model.name).published(version_key or sha256, uri.rsplit("/", 1)[-1])
     if not ctx.store.exists(published):
         ctx.store.write_bytes(published, ctx.store.read_verified(uri, sha256))
+    elif version_key is None:
+        repair_published(ctx, published, uri, sha256)
     return published
+
+
+def repair_published(ctx: StageContext, published: str, uri: str, sha256: str) -> None:
+    """Make the copy `published` have its `sha256` again, rewritten from the run's artifact `uri` when that
+    has it; IntegrityError naming the file and the hashes when it does not. Never kept silently: every later
+    reader (evaluate, deploy, the model servers) would refuse it, long after the change."""
+    found = sha256_bytes(ctx.store.read_bytes(published))
+    if found == sha256:
+        return
+    try:
+        source = ctx.store.read_bytes(uri)
+    except MissingDataError:
+        source = None
+    if source is None or sha256_bytes(source) != sha256:
+        state = "is missing" if source is None else f"has sha256 {sha256_bytes(source)}"
+        raise IntegrityError(
+            f"{published} has sha256 {found}, not {sha256} (the sha256 it is stored and registered under); "
+            f"it cannot be repaired from the run's {uri}, which {state}: restore the file, or rerun train and register"
+        )
+    ctx.store.write_bytes(published, source)
+    ctx.log(f"repaired {published}: it had sha256 {found}; rewrote it from {uri} (sha256 {sha256})")
 
 
 def read_blessing(ctx: StageContext, model_sha256: str, evaluation_bytes: bytes) -> Blessing:
