@@ -144,12 +144,14 @@ class Band(_Strict):
         return self
 
 
-IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")  # a warehouse table or column name keiko may put in SQL
+# A warehouse table or column name keiko may put in SQL: one that DuckDB and Athena both read unquoted
+# (Glue's names are lowercase, at most 255 characters). keiko quotes them all the same.
+IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,254}")
 
 
 def _identifier(value: str) -> str:
-    if not IDENTIFIER.match(value):
-        raise ValueError(f"{value!r} is not a plain identifier (lowercase letters, digits, _)")
+    if not IDENTIFIER.fullmatch(value):  # fullmatch: "$" would accept a trailing newline
+        raise ValueError(f"{value!r} is not a table or column name (lowercase letters, digits and _, from a letter)")
     return value
 
 
@@ -272,6 +274,11 @@ class ModelConfig(_Strict):
         default_factory=dict, description="stage pods: `default`, then overrides per task id (train, gate_raw, ...)"
     )
     serving: Serving
+
+    @field_validator("truth_column")
+    @classmethod
+    def _truth_column(cls, value: str | None) -> str | None:
+        return None if value is None else _identifier(value)  # evaluate puts it in SQL
 
     @field_validator("sources")
     @classmethod

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import glob
-import re
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import pyarrow as pa
 
 from keiko.errors import KeikoError, MissingDataError
+from keiko.modeldef import IDENTIFIER
 
 if TYPE_CHECKING:
     from keiko.config import Settings
@@ -108,7 +108,6 @@ def missing_partitions_error(
 # Any other folder must be named as the SQL can name it, unquoted, on DuckDB and on Athena alike: lowercase
 # letters, digits and underscores, starting with a letter, at most 255 (Glue's limit). Otherwise extract is
 # refused with one line naming the folder, before any SQL runs. Names are quoted in the SQL all the same.
-TABLE_NAME = re.compile(r"[a-z][a-z0-9_]{0,254}")
 IGNORED_FOLDERS = frozenset({"lost+found"})
 PARTITION_FILES = "dt=*/*.parquet"  # a table folder's data, as a glob relative to it
 
@@ -119,7 +118,7 @@ def is_ignored_folder(name: str) -> bool:
 
 def table_name(folder: Path) -> str:
     """The table `folder` holds, named by the folder; KeikoError naming it if SQL could not name it."""
-    if not TABLE_NAME.fullmatch(folder.name):  # fullmatch: "$" would accept a trailing newline
+    if not IDENTIFIER.fullmatch(folder.name):
         raise KeikoError(
             f"warehouse folder {folder.name!r} in {folder.parent} is not a table name (lowercase letters, digits "
             "and _, starting with a letter): rename it, or move it out of the warehouse"

@@ -32,6 +32,7 @@ from keiko.gates.frames import TYPE_NAMES, as_float, to_frame
 from keiko.gates.runner import Validation
 from keiko.modeldef import RawGate, Reference, SourceTable
 from keiko.warehouse import Warehouse, columns_read
+from keiko.warehouse import quote_identifier as quoted
 
 HOURS = 24
 MIN_REFERENCE_DAYS = 3  # fewer other days than this and a day is not compared with them
@@ -49,11 +50,6 @@ def undeclared_reads(sources: dict[str, SourceTable], sql: str) -> list[str]:
     ]
     problems += [f"{table} (declared, not read)" for table in sorted(set(sources) - set(read))]
     return problems
-
-
-def quoted(name: str) -> str:
-    """A declared name (model.yaml checks it is a plain identifier) as a quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def day_bounds(day: dt.date, spec: SourceTable) -> tuple[dt.datetime, dt.datetime]:
