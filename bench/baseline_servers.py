@@ -8,6 +8,9 @@
 * `unbatched_app()`: keiko's own server for KEIKO_BENCH_MODEL_NAME (cvr) with micro-batching switched off:
   each request scored by its own vectorised call, as if requests were handled one at a time. What
   micro-batching gains is keiko's cvr row against this one.
+* `uncounted_app()`: keiko's own server for KEIKO_BENCH_MODEL_NAME (ctr) with the counting of values
+  training never saw switched off (keiko.serving.unseen): what that counting costs is keiko's ctr row
+  against this one.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint's annotations at run time, and
@@ -73,4 +76,12 @@ def unbatched_app():
         return self.server.predict_json(body)
 
     PredictEndpoint.respond = respond
+    return create_app(os.environ["KEIKO_BENCH_MODEL_NAME"])
+
+
+def uncounted_app():
+    from keiko.serving.app import create_app
+    from keiko.serving.unseen import UnseenValues
+
+    UnseenValues.count = lambda self, rows: None
     return create_app(os.environ["KEIKO_BENCH_MODEL_NAME"])

@@ -2,10 +2,11 @@
 
 What it measures, in one run on this machine:
 
-* five servers, each as two single-process replicas on two ports (one process per core, as
+* six servers, each as two single-process replicas on two ports (one process per core, as
   `keiko serve --replicas 2` runs them; on Kubernetes, pods with one CPU behind the Service), all under
   the same uvicorn setup (uvloop, httptools, no access log):
   - `keiko`: `keiko serve` with the production ctr model (hashed LR: per-row weight lookups);
+  - `ctr-uncounted`: the same with the counting of values training never saw switched off: what it costs;
   - `naive`: FastAPI + pydantic + pandas + scikit-learn `predict_proba` per request (bench/baseline_servers.py);
   - `ceiling`: a bare ASGI app answering a fixed body: the most any Python server does here;
   - `keiko-cvr`: `keiko serve` with the production cvr model (CatBoost: micro-batched requests);
@@ -50,7 +51,11 @@ PIPELINE = (
 )  # fmt: skip
 # 14 days (cvr's window) x 100k impressions: ~2,800 clicks a day for cvr.
 SYNTH = ("synth", "--end-date", DS.isoformat(), "--days", "14", "--rows-per-day", "100000")
-SERVERS = {"keiko": "ctr", "naive": "ctr", "ceiling": "ctr", "keiko-cvr": "cvr", "cvr-unbatched": "cvr"}
+# ctr-uncounted right after keiko: the pair whose difference is measured runs back to back.
+SERVERS = {
+    "keiko": "ctr", "ctr-uncounted": "ctr", "naive": "ctr", "ceiling": "ctr",
+    "keiko-cvr": "cvr", "cvr-unbatched": "cvr",
+}  # fmt: skip
 TARGET_RPS, TARGET_P95_MS, TARGET_SPEEDUP = 9000, 10.0, 5.0
 TARGET_CVR_RPS = 5000
 WRK_LINE = re.compile(r"keiko-wrk (.*)$", re.MULTILINE)
@@ -161,6 +166,7 @@ def replicas(name: str, ports: list[int], env: dict[str, str], log: Path):
         "ceiling": uvicorn_app("baseline_servers:ceiling"),
         "keiko-cvr": keiko_serve("cvr"),
         "cvr-unbatched": uvicorn_app("baseline_servers:unbatched_app", "--factory"),
+        "ctr-uncounted": uvicorn_app("baseline_servers:uncounted_app", "--factory"),
     }  # fmt: skip
     with log.open("a") as output:
         processes = [
@@ -232,6 +238,7 @@ def measure(name: str, urls: list[str], script: Path, args: argparse.Namespace) 
 
 LABELS = {
     "keiko": "ctr: keiko serve (hashed LR, row scorer)",
+    "ctr-uncounted": "ctr: keiko serve, unseen-value counting off",
     "naive": "ctr: naive FastAPI + pydantic + sklearn predict_proba",
     "ceiling": "ceiling: bare ASGI, fixed answer",
     "keiko-cvr": "cvr: keiko serve (CatBoost, micro-batched)",
@@ -275,6 +282,8 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace, info:
         f"- cvr target >= {TARGET_CVR_RPS:,} req/s at p95 <= {TARGET_P95_MS:g} ms: "
         f"**{'met' if cvr_met else 'not met'}** ({cvr['rps']:,.0f} req/s, p95 {cvr['p95']:.2f} ms); "
         f"micro-batching gives {cvr['rps'] / results['cvr-unbatched']['rps']:.1f}x the unbatched server.",
+        f"- counting the values training never saw costs ctr {1 - keiko['rps'] / results['ctr-uncounted']['rps']:.1%} "
+        f"of its req/s (p50 {keiko['p50']:.2f} vs {results['ctr-uncounted']['p50']:.2f} ms without it).",
         f"- keiko's ctr server reaches {keiko['rps'] / results['ceiling']['rps']:.0%} of the ceiling, a server that "
         "does no work at all: the ceiling is what uvicorn's HTTP handling, the kernel's loopback TCP and wrk "
         "itself cost on these two cores, and bounds any Python server here.",

@@ -142,15 +142,16 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @contextlib.contextmanager
-def serve_in_thread(app):
-    """Run an ASGI app with uvicorn on a free loopback port; yields its base URL."""
+def serve_in_thread(app, **config):
+    """Run an ASGI app with uvicorn on a free loopback port (`config`: more uvicorn.Config arguments, such as
+    http="h11"); yields its base URL."""
     import uvicorn
 
     class _Server(uvicorn.Server):
         def install_signal_handlers(self):  # not the main thread
             pass
 
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from keiko.config import settings
 from keiko.errors import KeikoError, ModelConfigError
@@ -131,6 +131,16 @@ class Serving(_Strict):
     replicas: int = Field(default=1, ge=1)
     p95_latency_ms: float = Field(default=10.0, gt=0, description="gate_serving: p95 of single-row /predict calls")
     skew_tolerance: float = Field(default=1e-6, gt=0, description="gate_serving: |served - offline| per row")
+    # Request limits of the model server. A replica is one core: while it parses and scores one request,
+    # every other request waits, so the limits bound how long one request can hold it.
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="request body; larger gets 413 before it is read (nginx's default)"
+    )
+    max_rows: int = Field(default=1000, ge=1, description="rows of one /predict request; more get 413 before parsing")
+    max_string_length: int = Field(default=256, ge=1, description="characters of a string field; longer is a 422")
+    max_string_length_per_field: dict[str, PositiveInt] = Field(
+        default_factory=dict, description="string fields whose limit differs from max_string_length"
+    )
 
 
 class Band(_Strict):

@@ -9,6 +9,13 @@ import pandas as pd
 
 TOP_K = 100
 QUANTILES = np.linspace(0, 1, 21)
+# A column with at most this many distinct training values lists them all under "seen" (the model server
+# counts request values outside that set); more is an id space too large to list, and goes unjudged.
+MAX_SEEN_VALUES = 100_000
+
+
+def _seen(values: np.ndarray) -> dict:
+    return {"seen": sorted(values.tolist())} if len(values) <= MAX_SEEN_VALUES else {}
 
 
 def _top_values(values: np.ndarray, counts: np.ndarray, n: int) -> dict:
@@ -26,15 +33,24 @@ def profile_column(values, kind: str) -> dict:
         codes = np.asarray(values.codes)
         counts = np.bincount(codes[codes >= 0], minlength=len(values.categories))
         present = counts > 0
+        categories = np.asarray(values.categories, dtype=object)[present]
         return {
             "kind": kind,
             "count": n,
             "null_share": float(np.mean(codes < 0)) if n else 0.0,
-            **_top_values(np.asarray(values.categories, dtype=object)[present], counts[present], n),
+            **_top_values(categories, counts[present], n),
+            **_seen(categories),
         }
     if kind == "int":
         unique, counts = np.unique(values, return_counts=True)
-        return {"kind": kind, "count": n, "null_share": 0.0, **_top_values(unique, counts, n)}
+        return {
+            "kind": kind,
+            "count": n,
+            "null_share": 0.0,
+            **_top_values(unique, counts, n),
+            **_seen(unique),
+            **({"min": int(unique[0]), "max": int(unique[-1])} if n else {}),
+        }
     if kind == "float":
         finite = values[np.isfinite(values)]
         return {
@@ -43,6 +59,8 @@ def profile_column(values, kind: str) -> dict:
             "null_share": float(1 - len(finite) / n) if n else 0.0,
             "mean": float(finite.mean()) if len(finite) else None,
             "std": float(finite.std()) if len(finite) else None,
+            "min": float(finite.min()) if len(finite) else None,
+            "max": float(finite.max()) if len(finite) else None,
             "quantiles": np.quantile(finite, QUANTILES).tolist() if len(finite) else [],
         }
     stamps = pd.to_datetime(values)

@@ -12,6 +12,11 @@ straight from the bytes, and msgspec's JSON encoder. Small requests are scored b
 row scorer when its family has one (hashed LR: cached slot weights, keiko.serving.row_scorer);
 otherwise the rows of all requests that arrived in the same event-loop turn are scored in one
 vectorised call (micro-batching: CatBoost costs ~270 us a call for one row, ~25 us a row in a batch).
+
+Every request is bounded by model.yaml's `serving:` limits (keiko.serving.limits, .validation): the body's
+bytes (413 before it is read), its rows (413 before it is parsed) and each string field's length (422).
+Scored rows are checked against the version's training values (keiko.serving.unseen) and counted for
+GET /metrics (keiko.serving.monitoring).
 """
 
 from __future__ import annotations
@@ -26,16 +31,17 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
-from pydantic import ValidationError
+from pydantic import ConfigDict, Field, StrictInt, TypeAdapter, ValidationError, with_config
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from typing_extensions import TypedDict
 
 from keiko.algorithms import TrainedModel, load_model_bytes
 from keiko.columns import example_row, from_rows
@@ -43,7 +49,10 @@ from keiko.config import settings
 from keiko.errors import KeikoError
 from keiko.modeldef import ModelDefinition, load_model
 from keiko.registry import Registry, open_registry
-from keiko.serving.validation import describe_errors, request_adapter
+from keiko.serving.limits import BodyTooLarge, read_body
+from keiko.serving.monitoring import exposition, metrics_registry
+from keiko.serving.unseen import UnseenValues
+from keiko.serving.validation import describe_errors, request_adapter, too_many_rows
 from keiko.storage import ArtifactStore, open_store
 
 log = logging.getLogger("keiko.serving")
@@ -52,6 +61,11 @@ log = logging.getLogger("keiko.serving")
 # through the vectorised feature code (~5 ms set-up, then microseconds a row).
 ROW_PATH_MAX_ROWS = 64
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+REFUSALS = ("body_too_large", "too_many_rows", "invalid_request")  # /metrics: keiko_serving_refused_requests
+# POST /admin/load's body: a JSON integer (not "3", 3.0 or true), versions count from 1.
+_ADMIN_LOAD = TypeAdapter(
+    with_config(ConfigDict(extra="forbid"))(TypedDict("AdminLoad", {"version": Annotated[StrictInt, Field(ge=1)]}))
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,7 @@ class LoadedModel:
     artifact_sha256: str
     model: TrainedModel
     loaded_at: str
+    unseen: UnseenValues  # this version's counts of request values training never saw
     row_scorer: Callable[[Mapping[str, Any]], float] | None = None
 
     def scores_row_by_row(self, rows: int) -> bool:
@@ -73,8 +88,11 @@ class ModelServer:
         self.registry = registry
         self.store = store
         self.schema = definition.features.INPUT_SCHEMA
-        self.adapter = request_adapter(self.schema)
+        self.limits = definition.config.serving
+        self.adapter = request_adapter(self.schema, self.limits)
         self.current: LoadedModel | None = None
+        self.unseen: dict[int, UnseenValues] = {}  # every version this process served: counters never go down
+        self.refused = dict.fromkeys(REFUSALS, 0)
         self.last_error: str | None = None
         self._load_lock = threading.Lock()
 
@@ -83,6 +101,7 @@ class ModelServer:
         return loaded.model.predict(features).tolist()
 
     def score(self, loaded: LoadedModel, rows: list[dict[str, Any]]) -> list[float]:
+        loaded.unseen.count(rows)
         if loaded.scores_row_by_row(len(rows)):
             return [loaded.row_scorer(row) for row in rows]
         return self.score_vectorised(loaded, rows)
@@ -92,9 +111,16 @@ class ModelServer:
         loaded = self.current
         if loaded is None:
             return None, None, (503, b'{"error":"no model loaded"}')
+        rows_sent = too_many_rows(body, self.limits.max_rows)
+        if rows_sent is not None:
+            self.refused["too_many_rows"] += 1
+            limit = self.limits.max_rows
+            error = f"too many rows: {rows_sent:,} in one request; at most {limit:,} (serving.max_rows)"
+            return loaded, None, (413, msgspec.json.encode({"error": error, "max_rows": limit}))
         try:
             rows = self.adapter.validate_json(body)["rows"]
         except ValidationError as exc:
+            self.refused["invalid_request"] += 1
             error = msgspec.json.encode({"error": "invalid request", "detail": describe_errors(exc.errors())})
             return loaded, None, (422, error)
         return loaded, rows, None
@@ -118,7 +144,8 @@ class ModelServer:
                 entry.artifact_sha256,
                 model,
                 dt.datetime.now(dt.UTC).isoformat(),
-                model.row_scorer(self.definition.features),
+                unseen=self.unseen.get(version) or self.training_values(entry.metrics.get("profile_uri")),
+                row_scorer=model.row_scorer(self.definition.features),
             )
             warmup = [example_row(self.schema)] * 64
             predictions = np.asarray(self.score_vectorised(candidate, warmup))
@@ -127,10 +154,22 @@ class ModelServer:
             # Equal up to exp()'s last bit (math.exp vs numpy's); anything more is a bug in the row path.
             if candidate.row_scorer is not None and abs(candidate.row_scorer(warmup[0]) - predictions[0]) > 1e-12:
                 raise KeikoError(f"v{version} failed warm-up: row and vectorised scoring disagree")
+            self.unseen[version] = candidate.unseen  # a reload of the version counts on where it left off
             self.current = candidate  # the swap: one reference assignment
             self.last_error = None
             log.info("serving %s v%s (sha256 %s)", self.definition.name, version, entry.artifact_sha256[:12])
             return candidate
+
+    def training_values(self, profile_uri: str | None) -> UnseenValues:
+        """What the version's training split held, from its training profile. A missing or unreadable profile
+        leaves its values unjudged (the server still serves: monitoring data is no reason to refuse a model)."""
+        if profile_uri is None:
+            return UnseenValues.unknown(self.schema, "the registry records no training profile for this version")
+        try:
+            return UnseenValues.from_profile(self.store.read_json(profile_uri), self.schema)
+        except Exception as exc:
+            log.warning("training profile %s unreadable, unseen values not judged: %s", profile_uri, exc)
+            return UnseenValues.unknown(self.schema, f"training profile {profile_uri} unreadable: {exc}")
 
     def load_initial(self) -> None:
         """KEIKO_MODEL_VERSION if set (a Kubernetes rollout pins it in the pod template), else production."""
@@ -176,7 +215,9 @@ class MicroBatcher:
         batch, self.pending = self.pending, []
         loaded = self.server.current
         try:
-            predictions = self.server.score_vectorised(loaded, [row for rows, _ in batch for row in rows])
+            batch_rows = [row for rows, _ in batch for row in rows]
+            loaded.unseen.count(batch_rows)
+            predictions = self.server.score_vectorised(loaded, batch_rows)
         except Exception as exc:  # every request of the batch gets the error, none hangs
             for _, future in batch:
                 future.set_exception(exc)
@@ -208,13 +249,11 @@ class PredictEndpoint:
         return 200, encode_predictions(version, predictions)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        status, body = await self.respond(b"".join(chunks))
+        try:
+            status, body = await self.respond(await read_body(scope, receive, self.server.limits.max_body_bytes))
+        except BodyTooLarge as exc:
+            self.server.refused["body_too_large"] += 1
+            status, body = 413, exc.response()
         headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -233,6 +272,12 @@ class ModelServerApp(Starlette):
             await self.predict(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
+
+
+def bearer_token_matches(authorization: str, token: str) -> bool:
+    """`Authorization: Bearer <token>`, the scheme in any case (RFC 9110 11.1), the token compared in constant time."""
+    scheme, _, credentials = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(credentials.lstrip(" ").encode(), token.encode())
 
 
 def create_app(model: str, *, load_production: bool = True, admin_token: str | None = None) -> ModelServerApp:
@@ -258,18 +303,35 @@ def create_app(model: str, *, load_production: bool = True, admin_token: str | N
                 "version": loaded.version if loaded else None,
                 "artifact_sha256": loaded.artifact_sha256 if loaded else None,
                 "loaded_at": loaded.loaded_at if loaded else None,
+                "unseen_values": loaded.unseen.describe() if loaded else None,
             }
         )
 
-    async def admin_load(request: Request) -> JSONResponse:
-        given = request.headers.get("authorization", "").encode()
-        if token and not hmac.compare_digest(given, f"Bearer {token}".encode()):
+    registry = metrics_registry(server)
+
+    async def metrics(request: Request) -> Response:
+        body, content_type = exposition(registry, request.headers.get("accept", ""))
+        return Response(body, headers={"content-type": content_type})
+
+    async def admin_load(request: Request) -> Response:
+        if token and not bearer_token_matches(request.headers.get("authorization", ""), token):
             return JSONResponse({"error": "admin endpoints need Authorization: Bearer $KEIKO_ADMIN_TOKEN"}, 401)
+        # A browser sends a cross-origin POST as application/json only after a CORS preflight, which this
+        # server does not answer: so no web page can make a server without a token load a version.
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != "application/json":
+            sent = f"not {media_type}" if media_type else "none was sent"
+            return JSONResponse({"error": f"admin endpoints take Content-Type: application/json ({sent})"}, 415)
         try:
-            payload = await request.json()
-            target = int(payload["version"])
-        except (ValueError, KeyError, TypeError):
-            return JSONResponse({"error": 'expected {"version": <int>}'}, status_code=422)
+            target = _ADMIN_LOAD.validate_json(
+                await read_body(request.scope, request.receive, server.limits.max_body_bytes)
+            )["version"]
+        except BodyTooLarge as exc:
+            return Response(exc.response(), status_code=413, media_type="application/json")
+        except ValidationError as exc:
+            return JSONResponse(
+                {"error": 'expected {"version": <integer>}', "detail": describe_errors(exc.errors())}, 422
+            )
         started = time.monotonic()
         try:
             loaded = await run_in_threadpool(server.load, target)
@@ -298,6 +360,7 @@ def create_app(model: str, *, load_production: bool = True, admin_token: str | N
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/version", version),
+            Route("/metrics", metrics),
             Route("/admin/load", admin_load, methods=["POST"]),
         ],
         lifespan=lifespan,

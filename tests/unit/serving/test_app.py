@@ -206,3 +206,84 @@ def test_a_pinned_version_that_cannot_load_is_named_by_readyz(run_home, monkeypa
         assert client.get("/healthz").status_code == 200
         assert client.get("/version").json()["version"] is None  # not production v1 instead
         assert client.post("/predict", json={"rows": []}).status_code == 503
+
+
+def test_the_bearer_scheme_is_case_insensitive(run_home):
+    v2 = register_variant(v1_bytes(), window_start="2026-11-09")
+    app = create_app("ctr", load_production=False, admin_token="s3cret")
+    app.state.server.load(1)
+    with TestClient(app) as client:
+        for version, scheme in ((v2, "bearer"), (1, "BEARER"), (v2, "beArer")):
+            response = client.post(
+                "/admin/load", json={"version": version}, headers={"authorization": f"{scheme} s3cret"}
+            )
+            assert response.status_code == 200, (scheme, response.text)
+            assert client.get("/version").json()["version"] == version
+        assert (
+            client.post("/admin/load", json={"version": 1}, headers={"authorization": "bearer S3CRET"}).status_code
+            == 401
+        )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"version": "abc"}', b'{"version": "1"}', b'{"version": 1.5}', b'{"version": true}', b'{"version": 0}',
+     b'{"version": Infinity}', b'{"version": 1e400}', b'{"version": null}', b"{}", b"[1]", b'{"version": 1, "x": 2}',
+     b"not json", b""],
+)  # fmt: skip
+def test_admin_load_answers_422_to_a_version_that_is_not_a_positive_integer(run_home, body):
+    app = create_app("ctr", load_production=False)
+    app.state.server.load(1)
+    with TestClient(app) as client:
+        response = client.post("/admin/load", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == 'expected {"version": <integer>}'
+        assert response.json()["detail"][0]["field"] in ("version", "(body)", "x")
+        assert client.get("/version").json()["version"] == 1
+
+
+def test_without_a_token_admin_calls_need_a_json_body(run_home, monkeypatch):
+    """What a web page can send to another origin without a CORS preflight (text/plain, a form) loads nothing."""
+    monkeypatch.delenv("KEIKO_ADMIN_TOKEN", raising=False)
+    v2 = register_variant(v1_bytes(), window_start="2026-11-09")
+    app = create_app("ctr", load_production=False)
+    app.state.server.load(1)
+    with TestClient(app) as client:
+        for content_type in ("text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded", None):
+            headers = {"content-type": content_type} if content_type else {}
+            response = client.post("/admin/load", content=f'{{"version": {v2}}}', headers=headers)
+            assert response.status_code == 415, content_type
+            assert "Content-Type: application/json" in response.json()["error"]
+            assert client.get("/version").json()["version"] == 1
+        headers = {"content-type": "Application/JSON; charset=utf-8"}
+        assert client.post("/admin/load", content=f'{{"version": {v2}}}', headers=headers).status_code == 200
+        assert client.get("/version").json()["version"] == v2
+
+
+def test_values_training_never_saw_are_counted_per_field_in_metrics_and_version(run_home, rows):
+    profile = json.loads((run_home / "artifacts" / "ctr" / DS / "profile.json").read_text())["columns"]
+    # A row of values all seen in training, and one with three values training never saw.
+    seen = {**rows[0], **{name: column["seen"][0] for name, column in profile.items() if "seen" in column}}
+    seen["floor_price"] = profile["floor_price"]["min"]
+    unseen = {**seen, "country": "XX", "position": 99, "floor_price": profile["floor_price"]["max"] * 10}
+    app = create_app("ctr", load_production=False)
+    app.state.server.load(1)
+    with TestClient(app) as client:
+        assert client.post("/predict", json={"rows": [seen, seen]}).status_code == 200
+        assert client.post("/predict", json={"rows": [unseen]}).status_code == 200
+        assert client.post("/admin/load", json={"version": 1}).status_code == 200  # a reload keeps counting
+        assert client.post("/predict", json={"rows": [seen]}).status_code == 200
+        metrics, described = client.get("/metrics").text, client.get("/version").json()["unseen_values"]
+    counted = {name: field["count"] for name, field in described["fields"].items() if field["count"]}
+    assert counted == {"country": 1, "position": 1, "floor_price": 1}
+    assert described["rows"] == 4
+    assert described["fields"]["country"]["kind"] == "unseen_category"
+    assert described["fields"]["floor_price"]["kind"] == "out_of_range"
+    assert set(described["not_judged"]) == {"event_time"}
+    assert (
+        'keiko_serving_unseen_values_total{field="country",kind="unseen_category",model="ctr",version="1"} 1.0'
+        in metrics
+    )
+    assert 'keiko_serving_unseen_values_total{field="os",kind="unseen_category",model="ctr",version="1"} 0.0' in metrics
+    assert 'keiko_serving_rows_total{model="ctr",version="1"} 4.0' in metrics
+    assert 'keiko_serving_version{model="ctr"} 1.0' in metrics

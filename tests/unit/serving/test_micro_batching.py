@@ -6,13 +6,14 @@ from types import SimpleNamespace
 import pytest
 
 from keiko.serving.app import MicroBatcher
+from keiko.serving.unseen import UnseenValues
 
 
 class CountingServer:
     """The two things MicroBatcher uses of a ModelServer: the serving model and its vectorised scoring."""
 
     def __init__(self, version: int = 7, fail: bool = False) -> None:
-        self.current = SimpleNamespace(version=version)
+        self.current = SimpleNamespace(version=version, unseen=UnseenValues({}, {}, {}))
         self.calls: list[int] = []
         self.fail = fail
 
@@ -66,3 +67,19 @@ def test_a_failed_call_fails_every_request_of_its_batch_and_none_hangs():
 def test_answers_name_the_version_that_scored_them(version):
     batcher = MicroBatcher(CountingServer(version=version))
     assert asyncio.run(batcher.score([{"x": 1}]))[0] == version
+
+
+def test_a_batch_is_counted_against_the_training_values_of_the_version_that_scored_it():
+    server = CountingServer(version=1)
+    batcher = MicroBatcher(server)
+    v2 = UnseenValues({"x": [1, 2]}, {}, {})
+
+    async def main():
+        first = asyncio.ensure_future(batcher.score([{"x": 1}]))
+        await asyncio.sleep(0)  # the request has joined the batch, which is not scored yet
+        assert batcher.pending and not first.done()
+        server.current = SimpleNamespace(version=2, unseen=v2)  # /admin/load swaps the model meanwhile
+        return await asyncio.gather(first, batcher.score([{"x": 2}, {"x": 3}]))
+
+    assert [version for version, _ in asyncio.run(main())] == [2, 2]
+    assert v2.rows == 3 and v2.counts == {("x", "unseen_category"): 1}

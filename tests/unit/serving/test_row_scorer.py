@@ -18,7 +18,8 @@ from keiko.serving.validation import request_adapter
 
 pytestmark = pytest.mark.server
 
-FEATURES = load_model("ctr").features
+CTR = load_model("ctr")
+FEATURES = CTR.features
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def request_rows(golden) -> list[dict]:
 
 def parsed(rows: list[dict]) -> list[dict]:
     """`rows` after the server's own request validation (ISO strings become datetimes, ...)."""
-    return request_adapter(FEATURES.INPUT_SCHEMA).validate_json(json.dumps({"rows": rows}))["rows"]
+    return request_adapter(FEATURES.INPUT_SCHEMA, CTR.config.serving).validate_json(json.dumps({"rows": rows}))["rows"]
 
 
 def unseen(rows: list[dict]) -> list[dict]:
