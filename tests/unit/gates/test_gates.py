@@ -95,7 +95,7 @@ def test_gate_raw_stops_bad_data(run_home, corruption, capsys):
     assert captured.err.startswith("keiko: gate_raw failed")
     result = json.loads((day_dir(run_home) / "gates" / "raw.json").read_text())
     assert not result["success"]
-    assert result["data_docs"].endswith("/gates/raw/data_docs/index.html") and "data_docs" in result["phases"]
+    assert result["data_docs"].endswith("/gates/raw/data_docs/index.html") and "data docs" in result["phases"]
     assert (day_dir(run_home) / "gates" / "raw" / "data_docs" / "index.html").is_file()
     assert f"Data Docs: {result['data_docs']}" in table
 
