@@ -21,7 +21,7 @@ machine". Results go to the `## Pipeline` section of bench/RESULTS.md (other sec
 
 Run from the repository root:
 
-    .venv/bin/python bench/pipeline.py                         # 7 days x 1,000,000 rows (several minutes)
+    .venv/bin/python bench/pipeline.py                         # 8 days x 1,000,000 rows (several minutes)
     .venv/bin/python bench/pipeline.py --rows-per-day 100000 --no-write --keep
 """
 
