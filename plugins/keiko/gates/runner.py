@@ -198,6 +198,10 @@ def _write_data_docs(ctx: StageContext, context: Any, site: str) -> None:
                 ctx.store.write_bytes(f"{site}/{path.relative_to(docs_dir).as_posix()}", path.read_bytes())
 
 
+def wants_data_docs(outcomes: list[GateOutcome]) -> bool:
+    return not all(o.passed for o in outcomes)
+
+
 def run_validations(ctx: StageContext, gate: str, validations: list[Validation]) -> list[GateOutcome]:
     """Validate every frame with its suite (plus the model's own expectations for it).
 
@@ -228,7 +232,7 @@ def run_validations(ctx: StageContext, gate: str, validations: list[Validation])
                 batch_parameters={"dataframe": validation.frame}, result_format=_result_format(validation)
             )
             outcomes += _outcomes(result, validation)
-    if not all(o.passed for o in outcomes):
+    if wants_data_docs(outcomes):
         with phase("data docs"):
             _write_data_docs(ctx, context, site)
     return outcomes
