@@ -18,7 +18,6 @@ import time
 from keiko import phases
 from keiko.contract import RESULTS, StepResult
 from keiko.errors import KeikoError, StageSkipped
-from keiko.phases import phase
 from keiko.pipeline import STEPS
 from keiko.process import RESULT_FILE_ENV, RESULT_PREFIX, encode_result
 from keiko.runs import StepRecord, one_line, write_step
@@ -43,7 +42,7 @@ def run_step(task_id: str, model: str, ds: dt.date) -> StepResult:
     StageSkipped, KeikoError (GateFailed included) and bugs propagate, after the step is recorded."""
     step = STEPS[task_id]
     ctx = StageContext.create(model, ds)
-    with phase("import keiko"):
+    with phases.phase("import keiko"):
         module = importlib.import_module(step.module)
     ctx.log(f"{step.command} --model {model} --ds {ds}: starting")
     started_at, started = dt.datetime.now(dt.UTC), time.monotonic()

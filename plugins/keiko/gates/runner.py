@@ -22,7 +22,6 @@ import pandas as pd
 from keiko import phases
 from keiko.contract import GateOutcome, GateResult
 from keiko.errors import GateFailed, ModelConfigError
-from keiko.phases import phase
 from keiko.pipeline import STEPS, task_id
 from keiko.stages.context import StageContext
 
@@ -199,6 +198,7 @@ def _write_data_docs(ctx: StageContext, context: Any, site: str) -> None:
 
 
 def wants_data_docs(outcomes: list[GateOutcome]) -> bool:
+    """Data Docs are for a gate that failed (on-call opens them then)."""
     return not all(o.passed for o in outcomes)
 
 
@@ -212,7 +212,7 @@ def run_validations(ctx: StageContext, gate: str, validations: list[Validation])
     site = ctx.layout.data_docs(task_id("gate", gate))
     ctx.store.delete(site, recursive=True)
     extra = model_expectations(ctx, gate, [v.name for v in validations])
-    with phase("validate"):
+    with phases.phase("validate"):
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -233,7 +233,7 @@ def run_validations(ctx: StageContext, gate: str, validations: list[Validation])
             )
             outcomes += _outcomes(result, validation)
     if wants_data_docs(outcomes):
-        with phase("data docs"):
+        with phases.phase("data docs"):
             _write_data_docs(ctx, context, site)
     return outcomes
 
@@ -243,8 +243,8 @@ def report(ctx: StageContext, kind: type[G], outcomes: list[GateOutcome], summar
     failed (the result file holds the failed verdict then: the step runner rewrites it only on success)."""
     task = kind.TASK
     failed = [o for o in outcomes if not o.passed]
-    docs = ctx.layout.data_docs_index(task) if failed else ""  # run_validations renders them on failure only
-    with phase("write"):
+    docs = ctx.layout.data_docs_index(task) if wants_data_docs(outcomes) else ""  # as run_validations rendered
+    with phases.phase("write"):
         result = kind(
             gate=STEPS[task].name,
             success=not failed,
