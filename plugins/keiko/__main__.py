@@ -1,3 +1,3 @@
-from keiko.cli import main
+from keiko.cli import entry
 
-raise SystemExit(main())
+entry()

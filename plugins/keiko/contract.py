@@ -325,7 +325,8 @@ class GateResult(StepResult):
     expectations: int
     failed: int
     outcomes: list[GateOutcome]
-    data_docs: str
+    data_docs: str  # the Data Docs index, rendered when an expectation failed; "" when the gate passed
+    phases: dict[str, float] = Field(default_factory=dict)  # the gate process's seconds by phase (keiko.phases)
 
 
 class PartitionAggregates(Record):

@@ -15,6 +15,7 @@ import importlib
 import os
 import time
 
+from keiko import phases
 from keiko.contract import RESULTS, StepResult
 from keiko.errors import KeikoError, StageSkipped
 from keiko.pipeline import STEPS
@@ -41,7 +42,8 @@ def run_step(task_id: str, model: str, ds: dt.date) -> StepResult:
     StageSkipped, KeikoError (GateFailed included) and bugs propagate, after the step is recorded."""
     step = STEPS[task_id]
     ctx = StageContext.create(model, ds)
-    module = importlib.import_module(step.module)
+    with phases.phase("import keiko"):
+        module = importlib.import_module(step.module)
     ctx.log(f"{step.command} --model {model} --ds {ds}: starting")
     started_at, started = dt.datetime.now(dt.UTC), time.monotonic()
 
@@ -77,9 +79,10 @@ def run_step(task_id: str, model: str, ds: dt.date) -> StepResult:
         problem = f"{step.module}.run returned {type(result).__name__}, not {expected.__name__}"
         record("failed", problem)
         raise TypeError(problem)
-    result = result.model_copy(
-        update={"seconds": round(time.monotonic() - started, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
-    )
+    timings = {"seconds": round(time.monotonic() - started, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
+    if "phases" in type(result).model_fields:  # a gate's: up to here; what follows is the parent's to see
+        timings["phases"] = phases.seconds()
+    result = result.model_copy(update=timings)
     ctx.layout.write_result(result)
     summary = f"{task_id} done in {result.seconds:.1f}s, peak RSS {result.peak_rss_mb:,.0f} MB"
     record("success", summary)

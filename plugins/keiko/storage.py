@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from keiko.atomic import write_atomically
 from keiko.errors import KeikoError, MissingDataError
+from keiko.phases import phase
 
 if TYPE_CHECKING:
     from keiko.config import Settings
@@ -68,9 +69,10 @@ class ArtifactStore:
         """URIs matching a glob pattern given as a URI under this store."""
         return sorted(self.fs.unstrip_protocol(path) for path in self.fs.glob(self._path(pattern)))
 
-    def delete(self, uri: str) -> None:
+    def delete(self, uri: str, recursive: bool = False) -> None:
+        """Delete a file, or with `recursive` a directory and everything under it; nothing if absent."""
         if self.exists(uri):
-            self.fs.rm(self._path(uri))
+            self.fs.rm(self._path(uri), recursive=recursive)
 
     def write_bytes(self, uri: str, data: bytes) -> str:
         """Write atomically; returns the sha256 of what was written."""
@@ -83,7 +85,8 @@ class ArtifactStore:
 
     def read_bytes(self, uri: str) -> bytes:
         try:
-            return self.fs.cat_file(self._path(uri))
+            with phase("read"):
+                return self.fs.cat_file(self._path(uri))
         except FileNotFoundError:
             raise MissingDataError(f"artifact not found: {uri}") from None
 
@@ -110,7 +113,7 @@ class ArtifactStore:
         """Read a Parquet artifact; `filters` (pyarrow DNF) skip row groups and rows not needed."""
         if not self.exists(uri):
             raise MissingDataError(f"artifact not found: {uri} (did the upstream stage run for this date?)")
-        with self.fs.open(self._path(uri), "rb") as f:
+        with phase("read"), self.fs.open(self._path(uri), "rb") as f:
             return pq.read_table(f, columns=columns, filters=filters)
 
 

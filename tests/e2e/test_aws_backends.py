@@ -59,7 +59,8 @@ def test_dag_runs_with_artifacts_in_s3_and_the_registry_in_dynamodb(aws_environm
     day = f"keiko/ctr/{DS}"
     for artifact in ("raw.parquet", "test.parquet", "model.npz", "evaluation.json", "deploy.json"):
         assert f"{day}/{artifact}" in keys, artifact
-    assert f"{day}/gates/raw/data_docs/index.html" in keys
+    assert f"{day}/gates/raw.json" in keys
+    assert not [key for key in keys if "/data_docs/" in key]  # rendered for failed gates only
     assert not (tmp_path / "home" / "artifacts").exists()  # nothing went to local files
     assert not (tmp_path / "home" / "registry.db").exists()
 

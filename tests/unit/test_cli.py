@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 
@@ -10,12 +11,21 @@ import pytest
 from conftest import DS, END_DATE, ROWS_PER_DAY
 from keiko.cli import main
 from keiko.modeldef import load_model
-from keiko.process import EXIT_USER_ERROR
+from keiko.process import EXIT_USER_ERROR, RESULT_FILE_ENV
 from keiko.synth import daily_rows
 
 
 def keiko(*args, env=None):
     return subprocess.run([sys.executable, "-m", "keiko", *args], capture_output=True, text=True, env=env)
+
+
+def keiko_watching_teardown(*args, env=None):
+    """`keiko ...` through its entry point, with an exit handler that prints when the interpreter tears down."""
+    code = (
+        "import atexit, sys; atexit.register(print, 'teardown ran'); "
+        f"sys.argv = ['keiko', *{list(args)!r}]; from keiko.cli import entry; entry()"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
 
 
 @pytest.mark.parametrize(
@@ -53,12 +63,30 @@ def test_models_list_and_show(run_home, capsys):
     assert "registered" in capsys.readouterr().out
 
 
-def test_stage_prints_a_machine_readable_result_last(run_home):
-    result = keiko("stage", "register", "--model", "ctr", "--ds", DS)
+def test_stage_prints_a_machine_readable_result_last_and_skips_the_teardown(run_home, tmp_path):
+    result_file = tmp_path / "xcom" / "return.json"
+    result_file.parent.mkdir()
+    env = {**os.environ, RESULT_FILE_ENV: str(result_file)}
+    result = keiko_watching_teardown("stage", "register", "--model", "ctr", "--ds", DS, env=env)
     assert result.returncode == 0, result.stderr
     last = result.stdout.strip().splitlines()[-1]
-    assert last.startswith("keiko-result: ")
+    assert last.startswith("keiko-result: ")  # flushed before os._exit, and nothing after it
     assert json.loads(last.removeprefix("keiko-result: "))["version"] == 1
+    assert result_file.read_text() == last.removeprefix("keiko-result: ")
+    assert "teardown ran" not in result.stdout
+
+
+def test_a_step_that_fails_keeps_its_exit_code_and_message_without_the_teardown(keiko_home):
+    result = keiko_watching_teardown("stage", "extract", "--model", "nope", "--ds", DS)
+    assert result.returncode == EXIT_USER_ERROR
+    assert result.stderr.startswith("keiko: error: unknown model 'nope'")
+    assert "teardown ran" not in result.stdout
+
+
+def test_other_commands_exit_through_the_interpreter(keiko_home):
+    result = keiko_watching_teardown("models", "list", "nope")
+    assert result.returncode == EXIT_USER_ERROR
+    assert result.stdout.strip() == "teardown ran"
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from keiko.errors import ModelConfigError
 from keiko.gates.frames import TYPE_NAMES, to_frame
 from keiko.gates.runner import Validation, model_expectations, report, run_validations
 from keiko.gates.sources import SourcePartition, across_days, undeclared_reads, verdict_key
+from keiko.phases import phase
 from keiko.stages.context import StageContext
 from keiko.warehouse import days_between
 
@@ -148,7 +149,8 @@ def plan(ctx: StageContext, extra: dict) -> list[PlannedPartition]:
     sources = ctx.model.config.sources
     partitions = [SourcePartition(t, d, sources[t], sources) for t in sources for d in days_between(*ctx.window)]
     needed = {(p.table, p.day) for p in partitions} | {ref for p in partitions for ref in p.referenced()}
-    contents = {(t, d): ctx.warehouse.partition_fingerprint(t, d) for t, d in sorted(needed)}
+    with phase("read"):  # the partitions' fingerprints: their bytes hashed, or their ETags listed
+        contents = {(t, d): ctx.warehouse.partition_fingerprint(t, d) for t, d in sorted(needed)}
     layout = ModelLayout(ctx.store, ctx.model.name)
     planned = []
     for partition in partitions:
@@ -199,7 +201,8 @@ def run(ctx: StageContext) -> RawGateResult:
 
     def validations() -> Iterator[Validation]:
         for p in fresh:  # one partition's frames at a time: memory follows a day, not the window
-            partition_validations, partition_aggregates = p.partition.read(ctx.warehouse)
+            with phase("read"):
+                partition_validations, partition_aggregates = p.partition.read(ctx.warehouse)
             aggregates[p.partition.table][p.partition.day.isoformat()] = partition_aggregates
             judged[p.partition.label] = [v.label for v in partition_validations]
             yield from partition_validations

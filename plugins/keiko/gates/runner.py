@@ -1,8 +1,9 @@
 """Runs Great Expectations suites on in-memory frames and reports them for people and machines.
 
 Each gate builds real `ExpectationSuite`s, validates them on pandas frames through an ephemeral
-data context, renders Data Docs next to the run's artifacts, and prints a compact table of every
-failed expectation (suite, expectation, column, observed, expected) followed by a one-line verdict.
+data context, renders Data Docs next to the run's artifacts when an expectation failed, and prints a
+compact table of every failed expectation (suite, expectation, column, observed, expected) followed by a
+one-line verdict.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
+from keiko import phases
 from keiko.contract import GateOutcome, GateResult
 from keiko.errors import GateFailed, ModelConfigError
 from keiko.pipeline import STEPS, task_id
@@ -159,25 +161,36 @@ def model_expectations(ctx: StageContext, gate: str, suites: list[str]) -> dict[
     return extra
 
 
-def run_validations(
-    ctx: StageContext, gate: str, validations: Iterable[Validation], extra: dict[str, list[Any]] | None = None
-) -> list[GateOutcome]:
-    """Validate every frame with its suite (plus the model's own expectations for it, `extra`: by default
-    read for the suites given); Data Docs go beside the run's artifacts (RunLayout.data_docs).
+def _result_format(validation: Validation) -> dict[str, Any]:
+    """BASIC (counts and a few unexpected values) is all the table needs; GE's SUMMARY also filters the
+    whole frame twice per column expectation for the unexpected rows' index, which only the suites with an
+    index column (one row per day) show."""
+    if validation.index_column:
+        return {"result_format": "SUMMARY", "unexpected_index_column_names": [validation.index_column]}
+    return {"result_format": "BASIC"}
 
-    `validations` may be a generator: each frame is then read when it is validated and freed after."""
-    _quiet_great_expectations()
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    if extra is None:
-        validations = list(validations)
-        extra = model_expectations(ctx, gate, [v.name for v in validations])
+def _outcomes(result: Any, validation: Validation) -> list[GateOutcome]:
+    outcomes = []
+    for item in result.results:
+        config = item.expectation_config
+        outcomes.append(
+            GateOutcome(
+                suite=validation.label,
+                expectation=config.type,
+                column=str(config.kwargs.get("column") or ",".join(config.kwargs.get("column_list", [])) or "-"),
+                observed=describe_observed(item, validation),
+                expected=describe_expected(config.type, config.kwargs),
+                passed=bool(item.success),
+                value=_observed_number(item, validation),
+            )
+        )
+    return outcomes
 
-    outcomes: list[GateOutcome] = []
+
+def _write_data_docs(ctx: StageContext, context: Any, site: str) -> None:
+    """Render the context's validation results as a Data Docs site and copy it to `site` in the store."""
     with tempfile.TemporaryDirectory(prefix="keiko-gx-") as docs_dir:
-        context = gx.get_context(mode="ephemeral")
-        context.variables.progress_bars = ProgressBarsConfig(globally=False)
         context.add_data_docs_site(
             "run",
             {
@@ -186,7 +199,41 @@ def run_validations(
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
             },
         )
+        context.build_data_docs(site_names=["run"])
+        for path in sorted(Path(docs_dir).rglob("*")):
+            if path.is_file():
+                ctx.store.write_bytes(f"{site}/{path.relative_to(docs_dir).as_posix()}", path.read_bytes())
+
+
+def wants_data_docs(outcomes: list[GateOutcome]) -> bool:
+    """Data Docs are for a gate that failed (on-call opens them then)."""
+    return not all(o.passed for o in outcomes)
+
+
+def run_validations(
+    ctx: StageContext, gate: str, validations: Iterable[Validation], extra: dict[str, list[Any]] | None = None
+) -> list[GateOutcome]:
+    """Validate every frame with its suite (plus the model's own expectations for it, `extra`: by default
+    read for the suites given). `validations` may be a generator: each frame is then read when it is
+    validated and freed after.
+
+    Data Docs are rendered only when an expectation failed (RunLayout.data_docs): that is when on-call
+    opens them, and a passed gate's result file already lists every expectation, observed and expected.
+    An earlier run's site is removed first, so it cannot pass for this run's."""
+    _quiet_great_expectations()
+    site = ctx.layout.data_docs(task_id("gate", gate))
+    ctx.store.delete(site, recursive=True)
+    if extra is None:
+        validations = list(validations)
+        extra = model_expectations(ctx, gate, [v.name for v in validations])
+    with phases.phase("validate"):
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
         source = context.data_sources.add_pandas(f"{ctx.model.name}-{ctx.ds}")
+        outcomes: list[GateOutcome] = []
         for validation in validations:
             suite_name = f"{ctx.model.name}.{gate}.{validation.label.replace(' ', '.')}"
             # A suite that runs on several partitions takes the model's expectations each time: copies, as
@@ -197,30 +244,13 @@ def run_validations(
             definition = context.validation_definitions.add(
                 gx.ValidationDefinition(name=suite_name, data=batch, suite=suite)
             )
-            result_format: dict[str, Any] = {"result_format": "SUMMARY"}
-            if validation.index_column:
-                result_format["unexpected_index_column_names"] = [validation.index_column]
-            result = definition.run(batch_parameters={"dataframe": validation.frame}, result_format=result_format)
-            for item in result.results:
-                config = item.expectation_config
-                outcomes.append(
-                    GateOutcome(
-                        suite=validation.label,
-                        expectation=config.type,
-                        column=str(
-                            config.kwargs.get("column") or ",".join(config.kwargs.get("column_list", [])) or "-"
-                        ),
-                        observed=describe_observed(item, validation),
-                        expected=describe_expected(config.type, config.kwargs),
-                        passed=bool(item.success),
-                        value=_observed_number(item, validation),
-                    )
-                )
-        context.build_data_docs(site_names=["run"])
-        site = ctx.layout.data_docs(task_id("gate", gate))
-        for path in sorted(Path(docs_dir).rglob("*")):
-            if path.is_file():
-                ctx.store.write_bytes(f"{site}/{path.relative_to(docs_dir).as_posix()}", path.read_bytes())
+            result = definition.run(
+                batch_parameters={"dataframe": validation.frame}, result_format=_result_format(validation)
+            )
+            outcomes += _outcomes(result, validation)
+    if wants_data_docs(outcomes):
+        with phases.phase("data docs"):
+            _write_data_docs(ctx, context, site)
     return outcomes
 
 
@@ -229,17 +259,19 @@ def report(ctx: StageContext, kind: type[G], outcomes: list[GateOutcome], summar
     failed (the result file holds the failed verdict then: the step runner rewrites it only on success)."""
     task = kind.TASK
     failed = [o for o in outcomes if not o.passed]
-    docs = ctx.layout.data_docs_index(task)
-    result = kind(
-        gate=STEPS[task].name,
-        success=not failed,
-        expectations=len(outcomes),
-        failed=len(failed),
-        outcomes=outcomes,
-        data_docs=docs,
-        **facts,
-    )
-    ctx.layout.write_result(result)
+    docs = ctx.layout.data_docs_index(task) if wants_data_docs(outcomes) else ""  # as run_validations rendered
+    with phases.phase("write"):
+        result = kind(
+            gate=STEPS[task].name,
+            success=not failed,
+            expectations=len(outcomes),
+            failed=len(failed),
+            outcomes=outcomes,
+            data_docs=docs,
+            phases=phases.seconds(),
+            **facts,
+        )
+        ctx.layout.write_result(result)
     if failed:
         print(f"\n{task} FAILED: {len(failed)} of {len(outcomes)} expectations\n", flush=True)
         print(format_table(failed), flush=True)

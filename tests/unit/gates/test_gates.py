@@ -32,11 +32,12 @@ def set_column(table: pa.Table, name: str, values) -> pa.Table:
     return table.set_column(table.schema.get_field_index(name), name, values)
 
 
-def test_clean_run_passes_every_gate_and_writes_data_docs(run_home):
+def test_clean_run_passes_every_gate_records_its_phases_and_renders_no_data_docs(run_home):
     for suite in ("raw", "features", "training", "evaluation"):
         result = json.loads((day_dir(run_home) / "gates" / f"{suite}.json").read_text())
         assert result["success"] and result["failed"] == 0 and result["expectations"] >= 6, suite
-        assert (day_dir(run_home) / "gates" / suite / "data_docs" / "index.html").is_file()
+        assert {"start", "import keiko", "read", "validate", "write", "own work"} <= set(result["phases"]), suite
+        assert result["data_docs"] == "" and not (day_dir(run_home) / "gates" / suite / "data_docs").exists()
     blessing = json.loads((day_dir(run_home) / "blessing.json").read_text())
     assert blessing["blessed"] and "no production model: absolute only" in blessing["reasons"][0]
 
@@ -89,6 +90,22 @@ def test_gate_raw_stops_bad_data(run_home, corruption, capsys):
     assert captured.err.startswith("keiko: gate_raw failed")
     result = json.loads((day_dir(run_home) / "gates" / "raw.json").read_text())
     assert not result["success"]
+    assert result["data_docs"].endswith("/gates/raw/data_docs/index.html") and "data docs" in result["phases"]
+    assert (day_dir(run_home) / "gates" / "raw" / "data_docs" / "index.html").is_file()
+    assert f"Data Docs: {result['data_docs']}" in table
+
+
+def test_a_passing_rerun_removes_the_failed_runs_data_docs(run_home):
+    raw = day_dir(run_home) / "raw.parquet"
+    clean = raw.read_bytes()
+    rewrite_raw(run_home, RAW_CORRUPTIONS["null key"][0])
+    assert gate("raw") == EXIT_GATE_FAILED
+    docs = day_dir(run_home) / "gates" / "raw" / "data_docs"
+    assert (docs / "index.html").is_file()
+    raw.write_bytes(clean)
+    assert gate("raw") == 0
+    assert not docs.exists()
+    assert json.loads((day_dir(run_home) / "gates" / "raw.json").read_text())["data_docs"] == ""
 
 
 @pytest.mark.parametrize(
