@@ -116,6 +116,13 @@ class ArtifactStore:
         with phase("read"), self.fs.open(self._path(uri), "rb") as f:
             return pq.read_table(f, columns=columns, filters=filters)
 
+    def read_metadata(self, uri: str) -> pq.FileMetaData:
+        """A Parquet artifact's footer: its schema, row groups and their column statistics."""
+        if not self.exists(uri):
+            raise MissingDataError(f"artifact not found: {uri} (did the upstream stage run for this date?)")
+        with phase("read"), self.fs.open(self._path(uri), "rb") as f:
+            return pq.read_metadata(f)
+
 
 def open_store(config: Settings) -> ArtifactStore:
     """The artifact store KEIKO_ARTIFACT_ROOT names, with KEIKO_AWS_CONN_ID's credentials for s3://."""

@@ -1,12 +1,13 @@
-"""gate_raw: the source tables at their own grain, each warehouse day once; then the extract's rows and every
-day's volume and label rate.
+"""gate_raw: the source tables at their own grain, each warehouse day once; then the extract's schema, what
+every extracted row must hold, and every day's volume and label rate.
 
 Each source partition of the window (keiko.gates.sources) is validated row by row once per content: its
 verdict is kept in the artifact store under a key of what it was judged on, and every later run whose window
 holds the same partition reuses it. A rewritten partition (late data, a backfill) has a new key and is
 validated again. Every run then compares every day of the window with the others on the aggregates the
-verdicts keep, checks the extract's rows of the days it validated (and of the run's own day), and judges the
-window's daily volume and label rate from two columns of the extract.
+verdicts keep, and judges the extract without a pandas copy of it: its schema, its nulls (from the Parquet
+footer), repeated keys and values outside the accepted sets (from those columns), and each day's volume and
+label rate.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from keiko.contract import ModelLayout, PartitionAggregates, PartitionVerdict, RawGateResult
 from keiko.errors import ModelConfigError
@@ -30,7 +32,7 @@ from keiko.stages.context import StageContext
 from keiko.warehouse import days_between
 
 HISTORY_DAYS = 28
-EXTRACT_SUITES = ("rows", "window", "daily")
+EXTRACT_SUITES = ("schema", "window", "daily")
 
 
 def required_columns(ctx: StageContext) -> dict[str, str]:
@@ -63,47 +65,63 @@ def reference_volume(history: list[int], daily: pd.DataFrame) -> float:
     return float(np.median([*history, *daily["rows"]])) if len(daily) else 0.0
 
 
-def window_facts(ctx: StageContext, table: pa.Table) -> pd.DataFrame:
-    """What every row of the extract must hold, counted by pyarrow over the whole window without a pandas
-    copy (null counts are Arrow metadata): one row, one column per fact."""
-    config = ctx.model.config.gates.raw
+def null_count(metadata: pq.FileMetaData, column: str) -> int | None:
+    """The column's nulls from the Parquet footer's statistics, None where a row group has none."""
+    index = metadata.schema.names.index(column)
+    counts = []
+    for group in range(metadata.num_row_groups):
+        statistics = metadata.row_group(group).column(index).statistics
+        if statistics is None or not statistics.has_null_count:
+            return None
+        counts.append(statistics.null_count)
+    return sum(counts)
+
+
+def window_facts(ctx: StageContext, uri: str) -> tuple[pd.DataFrame, pa.Schema, pd.DataFrame | None]:
+    """What every row of the extract must hold, counted without a pandas copy of it: nulls from the Parquet
+    footer, repeated keys and values outside the accepted sets from those columns alone. One row, one column
+    per fact; with the extract's schema, and each day's rows and label rate (None without dt or the label)."""
+    config, label = ctx.model.config.gates.raw, ctx.model.config.label
+    metadata = ctx.store.read_metadata(uri)
+    schema = metadata.schema.to_arrow_schema()
+    present = [c for c in required_columns(ctx) if c in schema.names]
+    read = [c for c in dict.fromkeys([*config.keys, *config.accepted_values, "dt", label]) if c in present]
+    table = ctx.store.read_table(uri, columns=read)
     facts: dict[str, int] = {}
-    for column in required_columns(ctx):
-        if column in table.column_names:
-            facts[f"{column} nulls"] = table[column].null_count
+    for column in present:
+        counted = null_count(metadata, column)
+        if counted is None:  # a writer without statistics: count them in the column
+            counted = ctx.store.read_table(uri, columns=[column])[column].null_count
+        facts[f"{column} nulls"] = counted
     for key in config.keys:
-        if key in table.column_names:
+        if key in read:
             values = table[key]  # nulls are counted above, not as repeats
             facts[f"{key} repeated"] = len(values) - values.null_count - pc.count_distinct(values).as_py()
     for column, values in config.accepted_values.items():
-        if column in table.column_names:
-            allowed = pa.array(values, table.schema.field(column).type) if table.num_rows else pa.array(values)
+        if column in read:
+            allowed = pa.array(values, schema.field(column).type) if table.num_rows else pa.array(values)
             outside = pc.invert(pc.is_in(table[column], value_set=allowed, skip_nulls=True))
             facts[f"{column} outside {{{', '.join(map(str, values))}}}"] = pc.sum(outside).as_py() or 0
-    return pd.DataFrame([facts])
+    daily = daily_volume(to_frame(table.select(["dt", label])), label) if {"dt", label} <= set(read) else None
+    return pd.DataFrame([facts]), schema, daily
 
 
 def build(
-    ctx: StageContext, frame: pd.DataFrame, facts: pd.DataFrame, daily: pd.DataFrame | None, history: list[int]
+    ctx: StageContext, schema: pa.Schema, facts: pd.DataFrame, daily: pd.DataFrame | None, history: list[int]
 ) -> list[Validation]:
-    """The extract's own suites: `rows` (the SQL's output contract on the rows of the days validated now),
-    `window` (what every row of the window must hold) and `daily` (every day's volume and label rate)."""
+    """The extract's own suites: `schema` (the columns the features need, with their types: judged on the
+    extract's schema as an empty frame, the dtype is the column's), `window` (what every row must hold) and
+    `daily` (every day's volume and label rate). The values themselves were judged at the source."""
     import great_expectations.expectations as gxe
 
-    config = ctx.model.config.gates.raw
     required = required_columns(ctx)
-    present = [c for c in required if c in frame.columns]
-    rows: list = [gxe.ExpectColumnToExist(column=c) for c in required]
-    rows += [gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=TYPE_NAMES[required[c]]) for c in present]
-    rows += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in present]
-    rows += [gxe.ExpectColumnValuesToBeUnique(column=c) for c in config.keys if c in frame.columns]
-    rows += [
-        gxe.ExpectColumnValuesToBeInSet(column=c, value_set=values)
-        for c, values in config.accepted_values.items()
-        if c in frame.columns
-    ]
+    columns = to_frame(schema.empty_table())
+    present = [c for c in required if c in columns.columns]
+    contract: list = [gxe.ExpectColumnToExist(column=c) for c in required]
+    contract += [gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=TYPE_NAMES[required[c]]) for c in present]
     window = [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=0) for c in facts.columns]
-    validations = [Validation("rows", frame, rows), Validation("window", facts, window)]
+    validations = [Validation("schema", columns, contract), Validation("window", facts, window)]
+    config = ctx.model.config.gates.raw
 
     if daily is not None:
         start, end = ctx.window
@@ -185,17 +203,7 @@ def run(ctx: StageContext) -> RawGateResult:
         aggregates[p.partition.table][p.partition.day.isoformat()] = p.stored.aggregates
     judged: dict[str, list[str]] = {}  # partition label -> the suite labels it ran under
 
-    label = ctx.model.config.label
-    validated_days = sorted({p.partition.day.isoformat() for p in fresh} | {ctx.ds.isoformat()})
-    extract = ctx.store.read_table(ctx.layout.raw)
-    facts = window_facts(ctx, extract)
-    daily = None
-    if {"dt", label} <= set(extract.column_names):
-        daily = daily_volume(to_frame(extract.select(["dt", label])), label)
-    if "dt" in extract.column_names:
-        extract = extract.filter(pc.is_in(extract["dt"], pa.array(validated_days, extract.schema.field("dt").type)))
-    rows = to_frame(extract)
-    del extract
+    facts, schema, daily = window_facts(ctx, ctx.layout.raw)
     earlier = earlier_daily_counts(ctx)
     history = list(earlier.values())
 
@@ -208,7 +216,7 @@ def run(ctx: StageContext) -> RawGateResult:
             yield from partition_validations
         for table, spec in ctx.model.config.sources.items():
             yield across_days(table, spec, aggregates[table], ctx.model.config.gates.raw)
-        yield from build(ctx, rows, facts, daily, history)
+        yield from build(ctx, schema, facts, daily, history)
 
     outcomes = run_validations(ctx, "raw", validations(), extra=extra)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -236,11 +244,11 @@ def run(ctx: StageContext) -> RawGateResult:
     outcomes += [o for p in reused for o in p.stored.failed]
 
     daily_rows = {} if daily is None else {str(d): int(n) for d, n in zip(daily["dt"], daily["rows"], strict=True)}
-    total = int(daily["rows"].sum()) if daily is not None else len(rows)
+    total = sum(daily_rows.values())
     rate = float((daily["rows"] * daily["label_rate"]).sum() / max(total, 1)) if daily is not None else float("nan")
     summary = (
         f"{len(fresh)} source partitions validated, {len(reused)} verdicts reused; "
-        f"{total:,} rows over {len(daily_rows)} days, label rate {rate:.4%}"
+        f"{total:,} extracted rows over {len(daily_rows)} days, label rate {rate:.4%}"
     )
     facts: dict = {
         "ds": ctx.ds.isoformat(),

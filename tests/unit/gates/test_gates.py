@@ -59,8 +59,8 @@ RAW_CORRUPTIONS = {
     "duplicated rows": (lambda t: pa.concat_tables([t, t.slice(0, 500)]), "be_between", "impression_id repeated"),
     "label outside 0/1": (
         lambda t: set_column(t, "clicked", pc.if_else(pc.equal(t["dt"], DS), 2, t["clicked"])),
-        "be_in_set",  # the run's own day: the `rows` suite, row by row
-        "clicked",
+        "be_between",
+        "clicked outside {0, 1}",
     ),
     "label collapse": (
         lambda t: set_column(t, "clicked", pa.array(np.zeros(t.num_rows, dtype=np.int64))),
@@ -174,8 +174,8 @@ def test_register_refuses_a_missing_or_stale_blessing(run_home, capsys):
     "name, content, message",
     [
         ("raw.row.json", '{"expectations": []}', "gate_raw has no suite 'row'; its suites: impressions, "),
-        ("raw.rows.json", '{"expectations": [{"type": "expect_nonsense"}]}', "expect_nonsense not found"),
-        ("raw.rows.json", '{"expectations": [{"type": "expect_column_to_exist", "kwargs": {}}]}', "column"),
+        ("raw.daily.json", '{"expectations": [{"type": "expect_nonsense"}]}', "expect_nonsense not found"),
+        ("raw.daily.json", '{"expectations": [{"type": "expect_column_to_exist", "kwargs": {}}]}', "column"),
     ],
 )
 def test_a_broken_model_suite_file_is_a_clear_error(run_home, project_copy, capsys, name, content, message):
