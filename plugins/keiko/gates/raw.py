@@ -203,7 +203,7 @@ def run(ctx: StageContext) -> RawGateResult:
         aggregates[p.partition.table][p.partition.day.isoformat()] = p.stored.aggregates
     judged: dict[str, list[str]] = {}  # partition label -> the suite labels it ran under
 
-    facts, schema, daily = window_facts(ctx, ctx.layout.raw)
+    window, schema, daily = window_facts(ctx, ctx.layout.raw)
     earlier = earlier_daily_counts(ctx)
     history = list(earlier.values())
 
@@ -216,7 +216,7 @@ def run(ctx: StageContext) -> RawGateResult:
             yield from partition_validations
         for table, spec in ctx.model.config.sources.items():
             yield across_days(table, spec, aggregates[table], ctx.model.config.gates.raw)
-        yield from build(ctx, schema, facts, daily, history)
+        yield from build(ctx, schema, window, daily, history)
 
     outcomes = run_validations(ctx, "raw", validations(), extra=extra)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
