@@ -53,6 +53,32 @@ def warehouse_dir() -> Path:
     return directory
 
 
+class RegistryClock:
+    """The registry's lease clock (keiko.registry.now_ms), moved by a test instead of by waiting: a lease's
+    expiry then never depends on how fast this machine is."""
+
+    def __init__(self) -> None:
+        self.ms = time.time_ns() // 1_000_000
+
+    def __call__(self) -> int:
+        return self.ms
+
+    def advance(self, seconds: float) -> None:
+        self.ms += int(seconds * 1000)
+
+
+@pytest.fixture
+def registry_clock(monkeypatch: pytest.MonkeyPatch) -> RegistryClock:
+    import keiko.registry
+    import keiko.registry.dynamodb
+    import keiko.registry.sql
+
+    clock = RegistryClock()
+    for module in (keiko.registry, keiko.registry.sql, keiko.registry.dynamodb):  # each imported the name
+        monkeypatch.setattr(module, "now_ms", clock)
+    return clock
+
+
 @pytest.fixture
 def keiko_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warehouse_dir: Path) -> Path:
     """An empty KEIKO_HOME (artifacts, registry) reading the shared session warehouse."""

@@ -40,9 +40,20 @@ def test_a_change_proceeds_once_the_holder_is_done(registry):
     assert registry.current_lease("ctr") is None  # released at the end
 
 
-def test_the_lease_is_renewed_while_the_change_runs(registry):
+def test_the_lease_is_renewed_while_the_change_runs(registry, registry_clock, monkeypatch):
+    renewals = threading.Semaphore(0)
+    renew = registry.renew_lease
+
+    def renew_then_let_time_pass(lease, seconds):
+        renewed = renew(lease, seconds)
+        registry_clock.advance(0.25)  # the registry's time: the change runs on between renewals
+        renewals.release()
+        return renewed
+
+    monkeypatch.setattr(registry, "renew_lease", renew_then_let_time_pass)
     with leases.hold(registry, "ctr", "a slow rollout", seconds=0.6, wait=1, log=lambda _: None) as held:
-        time.sleep(1.5)  # two and a half leases long
+        for _ in range(3):  # 0.75 s of registry time: past the first lease's 0.6 s
+            assert renewals.acquire(timeout=60), "the holder stopped renewing its lease"
         held.check()
         assert registry.current_lease("ctr").token == held.lease.token
         with pytest.raises(LeaseHeld):
@@ -60,10 +71,16 @@ def test_a_holder_paused_past_its_lease_knows_it(registry):
 
 def test_a_taken_lease_stops_the_renewals_and_is_reported(registry):
     said: list[str] = []
-    with leases.hold(registry, "ctr", "a deploy", seconds=0.6, wait=1, log=said.append) as held:
+    reported = threading.Event()
+
+    def log(line: str) -> None:
+        said.append(line)
+        reported.set()
+
+    with leases.hold(registry, "ctr", "a deploy", seconds=0.6, wait=1, log=log) as held:
         registry.release_lease(held.lease)  # as if it expired ...
         registry.acquire_lease("ctr", "keiko rollback ctr by oncall", seconds=30)  # ... and was taken
-        time.sleep(0.5)  # a renewal is due after 0.2 s
+        assert reported.wait(timeout=60)  # the next renewal (due after 0.2 s) finds it taken, and says so
         with pytest.raises(LeaseLost, match="now held by keiko rollback ctr by oncall"):
             held.check()
     assert any(line.startswith("lease lost: ") for line in said)
