@@ -4,6 +4,7 @@ around the steps' own output, and a fault stopping the run at its gate with the 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def test_a_run_until_gate_features_runs_those_steps_as_the_dag_would(keiko_home)
     assert [line.split()[1:3] for line in progress] == [
         [task, state] for task in ran for state in ("started", "success")
     ]
-    assert any("gate_raw passed: 53 expectations" in line for line in lines)  # the step's own output, streamed
+    assert any(re.search(r"gate_raw passed: \d+ expectations", line) for line in lines)  # the step's own output
     assert not any(line.startswith(RESULT_PREFIX) for line in lines)
     assert lines[-1].startswith("=== extract .. gate_features in ") and lines[-1].endswith(": 4 success")
 
