@@ -177,6 +177,10 @@ class SourceColumn(_Strict):
     # A column that may legitimately sit on one value (an id, a flag) is left out of the top-value-share check.
     judge_top_share: bool = True
 
+    @property
+    def ranged(self) -> bool:
+        return self.min is not None or self.max is not None
+
 
 class Reference(_Strict):
     """A column naming rows of another source table (by the same column there): it must resolve, and this

@@ -109,7 +109,7 @@ class SourcePartition:
         ranges = [
             gxe.ExpectColumnValuesToBeBetween(column=name, min_value=c.min, max_value=c.max)
             for name, c in spec.columns.items()
-            if c.min is not None or c.max is not None
+            if c.ranged
         ]
         if ranges:
             suites[f"{table}.ranges"] = ranges
@@ -143,7 +143,7 @@ class SourcePartition:
         suites = self.suites()
         frames = {self.table: frame}
         if f"{self.table}.ranges" in suites:
-            ranged = [c for c, spec in self.spec.columns.items() if spec.min is not None or spec.max is not None]
+            ranged = [name for name, column in self.spec.columns.items() if column.ranged]
             frames[f"{self.table}.ranges"] = as_float(frame, ranged)
         if self.spec.references:
             frames[f"{self.table}.references"] = self.read_references(warehouse)
