@@ -27,7 +27,9 @@ PANDAS_TYPES = {
 
 
 def to_frame(table: pa.Table) -> pd.DataFrame:
-    return table.to_pandas(types_mapper=PANDAS_TYPES.get)
+    # Nanosecond timestamps: GE 1.24 compares datetime64[ns] in one vectorized step and calls Python per value
+    # for any other unit (Parquet's timestamps arrive as datetime64[us]): 9 s of a 1M-row day's validation.
+    return table.to_pandas(types_mapper=PANDAS_TYPES.get, coerce_temporal_nanoseconds=True)
 
 
 def as_float(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
