@@ -6,6 +6,8 @@ What it measures, in one run on this machine:
   `keiko serve --replicas 2` runs them; on Kubernetes, pods with one CPU behind the Service), all under
   the same uvicorn setup (uvloop, httptools, no access log):
   - `keiko`: `keiko serve` with the production ctr model (hashed LR: per-row weight lookups);
+  - `ctr-unlogged`: the same with the prediction log off (keiko.serving.prediction_log): what logging costs,
+    measured in alternating rounds with `keiko` (`--rounds`, medians compared);
   - `ctr-uncounted`: the same with the counting of values training never saw switched off: what it costs;
   - `naive`: FastAPI + pydantic + pandas + scikit-learn `predict_proba` per request (bench/baseline_servers.py);
   - `ceiling`: a bare ASGI app answering a fixed body: the most any Python server does here;
@@ -18,8 +20,8 @@ What it measures, in one run on this machine:
   1e-6 (the ceiling excepted): a fast wrong server is no result.
 
 Targets (on this 2-core machine with the load generator beside it): ctr >= 9,000 req/s at p95 <= 10 ms and
->= 5x the naive baseline; cvr >= 5,000 req/s at p95 <= 10 ms. Results go to the `## Serving` section of
-bench/RESULTS.md.
+>= 5x the naive baseline; cvr >= 5,000 req/s at p95 <= 10 ms; the prediction log costs <= 10% of ctr's
+req/s. Results go to the `## Serving` section of bench/RESULTS.md.
 
     .venv/bin/python bench/serving.py                 # ~6 minutes, half of it building the models
     .venv/bin/python bench/serving.py --seconds 5 --no-write
@@ -53,11 +55,13 @@ PIPELINE = (
 SYNTH = ("synth", "--end-date", DS.isoformat(), "--days", "14", "--rows-per-day", "100000")
 # ctr-uncounted right after keiko: the pair whose difference is measured runs back to back.
 SERVERS = {
-    "keiko": "ctr", "ctr-uncounted": "ctr", "naive": "ctr", "ceiling": "ctr",
+    "keiko": "ctr", "ctr-unlogged": "ctr", "ctr-uncounted": "ctr", "naive": "ctr", "ceiling": "ctr",
     "keiko-cvr": "cvr", "cvr-unbatched": "cvr",
 }  # fmt: skip
+ALTERNATING = ("keiko", "ctr-unlogged")  # measured in turns, --rounds times each: their medians are compared
 TARGET_RPS, TARGET_P95_MS, TARGET_SPEEDUP = 9000, 10.0, 5.0
 TARGET_CVR_RPS = 5000
+TARGET_LOG_OVERHEAD = 0.10
 WRK_LINE = re.compile(r"keiko-wrk (.*)$", re.MULTILINE)
 UVICORN = ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"]
 WRK_SCRIPT = """\
@@ -88,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=4, help="unmeasured seconds first (default 4)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections per replica (default 16)")
     parser.add_argument("--port", type=int, default=8701, help="first port; each server takes two (default 8701)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help=f"turns of {' and '.join(ALTERNATING)}, alternating (default 3)"
+    )
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "RESULTS.md", help="markdown file to update")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     return parser.parse_args(argv)
@@ -167,6 +174,7 @@ def replicas(name: str, ports: list[int], env: dict[str, str], log: Path):
         "keiko-cvr": keiko_serve("cvr"),
         "cvr-unbatched": uvicorn_app("baseline_servers:unbatched_app", "--factory"),
         "ctr-uncounted": uvicorn_app("baseline_servers:uncounted_app", "--factory"),
+        "ctr-unlogged": uvicorn_app("baseline_servers:unlogged_app", "--factory"),
     }  # fmt: skip
     with log.open("a") as output:
         processes = [
@@ -222,6 +230,23 @@ def drive(urls: list[str], script: Path, seconds: int, connections: int) -> list
     return summaries
 
 
+def prediction_log_counts(urls: list[str]) -> dict[str, float]:
+    """Rows the replicas' prediction logs took and dropped so far (their /metrics); none for other servers."""
+    counts = {"logged": 0.0, "dropped": 0.0}
+    for url in urls:
+        for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+            match = re.match(r'keiko_prediction_log_rows_total\{model="\w+",outcome="(logged|dropped)"\} (\S+)', line)
+            if match:
+                counts[match[1]] += float(match[2])
+    return counts
+
+
+def median_result(runs: list[dict[str, float]]) -> dict:
+    """The run with the median req/s (its latencies with it), and every run's req/s."""
+    ordered = sorted(runs, key=lambda r: r["rps"])
+    return {**ordered[(len(ordered) - 1) // 2], "rounds": [r["rps"] for r in runs]}
+
+
 def measure(name: str, urls: list[str], script: Path, args: argparse.Namespace) -> dict[str, float]:
     print(f"{name}: warm-up {args.warmup:g} s, then {args.seconds:g} s on {len(urls)} replicas", flush=True)
     drive(urls, script, args.warmup, args.connections)
@@ -238,6 +263,7 @@ def measure(name: str, urls: list[str], script: Path, args: argparse.Namespace) 
 
 LABELS = {
     "keiko": "ctr: keiko serve (hashed LR, row scorer)",
+    "ctr-unlogged": "ctr: keiko serve, prediction log off",
     "ctr-uncounted": "ctr: keiko serve, unseen-value counting off",
     "naive": "ctr: naive FastAPI + pydantic + sklearn predict_proba",
     "ceiling": "ceiling: bare ASGI, fixed answer",
@@ -249,6 +275,10 @@ LABELS = {
 def report(results: dict[str, dict[str, float]], args: argparse.Namespace, info: dict[str, str]) -> str:
     keiko, naive, cvr = results["keiko"], results["naive"], results["keiko-cvr"]
     speedup = keiko["rps"] / naive["rps"]
+    log_overhead = 1 - keiko["rps"] / results["ctr-unlogged"]["rps"]
+    rounds_text = ", ".join(
+        f"{a:,.0f}/{b:,.0f}" for a, b in zip(keiko["rounds"], results["ctr-unlogged"]["rounds"], strict=True)
+    )
     lines = [
         "## Serving",
         "",
@@ -282,6 +312,11 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace, info:
         f"- cvr target >= {TARGET_CVR_RPS:,} req/s at p95 <= {TARGET_P95_MS:g} ms: "
         f"**{'met' if cvr_met else 'not met'}** ({cvr['rps']:,.0f} req/s, p95 {cvr['p95']:.2f} ms); "
         f"micro-batching gives {cvr['rps'] / results['cvr-unbatched']['rps']:.1f}x the unbatched server.",
+        f"- the prediction log costs ctr {log_overhead:.1%} of its req/s (median of {args.rounds} alternating rounds: "
+        f"{keiko['rps']:,.0f} vs {results['ctr-unlogged']['rps']:,.0f} req/s; p95 {keiko['p95']:.2f} vs "
+        f"{results['ctr-unlogged']['p95']:.2f} ms; rounds: {rounds_text}): target <= {TARGET_LOG_OVERHEAD:.0%} "
+        f"**{'met' if log_overhead <= TARGET_LOG_OVERHEAD else 'not met'}**; {keiko['logged']:,.0f} rows "
+        f"logged by keiko's replicas in its median round, {keiko['dropped']:,.0f} dropped (buffer full).",
         f"- counting the values training never saw costs ctr {1 - keiko['rps'] / results['ctr-uncounted']['rps']:.1%} "
         f"of its req/s (p50 {keiko['p50']:.2f} vs {results['ctr-uncounted']['p50']:.2f} ms without it).",
         f"- keiko's ctr server reaches {keiko['rps'] / results['ceiling']['rps']:.0%} of the ceiling, a server that "
@@ -306,10 +341,13 @@ def main(argv: list[str] | None = None) -> int:
             script = home / f"{model}.lua"
             script.write_text(WRK_SCRIPT % {"bodies": bodies})
             requests[model] = rows, expected, script
-        results = {}
-        for offset, (name, model) in enumerate(SERVERS.items()):
+        turns = [(name, model) for name, model in SERVERS.items() if name not in ALTERNATING]
+        alternating = [(name, SERVERS[name]) for _ in range(args.rounds) for name in ALTERNATING]
+        measured: dict[str, list[dict[str, float]]] = {}
+        for name, model in [*alternating, *turns]:
             env = {**child_env(home), "KEIKO_BENCH_MODEL": str(built[model][0]), "KEIKO_BENCH_MODEL_NAME": model}
             rows, expected, script = requests[model]
+            offset = list(SERVERS).index(name)
             ports = [args.port + 2 * offset, args.port + 2 * offset + 1]
             log = home / f"{name}.log"
             with replicas(name, ports, env, log) as urls:
@@ -318,7 +356,10 @@ def main(argv: list[str] | None = None) -> int:
                 except SystemExit:
                     print(f"{name}'s log:\n{log.read_text()[-3000:]}", flush=True)
                     raise
-                results[name] = measure(name, urls, script, args)
+                result = measure(name, urls, script, args)
+                result.update(prediction_log_counts(urls))
+            measured.setdefault(name, []).append(result)
+        results = {name: median_result(runs) for name, runs in measured.items()}
         section = report(results, args, info)
         print("\n" + section, flush=True)
         if not args.no_write:

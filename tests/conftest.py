@@ -79,12 +79,19 @@ def registry_clock(monkeypatch: pytest.MonkeyPatch) -> RegistryClock:
     return clock
 
 
+def use_home(patch: pytest.MonkeyPatch, home: Path, warehouse_dir: Path) -> None:
+    """Point keiko at `home`, reading the shared session warehouse; model servers log their answers under
+    `home` (`served/predictions`), so no test adds a table to the shared warehouse."""
+    patch.setenv("KEIKO_HOME", str(home))
+    patch.setenv("KEIKO_WAREHOUSE_DIR", str(warehouse_dir))
+    patch.setenv("KEIKO_PREDICTION_LOG_URL", (home / "served" / "predictions").as_uri())
+
+
 @pytest.fixture
 def keiko_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warehouse_dir: Path) -> Path:
     """An empty KEIKO_HOME (artifacts, registry) reading the shared session warehouse."""
     home = tmp_path / "home"
-    monkeypatch.setenv("KEIKO_HOME", str(home))
-    monkeypatch.setenv("KEIKO_WAREHOUSE_DIR", str(warehouse_dir))
+    use_home(monkeypatch, home, warehouse_dir)
     return home
 
 
@@ -107,8 +114,7 @@ def pipeline_home(warehouse_dir: Path) -> Path:
     """A home where extract..register, gates included, ran once for DS (v1 registered, nothing deployed)."""
     home = _SESSION_DIR / "pipeline-home"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KEIKO_HOME", str(home))
-        patch.setenv("KEIKO_WAREHOUSE_DIR", str(warehouse_dir))
+        use_home(patch, home, warehouse_dir)
         run_steps(*UP_TO_REGISTER)
     return home
 
@@ -134,9 +140,17 @@ def copy_home(source: Path, target: Path) -> Path:
 def run_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pipeline_home: Path, warehouse_dir: Path) -> Path:
     """A private copy of `pipeline_home` (tests may change its registry and artifacts)."""
     home = copy_home(pipeline_home, tmp_path / "home")
-    monkeypatch.setenv("KEIKO_HOME", str(home))
-    monkeypatch.setenv("KEIKO_WAREHOUSE_DIR", str(warehouse_dir))
+    use_home(monkeypatch, home, warehouse_dir)
     return home
+
+
+@pytest.fixture
+def one_row(run_home) -> list[dict]:
+    """One request row of ctr's test day (as /predict takes it)."""
+    from keiko.stages.context import StageContext
+    from keiko.summary import sample_rows
+
+    return sample_rows(StageContext.create("ctr", dt.date.fromisoformat(DS)), n=1)
 
 
 @pytest.fixture
@@ -393,7 +407,8 @@ def airflow_and_servers(env: dict[str, str], model: str, replicas: int = 1):
     import httpx
 
     urls = [f"http://127.0.0.1:{free_port()}" for _ in range(replicas)]
-    env = {**env, f"KEIKO_SERVING_URLS_{model.upper()}": ",".join(urls)}
+    served = (Path(env["KEIKO_HOME"]) / "served" / "predictions").as_uri()  # as use_home: not the shared warehouse
+    env = {"KEIKO_PREDICTION_LOG_URL": served, **env, f"KEIKO_SERVING_URLS_{model.upper()}": ",".join(urls)}
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
     serve = [sys.executable, "-m", "keiko", "serve", "--model", model, "--replicas", "1", "--port"]
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT}

@@ -79,6 +79,12 @@ SETTINGS = (
         "the Service (derived)",
         "comma-separated model-server URLs",
     ),
+    Setting(
+        "KEIKO_PREDICTION_LOG_URL",
+        "`file://$KEIKO_WAREHOUSE_DIR/predictions`",
+        "`s3://<bucket>/<warehouse>/predictions` (the Glue table's location)",
+        "where model servers write the prediction log (fsspec): the warehouse table `predictions`",
+    ),
     Setting("KEIKO_ADMIN_TOKEN", "empty (loopback only)", "from a Secret", "bearer token for `/admin/load`"),
     Setting("KEIKO_MODEL_VERSION", "empty: `production`", "set by the rollout", "version a server loads at start"),
     Setting(
@@ -101,6 +107,7 @@ DEPLOY_MODES = ("auto", "skip", "force")
 DEPLOY_BACKENDS = ("local", "kubernetes")
 STAGE_RUNNERS = ("local", "kubernetes")
 WAREHOUSES = ("duckdb", "athena")
+PREDICTIONS_TABLE = "predictions"  # the warehouse table of the prediction log (keiko.serving.prediction_log)
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,7 @@ class Settings:
     kubernetes_configmap: str = "keiko-config"
     lease_seconds: float = 60.0
     lease_wait_seconds: float = 120.0
+    prediction_log_url: str = ""
 
     @property
     def models_dir(self) -> Path:
@@ -174,11 +182,12 @@ def settings() -> Settings:
     home = Path(env("KEIKO_HOME", ".keiko")).resolve()
     project_dir = Path(env("KEIKO_PROJECT_DIR") or _default_project_dir()).resolve()
     artifact_root = (env("KEIKO_ARTIFACT_ROOT") or (home / "artifacts").as_uri()).rstrip("/")
+    warehouse_dir = Path(env("KEIKO_WAREHOUSE_DIR") or home / "warehouse").resolve()
     return Settings(
         home=home,
         project_dir=project_dir,
         artifact_root=artifact_root,
-        warehouse_dir=Path(env("KEIKO_WAREHOUSE_DIR") or home / "warehouse").resolve(),
+        warehouse_dir=warehouse_dir,
         registry_url=env("KEIKO_REGISTRY_URL") or f"sqlite:///{home / 'registry.db'}",
         warehouse=_choice("KEIKO_WAREHOUSE", "duckdb", WAREHOUSES),
         athena_database=env("KEIKO_ATHENA_DATABASE") or "keiko",
@@ -196,4 +205,7 @@ def settings() -> Settings:
         kubernetes_configmap=env("KEIKO_K8S_CONFIGMAP") or "keiko-config",
         lease_seconds=_seconds("KEIKO_LEASE_SECONDS", 60.0),
         lease_wait_seconds=_seconds("KEIKO_LEASE_WAIT_SECONDS", 120.0),
+        prediction_log_url=(env("KEIKO_PREDICTION_LOG_URL") or (warehouse_dir / PREDICTIONS_TABLE).as_uri()).rstrip(
+            "/"
+        ),
     )

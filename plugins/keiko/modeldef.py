@@ -126,6 +126,25 @@ class PodSettings(_Strict):
         )
 
 
+class PredictionLog(_Strict):
+    """How a model server writes the rows it answered (keiko.serving.prediction_log). The defaults: a file every
+    5 s or 10,000 rows, whichever comes first; at most 100,000 rows held (~40 MB at ctr's fields) while the store
+    is slow, beyond which rows are dropped and counted rather than held or waited for."""
+
+    enabled: bool = True
+    flush_seconds: float = Field(default=5.0, gt=0, le=300, description="longest a row waits to be written")
+    flush_rows: int = Field(default=10_000, ge=1, description="rows that make a file without waiting")
+    max_buffered_rows: int = Field(
+        default=100_000, ge=1, description="rows held unwritten (the buffer and a file being written); more drop"
+    )
+
+    @model_validator(mode="after")
+    def _buffer_holds_a_file(self) -> PredictionLog:
+        if self.max_buffered_rows < self.flush_rows:
+            raise ValueError(f"max_buffered_rows {self.max_buffered_rows} < flush_rows {self.flush_rows}")
+        return self
+
+
 class Serving(_Strict):
     port: int = Field(ge=1024, le=65535)
     replicas: int = Field(default=1, ge=1)
@@ -141,6 +160,7 @@ class Serving(_Strict):
     max_string_length_per_field: dict[str, PositiveInt] = Field(
         default_factory=dict, description="string fields whose limit differs from max_string_length"
     )
+    prediction_log: PredictionLog = Field(default_factory=PredictionLog)
 
 
 class Band(_Strict):

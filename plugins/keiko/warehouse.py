@@ -105,11 +105,13 @@ def missing_partitions_error(
 # - `lost+found`, which fsck keeps at the root of a filesystem;
 # - folders with no `dt=*/*.parquet` partition yet (not a table until data lands; SQL that reads one is
 #   told its partitions are missing, by check_window).
+# A partition's files are directly in its `dt=<day>` folder, or one Hive key further down, as the prediction
+# log writes them (`dt=<day>/model=<name>/`); nothing deeper, so a writer's `_temporary/` is never read.
 # Any other folder must be named as the SQL can name it, unquoted, on DuckDB and on Athena alike: lowercase
 # letters, digits and underscores, starting with a letter, at most 255 (Glue's limit). Otherwise extract is
 # refused with one line naming the folder, before any SQL runs. Names are quoted in the SQL all the same.
 IGNORED_FOLDERS = frozenset({"lost+found"})
-PARTITION_FILES = "dt=*/*.parquet"  # a table folder's data, as a glob relative to it
+PARTITION_FILES = ("*.parquet", "*=*/*.parquet")  # a `dt=<day>` folder's data, as globs relative to it
 
 
 def is_ignored_folder(name: str) -> bool:
@@ -136,16 +138,27 @@ def quote_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def partition_glob(table_folder: Path) -> str:
-    """The glob of `table_folder`'s partition files; glob characters in the path itself match only themselves."""
-    return f"{glob.escape(table_folder.as_posix())}/{PARTITION_FILES}"
+def partition_files(partition: Path) -> list[Path]:
+    """The Parquet files of one `dt=<day>` partition folder."""
+    return sorted(path for pattern in PARTITION_FILES for path in partition.glob(pattern))
+
+
+def has_partitions(table_folder: Path) -> bool:
+    return any(partition_files(partition) for partition in table_folder.glob("dt=*"))
+
+
+def partition_globs(table_folder: Path) -> list[str]:
+    """The globs of `table_folder`'s partition files that match any (DuckDB refuses a glob matching none);
+    glob characters in the path itself match only themselves."""
+    root = glob.escape(table_folder.as_posix())
+    return [f"{root}/dt=*/{p}" for p in PARTITION_FILES if any(table_folder.glob(f"dt=*/{p}"))]
 
 
 def view_sql(table: str, table_folder: Path) -> str:
     """The DuckDB view of a table over its partitions."""
     # union_by_name reads partitions as Athena reads a Glue table: a column missing from a
     # partition is NULL there, so gate_raw names it instead of extract failing on the schema.
-    files = quote_string(partition_glob(table_folder))
+    files = "[" + ", ".join(quote_string(g) for g in partition_globs(table_folder)) + "]"
     return (
         f"CREATE VIEW {quote_identifier(table)} AS SELECT * FROM read_parquet({files}, "
         "hive_partitioning = true, hive_types = {'dt': VARCHAR}, union_by_name = true)"
@@ -183,27 +196,28 @@ class DuckDBWarehouse:
             return []
         folders = [p for p in sorted(self.directory.iterdir()) if p.is_dir() and not is_ignored_folder(p.name)]
         names = [table_name(folder) for folder in folders]  # every folder checked, with data or not yet
-        return sorted(name for name in names if any((self.directory / name).glob(PARTITION_FILES)))
+        return sorted(name for name in names if has_partitions(self.directory / name))
 
     def missing_partitions(self, tables: set[str], days: list[dt.date]) -> list[str]:
         missing = []
         for table in sorted(tables):
             for day in days:
                 partition = self.directory / table / f"dt={day.isoformat()}"
-                if not any(partition.glob("*.parquet")):
+                if not partition_files(partition):
                     missing.append(f"{table}/dt={day.isoformat()}")
         return missing
 
     def partition_fingerprint(self, table: str, day: dt.date) -> str | None:
         import hashlib
 
-        files = sorted((self.directory / table / f"dt={day.isoformat()}").glob("*.parquet"))
+        partition = self.directory / table / f"dt={day.isoformat()}"
+        files = partition_files(partition)
         if not files:
             return None
         digests = []
         for path in files:
             with path.open("rb") as f:
-                digests.append((path.name, hashlib.file_digest(f, "sha256").hexdigest()))
+                digests.append((path.relative_to(partition).as_posix(), hashlib.file_digest(f, "sha256").hexdigest()))
         return content_fingerprint(digests)
 
     @cached_property

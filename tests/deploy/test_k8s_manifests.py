@@ -152,6 +152,19 @@ def test_the_container_is_what_the_rollout_patches(manifests):
     assert env["KEIKO_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "keiko-admin-token"
 
 
+def test_prometheus_scrapes_the_servers_metrics_and_the_prediction_log_goes_to_the_warehouse(manifests):
+    template = manifests["Deployment"]["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    port = manifests["serving"].port
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == (str(port), "/metrics")
+    (container,) = template["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["KEIKO_PREDICTION_LOG_URL"]["valueFrom"]["configMapKeyRef"]["name"] == "keiko-config"
+    (configmap,) = [d for d in documents() if d["kind"] == "ConfigMap"]
+    assert configmap["data"]["KEIKO_PREDICTION_LOG_URL"].startswith("s3://")
+
+
 def test_the_pod_runs_locked_down(manifests):
     pod = manifests["Deployment"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]

@@ -16,7 +16,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DS, copy_home, free_port, run_steps, serve_replicas
+from conftest import DS, copy_home, free_port, run_steps, serve_replicas, use_home
 from keiko.cli import main
 from keiko.config import settings
 from keiko.process import EXIT_USER_ERROR
@@ -36,8 +36,7 @@ def deployed_twice(pipeline_home: Path, warehouse_dir: Path, tmp_path_factory: p
     """pipeline_home where v1 then v2 were deployed to two replicas; production is v2."""
     home = copy_home(pipeline_home, tmp_path_factory.mktemp("rollback") / "home")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KEIKO_HOME", str(home))
-        patch.setenv("KEIKO_WAREHOUSE_DIR", str(warehouse_dir))
+        use_home(patch, home, warehouse_dir)
         with serve_replicas(2) as (_apps, urls):
             patch.setenv("KEIKO_SERVING_URLS_CTR", ",".join(urls))
             run_steps("deploy")
@@ -49,8 +48,7 @@ def deployed_twice(pipeline_home: Path, warehouse_dir: Path, tmp_path_factory: p
 @pytest.fixture
 def replicas(deployed_twice, tmp_path, monkeypatch, warehouse_dir) -> list[str]:
     """Two fresh replicas of a private copy of `deployed_twice`, serving production v2; their URLs."""
-    monkeypatch.setenv("KEIKO_HOME", str(copy_home(deployed_twice, tmp_path / "home")))
-    monkeypatch.setenv("KEIKO_WAREHOUSE_DIR", str(warehouse_dir))
+    use_home(monkeypatch, copy_home(deployed_twice, tmp_path / "home"), warehouse_dir)
     with serve_replicas(2) as (_apps, urls):
         for url in urls:
             with ModelServerClient(url) as server:

@@ -47,6 +47,7 @@ def test_defaults_are_the_embedded_ones(monkeypatch, tmp_path):
     assert config.athena_output == f"{config.artifact_root}/athena-results"
     assert (config.warehouse, config.stage_runner, config.deploy_backend) == ("duckdb", "local", "local")
     assert config.aws_conn_id == ""
+    assert config.prediction_log_url == (tmp_path / "warehouse" / "predictions").as_uri()  # a warehouse table
 
 
 @pytest.mark.parametrize(("variable", "value"), [("KEIKO_WAREHOUSE", "redshift"), ("KEIKO_STAGE_RUNNER", "ecs")])

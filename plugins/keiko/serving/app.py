@@ -16,7 +16,8 @@ vectorised call (micro-batching: CatBoost costs ~270 us a call for one row, ~25 
 Every request is bounded by model.yaml's `serving:` limits (keiko.serving.limits, .validation): the body's
 bytes (413 before it is read), its rows (413 before it is parsed) and each string field's length (422).
 Scored rows are checked against the version's training values (keiko.serving.unseen) and counted for
-GET /metrics (keiko.serving.monitoring).
+GET /metrics (keiko.serving.monitoring). Every answered row goes to the prediction log
+(keiko.serving.prediction_log), off the request path; the shutdown writes what it holds.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hmac
+import itertools
 import logging
 import os
 import threading
@@ -50,10 +52,14 @@ from keiko.errors import KeikoError
 from keiko.modeldef import ModelDefinition, load_model
 from keiko.registry import Registry, open_registry
 from keiko.serving.limits import BodyTooLarge, read_body
-from keiko.serving.monitoring import exposition, metrics_registry
+from keiko.serving.monitoring import RequestMetrics, exposition, metrics_registry
+from keiko.serving.prediction_log import IDENTIFIERS, Answered, PredictionLog
 from keiko.serving.unseen import UnseenValues
 from keiko.serving.validation import describe_errors, request_adapter, too_many_rows
 from keiko.storage import ArtifactStore, open_store
+
+# A validated /predict body: {"rows": [...], "request_id"?: str}
+PredictRequest = dict[str, Any]
 
 log = logging.getLogger("keiko.serving")
 
@@ -83,13 +89,22 @@ class LoadedModel:
 
 
 class ModelServer:
-    def __init__(self, definition: ModelDefinition, registry: Registry, store: ArtifactStore) -> None:
+    def __init__(
+        self,
+        definition: ModelDefinition,
+        registry: Registry,
+        store: ArtifactStore,
+        prediction_log: PredictionLog | None = None,
+    ) -> None:
         self.definition = definition
         self.registry = registry
         self.store = store
+        self.prediction_log = prediction_log
         self.schema = definition.features.INPUT_SCHEMA
         self.limits = definition.config.serving
-        self.adapter = request_adapter(self.schema, self.limits)
+        self.adapter = request_adapter(self.schema, self.limits, IDENTIFIERS)
+        self._request_ids = itertools.count(1)
+        self._request_id_prefix = f"{os.getpid()}-{time.time_ns() // 1000}-"
         self.current: LoadedModel | None = None
         self.unseen: dict[int, UnseenValues] = {}  # every version this process served: counters never go down
         self.refused = dict.fromkeys(REFUSALS, 0)
@@ -106,8 +121,16 @@ class ModelServer:
             return [loaded.row_scorer(row) for row in rows]
         return self.score_vectorised(loaded, rows)
 
-    def parse(self, body: bytes) -> tuple[LoadedModel | None, list[dict[str, Any]] | None, tuple[int, bytes] | None]:
-        """(model, rows, None) for a valid request on a loaded server; else (.., .., the error response)."""
+    def answered(self, request: PredictRequest, version: int, scores: list[float]) -> None:
+        """Hand the answer to the prediction log (a request without its own id gets one of this process's)."""
+        if self.prediction_log is not None:
+            request_id = request.get("request_id") or f"{self._request_id_prefix}{next(self._request_ids)}"
+            self.prediction_log.record(
+                Answered(request_id, time.time_ns() // 1000, version, "", request["rows"], scores)
+            )
+
+    def parse(self, body: bytes) -> tuple[LoadedModel | None, PredictRequest | None, tuple[int, bytes] | None]:
+        """(model, request, None) for a valid request on a loaded server; else (.., .., the error response)."""
         loaded = self.current
         if loaded is None:
             return None, None, (503, b'{"error":"no model loaded"}')
@@ -118,19 +141,21 @@ class ModelServer:
             error = f"too many rows: {rows_sent:,} in one request; at most {limit:,} (serving.max_rows)"
             return loaded, None, (413, msgspec.json.encode({"error": error, "max_rows": limit}))
         try:
-            rows = self.adapter.validate_json(body)["rows"]
+            request = self.adapter.validate_json(body)
         except ValidationError as exc:
             self.refused["invalid_request"] += 1
             error = msgspec.json.encode({"error": "invalid request", "detail": describe_errors(exc.errors())})
             return loaded, None, (422, error)
-        return loaded, rows, None
+        return loaded, request, None
 
     def predict_json(self, body: bytes) -> tuple[int, bytes]:
         """/predict without HTTP and without batching: (status, JSON body)."""
-        loaded, rows, error = self.parse(body)
+        loaded, request, error = self.parse(body)
         if error is not None:
             return error
-        return 200, encode_predictions(loaded.version, self.score(loaded, rows))
+        scores = self.score(loaded, request["rows"])
+        self.answered(request, loaded.version, scores)
+        return 200, encode_predictions(loaded.version, scores)
 
     def load(self, version: int) -> LoadedModel:
         """Load, verify and warm up `version`, then make it the serving model. Blocking."""
@@ -231,24 +256,29 @@ class MicroBatcher:
 class PredictEndpoint:
     """POST /predict as a bare ASGI app: the framework's Request/Response objects cost more than scoring."""
 
-    def __init__(self, server: ModelServer) -> None:
+    def __init__(self, server: ModelServer, metrics: RequestMetrics) -> None:
         self.server = server
+        self.metrics = metrics
         self.batcher = MicroBatcher(server)
 
     async def respond(self, body: bytes) -> tuple[int, bytes]:
-        loaded, rows, error = self.server.parse(body)
+        loaded, request, error = self.server.parse(body)
         if error is not None:
             return error
+        rows = request["rows"]
         if loaded.scores_row_by_row(len(rows)):  # no batching: nothing to share between requests
-            return 200, encode_predictions(loaded.version, self.server.score(loaded, rows))
-        try:
-            version, predictions = await self.batcher.score(rows)
-        except Exception:
-            log.exception("scoring failed")
-            return 500, b'{"error":"scoring failed"}'
+            version, predictions = loaded.version, self.server.score(loaded, rows)
+        else:
+            try:
+                version, predictions = await self.batcher.score(rows)
+            except Exception:
+                log.exception("scoring failed")
+                return 500, b'{"error":"scoring failed"}'
+        self.server.answered(request, version, predictions)
         return 200, encode_predictions(version, predictions)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        started = time.perf_counter()
         try:
             status, body = await self.respond(await read_body(scope, receive, self.server.limits.max_body_bytes))
         except BodyTooLarge as exc:
@@ -257,6 +287,7 @@ class PredictEndpoint:
         headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        self.metrics.observe(status, time.perf_counter() - started)
 
 
 class ModelServerApp(Starlette):
@@ -280,11 +311,21 @@ def bearer_token_matches(authorization: str, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(credentials.lstrip(" ").encode(), token.encode())
 
 
+def open_prediction_log(definition: ModelDefinition, url: str, aws_conn_id: str) -> PredictionLog | None:
+    config = definition.config.serving.prediction_log
+    if not config.enabled:
+        return None
+    store = ArtifactStore(url, aws_conn_id=aws_conn_id)
+    return PredictionLog(model=definition.name, inputs=definition.features.INPUT_SCHEMA, config=config, store=store)
+
+
 def create_app(model: str, *, load_production: bool = True, admin_token: str | None = None) -> ModelServerApp:
     """`admin_token` defaults to KEIKO_ADMIN_TOKEN; without one, /admin/load is open (loopback use only:
     `keiko serve` refuses other hosts without a token)."""
     config = settings()
-    server = ModelServer(load_model(model), open_registry(config.registry_url), open_store(config))
+    definition = load_model(model)
+    prediction_log = open_prediction_log(definition, config.prediction_log_url, config.aws_conn_id)
+    server = ModelServer(definition, open_registry(config.registry_url), open_store(config), prediction_log)
     token = admin_token if admin_token is not None else os.environ.get("KEIKO_ADMIN_TOKEN", "")
 
     async def healthz(_: Request) -> JSONResponse:
@@ -308,6 +349,7 @@ def create_app(model: str, *, load_production: bool = True, admin_token: str | N
         )
 
     registry = metrics_registry(server)
+    request_metrics = RequestMetrics(model, registry)
 
     async def metrics(request: Request) -> Response:
         body, content_type = exposition(registry, request.headers.get("accept", ""))
@@ -348,11 +390,15 @@ def create_app(model: str, *, load_production: bool = True, admin_token: str | N
 
     @asynccontextmanager
     async def lifespan(_app: Starlette):
+        if prediction_log is not None:
+            prediction_log.start()
         if load_production:
             threading.Thread(target=server.load_initial, name="load-initial", daemon=True).start()
         yield
+        if prediction_log is not None:  # SIGTERM (uvicorn's graceful shutdown): write what is held
+            await run_in_threadpool(prediction_log.close)
 
-    predict = PredictEndpoint(server)
+    predict = PredictEndpoint(server, request_metrics)
     app = ModelServerApp(
         predict,
         routes=[

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired
 
 import msgspec
 from pydantic import ConfigDict, Field, TypeAdapter, with_config
@@ -21,6 +21,7 @@ _TYPES: dict[str, Any] = {
     "timestamp": dt.datetime,
 }
 GOT_MAX_CHARS = 80  # of a refused value echoed in an error: a 1 MB string is not sent back
+REQUEST_ID_MAX_CHARS = 128
 
 
 def string_limits(schema: Mapping[str, str], limits: Serving) -> dict[str, int]:
@@ -35,17 +36,25 @@ def string_limits(schema: Mapping[str, str], limits: Serving) -> dict[str, int]:
     return {name: limits.max_string_length_per_field.get(name, limits.max_string_length) for name in strings}
 
 
-def request_adapter(schema: Mapping[str, str], limits: Serving) -> TypeAdapter:
-    """Validates {"rows": [...]} JSON bytes in one pass (pydantic-core), errors located by row and field."""
+def request_adapter(
+    schema: Mapping[str, str], limits: Serving, identifiers: Mapping[str, str] | None = None
+) -> TypeAdapter:
+    """Validates {"request_id"?: str, "rows": [...]} JSON bytes in one pass (pydantic-core), errors located by
+    row and field. Each row holds the schema's fields, and may hold `identifiers` (the prediction log's
+    impression and user ids), kept for the log; other fields are ignored."""
     lengths = string_limits(schema, limits)
-    fields = {
-        name: Annotated[str, Field(max_length=lengths[name])] if kind == "str" else _TYPES[kind]
-        for name, kind in schema.items()
+    fields: dict[str, Any] = {
+        name: NotRequired[_TYPES[kind]] for name, kind in (identifiers or {}).items() if name not in schema
     }
+    fields.update(
+        (name, Annotated[str, Field(max_length=lengths[name])] if kind == "str" else _TYPES[kind])
+        for name, kind in schema.items()
+    )
     row = with_config(ConfigDict(extra="ignore"))(TypedDict("Row", fields))
     # max_length backs up too_many_rows() for the bodies it leaves to this parse (NaN literals, ...).
     rows = Annotated[list[row], Field(min_length=1, max_length=limits.max_rows)]
-    return TypeAdapter(with_config(ConfigDict(extra="forbid"))(TypedDict("PredictRequest", {"rows": rows})))
+    request = {"request_id": NotRequired[Annotated[str, Field(max_length=REQUEST_ID_MAX_CHARS)]], "rows": rows}
+    return TypeAdapter(with_config(ConfigDict(extra="forbid"))(TypedDict("PredictRequest", request)))
 
 
 class _RowsOnly(msgspec.Struct):

@@ -353,7 +353,14 @@ def test_a_rollout_moves_every_pod_to_the_new_version():
     assert env_value(api.template) == "2"
     # the merge touched only the version: the other env entries are still there
     names = [e["name"] for e in container(api.template)["env"]]
-    assert names == [VERSION_ENV, "KEIKO_REGISTRY_URL", "KEIKO_ARTIFACT_ROOT", "KEIKO_ADMIN_TOKEN", "KEIKO_HOME"]
+    assert names == [
+        VERSION_ENV,
+        "KEIKO_REGISTRY_URL",
+        "KEIKO_ARTIFACT_ROOT",
+        "KEIKO_PREDICTION_LOG_URL",
+        "KEIKO_ADMIN_TOKEN",
+        "KEIKO_HOME",
+    ]
     assert api.pods() == {"2": (2, 2)}  # every v2 pod available, no v1 pod left
 
 

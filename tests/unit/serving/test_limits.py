@@ -2,7 +2,6 @@
 (chunked), never held whole, and a refused 50 MB body does not hold up anyone else's request."""
 
 import asyncio
-import datetime as dt
 import json
 import socket
 from contextlib import closing
@@ -10,7 +9,7 @@ from contextlib import closing
 import httpx
 import pytest
 
-from conftest import DS, serve_in_thread
+from conftest import serve_in_thread
 from keiko.serving.app import create_app
 from keiko.serving.limits import BodyTooLarge, read_body
 
@@ -56,14 +55,6 @@ def test_a_body_within_the_limit_is_read_whole():
 
 
 # --- on a real server (uvicorn on loopback, as `keiko serve` runs it) ---------------------------------
-
-
-@pytest.fixture
-def one_row(run_home):
-    from keiko.stages.context import StageContext
-    from keiko.summary import sample_rows
-
-    return sample_rows(StageContext.create("ctr", dt.date.fromisoformat(DS)), n=1)
 
 
 @pytest.fixture
