@@ -128,14 +128,15 @@ class PodSettings(_Strict):
 
 class PredictionLog(_Strict):
     """How a model server writes the rows it answered (keiko.serving.prediction_log). The defaults: a file every
-    5 s or 10,000 rows, whichever comes first; at most 100,000 rows held (~40 MB at ctr's fields) while the store
-    is slow, beyond which rows are dropped and counted rather than held or waited for."""
+    5 s, or sooner at 50,000 rows (~9 s of a replica's full load here); at most 200,000 rows held unwritten
+    (~920 bytes each as the request's Python objects: ~180 MB) while the store is slow, beyond which rows are
+    dropped and counted rather than held or waited for."""
 
     enabled: bool = True
     flush_seconds: float = Field(default=5.0, gt=0, le=300, description="longest a row waits to be written")
-    flush_rows: int = Field(default=10_000, ge=1, description="rows that make a file without waiting")
+    flush_rows: int = Field(default=50_000, ge=1, description="rows that make a file without waiting")
     max_buffered_rows: int = Field(
-        default=100_000, ge=1, description="rows held unwritten (the buffer and a file being written); more drop"
+        default=200_000, ge=1, description="rows held unwritten (the buffer and a file being written); more drop"
     )
 
     @model_validator(mode="after")

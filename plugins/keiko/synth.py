@@ -101,7 +101,28 @@ class World:
         )
 
 
+@dataclass(frozen=True)
+class WorldChange:
+    """How the world differs from its seed from some day on (keiko traffic --shift): what monitoring must see.
+    Only the probabilities change, never the random draws, so an unchanged part of a day stays as it was."""
+
+    click_rate: float = 0.0  # every impression's true click probability times (1 + click_rate)
+    growing_app_share: float | None = None  # GROWING_APP's share of the traffic (the other apps keep their ratios)
+
+    def app_share(self, world: World) -> np.ndarray:
+        if self.growing_app_share is None:
+            return world.app_share
+        others = np.delete(world.app_share, GROWING_APP)
+        share = np.insert(others / others.sum() * (1.0 - self.growing_app_share), GROWING_APP, 0.0)
+        share[GROWING_APP] = self.growing_app_share
+        return share
+
+
+GROWING_APP = 57  # an app whose traffic a WorldChange can grow: at seed 7 the 11th largest, 1.4% of impressions
 CLICK_BASE_LOGIT = np.log(0.025 / 0.975)
+# Clicks come within a minute or so of the impression (mean 30 s); conversions within days of the click: mean
+# 6 h, 1.8% after a day, none after 60 h (inside cvr's 72 h attribution window: sources.conversions).
+CONVERSION_DELAY_MEAN_S, CONVERSION_DELAY_MAX_S = 6 * 3600.0, 60 * 3600.0
 CONVERSION_BASE_LOGIT = np.log(0.08 / 0.92)
 POSITION_EFFECT = np.array([0.0, -0.3, -0.6, -0.9])
 
@@ -112,8 +133,10 @@ def daily_rows(day: dt.date, rows_per_day: int, seed: int) -> int:
     return max(1, round(rows_per_day * WEEKDAY_VOLUME[day.weekday()] * np.exp(noise)))
 
 
-def generate_day(world: World, day: dt.date, rows: int, seed: int) -> dict[str, pa.Table]:
-    """All tables of one day with exactly `rows` impressions; deterministic in (world, day, rows, seed)."""
+def generate_day(
+    world: World, day: dt.date, rows: int, seed: int, change: WorldChange = WorldChange()
+) -> dict[str, pa.Table]:
+    """All tables of one day with exactly `rows` impressions; deterministic in (world, day, rows, seed, change)."""
     rng = np.random.default_rng([seed, day.toordinal()])
 
     hour = rng.choice(24, rows, p=HOUR_SHARE)
@@ -123,7 +146,7 @@ def generate_day(world: World, day: dt.date, rows: int, seed: int) -> dict[str, 
     day_start_us = (day - dt.date(1970, 1, 1)).days * 86_400 * 1_000_000
     event_time = day_start_us + second_of_day * 1_000_000 + rng.integers(0, 1_000_000, rows)
 
-    app = rng.choice(len(world.app_share), rows, p=world.app_share)
+    app = rng.choice(len(world.app_share), rows, p=change.app_share(world))
     media = world.media_start[app] + (rng.random(rows) * world.media_count[app]).astype(np.int64)
     ad = rng.choice(len(world.ad_share), rows, p=world.ad_share)
     campaign = world.ad_campaign[ad]
@@ -150,7 +173,7 @@ def generate_day(world: World, day: dt.date, rows: int, seed: int) -> dict[str, 
         + WEEKDAY_CLICK_EFFECT[day.weekday()]
         - 0.3 * np.log(floor_price / 0.8)
     )
-    p_click = _sigmoid(logit)
+    p_click = np.minimum(_sigmoid(logit) * (1.0 + change.click_rate), 1.0)
     clicked = rng.random(rows) < p_click
     p_conversion = _sigmoid(
         CONVERSION_BASE_LOGIT + world.category_conversion[category] + world.app_conversion[app] + 0.2 * os_index
@@ -201,7 +224,11 @@ def generate_day(world: World, day: dt.date, rows: int, seed: int) -> dict[str, 
         {
             "impression_id": impression_id[conversion_rows],
             "conversion_time": pa.array(
-                conversion_after + (rng.exponential(3600.0, len(conversion_rows)) * 1e6).astype(np.int64),
+                conversion_after
+                + (
+                    np.minimum(rng.exponential(CONVERSION_DELAY_MEAN_S, len(conversion_rows)), CONVERSION_DELAY_MAX_S)
+                    * 1e6
+                ).astype(np.int64),
                 pa.timestamp("us"),
             ),
             "value": np.round(np.exp(rng.normal(2.0, 1.0, len(conversion_rows))), 2),
@@ -219,6 +246,15 @@ def generate_day(world: World, day: dt.date, rows: int, seed: int) -> dict[str, 
 
 def partition_path(warehouse_dir: Path, table: str, day: dt.date) -> Path:
     return warehouse_dir / table / f"dt={day.isoformat()}" / "part-0.parquet"
+
+
+def write_day(warehouse_dir: Path, day: dt.date, tables: Mapping[str, pa.Table]) -> None:
+    """The day's partitions of each table, each replaced whole."""
+    for name, table in tables.items():
+        write_atomically(
+            partition_path(warehouse_dir, name, day),
+            lambda temp, table=table: pq.write_table(table, temp, compression="zstd"),
+        )
 
 
 def write_warehouse(
@@ -246,11 +282,7 @@ def write_warehouse(
                 partition_path(warehouse_dir, name, day).unlink(missing_ok=True)
             progress(f"[{index}/{len(dates)}] {day}: no partitions{injected}")
             continue
-        for name, table in tables.items():
-            write_atomically(
-                partition_path(warehouse_dir, name, day),
-                lambda temp, table=table: pq.write_table(table, temp, compression="zstd"),
-            )
+        write_day(warehouse_dir, day, tables)
         rows = tables["impressions"].num_rows
         n_clicks = len(np.unique(tables["clicks"]["impression_id"].to_numpy()))
         progress(

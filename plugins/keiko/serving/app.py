@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hmac
-import itertools
 import logging
 import os
 import threading
@@ -103,8 +102,6 @@ class ModelServer:
         self.schema = definition.features.INPUT_SCHEMA
         self.limits = definition.config.serving
         self.adapter = request_adapter(self.schema, self.limits, IDENTIFIERS)
-        self._request_ids = itertools.count(1)
-        self._request_id_prefix = f"{os.getpid()}-{time.time_ns() // 1000}-"
         self.current: LoadedModel | None = None
         self.unseen: dict[int, UnseenValues] = {}  # every version this process served: counters never go down
         self.refused = dict.fromkeys(REFUSALS, 0)
@@ -122,12 +119,10 @@ class ModelServer:
         return self.score_vectorised(loaded, rows)
 
     def answered(self, request: PredictRequest, version: int, scores: list[float]) -> None:
-        """Hand the answer to the prediction log (a request without its own id gets one of this process's)."""
+        """Hand the answer to the prediction log (a request without its own id is named by the log)."""
         if self.prediction_log is not None:
-            request_id = request.get("request_id") or f"{self._request_id_prefix}{next(self._request_ids)}"
-            self.prediction_log.record(
-                Answered(request_id, time.time_ns() // 1000, version, "", request["rows"], scores)
-            )
+            answer = Answered(request.get("request_id"), time.time_ns() // 1000, version, "", request["rows"], scores)
+            self.prediction_log.record(answer)
 
     def parse(self, body: bytes) -> tuple[LoadedModel | None, PredictRequest | None, tuple[int, bytes] | None]:
         """(model, request, None) for a valid request on a loaded server; else (.., .., the error response)."""

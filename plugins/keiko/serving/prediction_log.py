@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import operator
 import os
 import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
-from keiko.columns import from_rows
 from keiko.modeldef import PredictionLog as PredictionLogConfig
 from keiko.storage import ArtifactStore
 
@@ -40,25 +40,26 @@ _ARROW = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "timesta
 HIVE_KEYS = ("dt", "model")  # in the path, not in the files
 
 
+ANSWER_COLUMNS = [
+    pa.field("request_id", pa.string(), nullable=False),
+    *(pa.field(name, _ARROW[kind]) for name, kind in IDENTIFIERS.items()),
+    pa.field("version", pa.int32(), nullable=False),
+    pa.field("variant", pa.string(), nullable=False),
+    pa.field("score", pa.float64(), nullable=False),
+    pa.field("served_at", pa.timestamp("us"), nullable=False),  # UTC, naive as the warehouse's times
+]
+
+
 def log_schema(inputs: Mapping[str, str]) -> pa.Schema:
-    """The columns of the prediction log's files for a model with these input fields."""
-    answered = [
-        pa.field("request_id", pa.string(), nullable=False),
-        *(pa.field(name, _ARROW[kind]) for name, kind in IDENTIFIERS.items()),
-        pa.field("version", pa.int32(), nullable=False),
-        pa.field("variant", pa.string(), nullable=False),
-        pa.field("score", pa.float64(), nullable=False),
-        pa.field("served_at", pa.timestamp("us"), nullable=False),  # UTC, naive as the warehouse's times
-    ]
-    taken = {f.name for f in answered}
-    return pa.schema([*answered, *(pa.field(n, _ARROW[k]) for n, k in inputs.items() if n not in taken)])
+    """The columns of the prediction log's files: the answer's, then the model's input fields."""
+    taken = {f.name for f in ANSWER_COLUMNS}
+    return pa.schema([*ANSWER_COLUMNS, *(pa.field(n, _ARROW[k]) for n, k in inputs.items() if n not in taken)])
 
 
-@dataclass(frozen=True)
-class Answered:
-    """One answered request, as the request path hands it over: references, not copies."""
+class Answered(NamedTuple):
+    """One answered request, as the request path hands it over: references, not copies (a tuple: ~0.3 us)."""
 
-    request_id: str
+    request_id: str | None  # None: the log names it (writer id and a sequence number)
     served_at_us: int  # since the epoch, UTC
     version: int
     variant: str
@@ -66,27 +67,60 @@ class Answered:
     scores: Sequence[float]
 
 
-def to_table(entries: Sequence[Answered], inputs: Mapping[str, str], schema: pa.Schema) -> pa.Table:
-    """The entries' rows as one table of `schema` (entries already of one day)."""
-    rows = [row for entry in entries for row in entry.rows]
+DAY_US = 86_400_000_000
 
-    def per_row(value_of) -> list:
-        return [value_of(entry) for entry in entries for _ in entry.rows]
 
+def to_table(entries: Sequence[Answered], schema: pa.Schema, name_prefix: str) -> pa.Table:
+    """The entries' rows as one table of `schema`; a request without an id is named `name_prefix<n>`.
+
+    The writer thread runs this holding the GIL, and the event loop waits meanwhile: the rows are transposed
+    by zip and itemgetter (C), not field by field in Python, and a one-row request takes no per-row loop."""
+    request_ids, served_at, versions, variants, row_lists, score_lists = zip(*entries, strict=True)
+    counts = [len(rows) for rows in row_lists]
+    if all(count == 1 for count in counts):  # one auction per request
+        rows, scores = [rows[0] for rows in row_lists], [scores[0] for scores in score_lists]
+
+        def per_row(values: Sequence) -> Sequence:
+            return values
+    else:
+        rows = [row for rows in row_lists for row in rows]
+        scores = [score for scores in score_lists for score in scores]
+
+        def per_row(values: Sequence) -> Sequence:
+            return [value for value, count in zip(values, counts, strict=True) for _ in range(count)]
+
+    fields = schema.names[len(ANSWER_COLUMNS) :]  # the model's input fields
+    if len(fields) > 1:
+        by_field = zip(*map(operator.itemgetter(*fields), rows), strict=True)
+    else:
+        by_field = [[row[fields[0]] for row in rows]]
     columns: dict[str, Any] = {
-        "request_id": per_row(lambda e: e.request_id),
+        "request_id": per_row([rid or f"{name_prefix}{n}" for n, rid in enumerate(request_ids)]),
         **{name: [row.get(name) for row in rows] for name in IDENTIFIERS},
-        "version": per_row(lambda e: e.version),
-        "variant": per_row(lambda e: e.variant),
-        "score": [score for entry in entries for score in entry.scores],
-        "served_at": pa.array(per_row(lambda e: e.served_at_us), pa.int64()).cast(pa.timestamp("us")),
+        "version": per_row(versions),
+        "variant": per_row(variants),
+        "score": scores,
+        "served_at": pa.array(per_row(served_at), pa.int64()).cast(pa.timestamp("us")),
+        **dict(zip(fields, by_field, strict=True)),
     }
-    columns.update((name, values) for name, values in from_rows(rows, inputs).items() if name not in columns)
     return pa.table({f.name: pa.array(columns[f.name], f.type) for f in schema}, schema=schema)
 
 
 def served_day(served_at_us: int) -> str:
-    return dt.datetime.fromtimestamp(served_at_us / 1e6, dt.UTC).date().isoformat()
+    return (dt.date(1970, 1, 1) + dt.timedelta(days=served_at_us // DAY_US)).isoformat()
+
+
+def by_served_day(entries: list[Answered]) -> dict[str, list[Answered]]:
+    """The entries of each day they were served on (UTC). They are held in the order they were answered, so
+    when the first and the last are of one day, all are (one look, not one per entry)."""
+    if not entries:
+        return {}
+    if entries[0].served_at_us // DAY_US == entries[-1].served_at_us // DAY_US:
+        return {served_day(entries[0].served_at_us): entries}
+    days: dict[str, list[Answered]] = {}
+    for entry in entries:
+        days.setdefault(served_day(entry.served_at_us), []).append(entry)
+    return days
 
 
 @dataclass
@@ -168,9 +202,7 @@ class PredictionLog:
         with self._lock:
             entries = self._unwritten + self._buffer
             self._unwritten, self._buffer, self._buffered_rows = [], [], 0
-        by_day: dict[str, list[Answered]] = {}
-        for entry in entries:
-            by_day.setdefault(served_day(entry.served_at_us), []).append(entry)
+        by_day = by_served_day(entries)
         written = 0
         failed: list[Answered] = []
         for day, day_entries in sorted(by_day.items()):
@@ -196,9 +228,10 @@ class PredictionLog:
         return written
 
     def _write(self, day: str, entries: list[Answered]) -> None:
-        table = to_table(entries, self.inputs, self.schema)
         self._sequence += 1
-        name = f"{self.writer_id}-{entries[0].served_at_us}-{self._sequence:06d}.parquet"
+        stem = f"{self.writer_id}-{entries[0].served_at_us}-{self._sequence:06d}"
+        table = to_table(entries, self.schema, name_prefix=f"{stem}-")
+        name = f"{stem}.parquet"
         self.store.write_table(f"{self.store.root_uri}/dt={day}/model={self.model}/{name}", table)
 
     def close(self, timeout: float = 30.0) -> None:
