@@ -80,6 +80,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_traffic(args: argparse.Namespace) -> int:
+    from keiko.traffic import live_day
+
+    live_day(args.model, args.day, rows=args.rows, rate=args.rate, shifts=args.shift, seed=args.seed)
+    return 0
+
+
 def cmd_step(args: argparse.Namespace) -> int:
     with phases.phase("import pandas, pyarrow"):  # every step reads tables
         import pandas  # noqa: F401
@@ -237,6 +244,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a data fault into one day (default --end-date); repeatable. Kinds: " + ", ".join(FAULTS),
     )
     synth.set_defaults(func=cmd_synth)
+
+    traffic = sub.add_parser(
+        "traffic", help="live one synthetic day through the model servers: its requests, then its outcomes"
+    )
+    traffic.add_argument("--model", required=True)
+    traffic.add_argument("--day", type=_date, required=True, help="the day whose impressions are served")
+    traffic.add_argument(
+        "--rows", type=_positive, help="impressions of the day (default: as many as the day before has)"
+    )
+    traffic.add_argument("--rate", type=float, help="requests a second at most (default: as fast as served)")
+    traffic.add_argument(
+        "--shift",
+        action="append",
+        default=[],
+        metavar="KIND=VALUE",
+        help="change the world from --day on; repeatable: click-rate=F, app-share=S|off, encoding=upper|off",
+    )
+    traffic.add_argument("--seed", type=int, default=7, help="the synthetic world's seed (default 7)")
+    traffic.set_defaults(func=cmd_traffic)
 
     stage = sub.add_parser("stage", help="run one pipeline stage for one model and day")
     stage.add_argument("name", metavar="stage", choices=STAGES)

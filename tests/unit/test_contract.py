@@ -38,6 +38,7 @@ NOT_RUN_ARTIFACTS = {
     ("report/page.py", "run_page.html.j2"): "the run page's template, in the package",
     ("warehouse.py", "*.parquet"): "warehouse partitions",
     ("warehouse.py", "*=*/*.parquet"): "warehouse partitions",
+    ("traffic.py", "changes.json"): "the synthetic world's changes, kept beside its warehouse",
     ("serving/prediction_log.py", ".parquet"): "the prediction log's files, partitions of the warehouse table",
     ("synth.py", "part-0.parquet"): "warehouse partitions the synthetic warehouse writes",
     ("config.py", "DuckDB warehouse: `<table>/dt=<day>/*.parquet`"): "the setting's description",

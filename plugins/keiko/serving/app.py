@@ -23,7 +23,10 @@ GET /metrics (keiko.serving.monitoring). Every answered row goes to the predicti
 from __future__ import annotations
 
 import asyncio
+import atexit
 import datetime as dt
+import functools
+import gc
 import hmac
 import logging
 import os
@@ -52,7 +55,7 @@ from keiko.modeldef import ModelDefinition, load_model
 from keiko.registry import Registry, open_registry
 from keiko.serving.limits import BodyTooLarge, read_body
 from keiko.serving.monitoring import RequestMetrics, exposition, metrics_registry
-from keiko.serving.prediction_log import IDENTIFIERS, Answered, PredictionLog
+from keiko.serving.prediction_log import IDENTIFIERS, PredictionLog
 from keiko.serving.unseen import UnseenValues
 from keiko.serving.validation import describe_errors, request_adapter, too_many_rows
 from keiko.storage import ArtifactStore, open_store
@@ -121,8 +124,7 @@ class ModelServer:
     def answered(self, request: PredictRequest, version: int, scores: list[float]) -> None:
         """Hand the answer to the prediction log (a request without its own id is named by the log)."""
         if self.prediction_log is not None:
-            answer = Answered(request.get("request_id"), time.time_ns() // 1000, version, "", request["rows"], scores)
-            self.prediction_log.record(answer)
+            self.prediction_log.record(request.get("request_id"), version, request["rows"], scores)
 
     def parse(self, body: bytes) -> tuple[LoadedModel | None, PredictRequest | None, tuple[int, bytes] | None]:
         """(model, request, None) for a valid request on a loaded server; else (.., .., the error response)."""
@@ -177,6 +179,7 @@ class ModelServer:
             self.unseen[version] = candidate.unseen  # a reload of the version counts on where it left off
             self.current = candidate  # the swap: one reference assignment
             self.last_error = None
+            freeze_heap()
             log.info("serving %s v%s (sha256 %s)", self.definition.name, version, entry.artifact_sha256[:12])
             return candidate
 
@@ -204,6 +207,22 @@ class ModelServer:
             source = f"KEIKO_MODEL_VERSION={pinned}" if pinned else "production"
             self.last_error = f"loading {source} failed: {exc}"
             log.error(self.last_error)
+
+
+def freeze_heap() -> None:
+    """Take what the process holds now (imports, the loaded models) out of the garbage collector's generations,
+    so a full collection walks only what requests made since. Without it, the rows the prediction log holds
+    (surviving objects) set off a full collection every few seconds, 45-95 ms each over the whole heap with
+    the event loop stopped (p99 50 ms against 11 ms on one replica under wrk). Collected first, so no garbage is
+    frozen with it; unfrozen at exit, so the interpreter's shutdown frees it as it would."""
+    gc.collect()
+    gc.freeze()
+    _unfreeze_at_exit()
+
+
+@functools.cache  # registered once, however many loads
+def _unfreeze_at_exit() -> None:
+    atexit.register(gc.unfreeze)
 
 
 def encode_predictions(version: int, predictions: list[float]) -> bytes:

@@ -10,20 +10,28 @@ import pytest
 from conftest import serve_in_thread
 from keiko.modeldef import PredictionLog as PredictionLogConfig
 from keiko.serving.app import create_app
-from keiko.serving.prediction_log import Answered, PredictionLog
+from keiko.serving.prediction_log import PredictionLog
 from keiko.storage import ArtifactStore
 from keiko.warehouse import DuckDBWarehouse
 
 INPUTS = {"event_time": "timestamp", "app_id": "int", "os": "str", "floor_price": "float"}
 
 
-def answered(n_rows: int, request_id: str = "r", served_at: dt.datetime | None = None) -> Answered:
+def answered(n_rows: int, request_id: str = "r", served_at: dt.datetime | None = None) -> dict:
+    """record()'s arguments for a request of `n_rows` rows, served at noon on 2026-11-21 unless `served_at`."""
     served_at = served_at or dt.datetime(2026, 11, 21, 12, tzinfo=dt.UTC)
     rows = [
         {"event_time": dt.datetime(2026, 11, 21, 11, 59), "app_id": i, "os": "ios", "floor_price": 0.5, "user_id": 7}
         for i in range(n_rows)
     ]
-    return Answered(request_id, int(served_at.timestamp() * 1e6), 3, "", rows, [0.01 * (i + 1) for i in range(n_rows)])
+    scores = [0.01 * (i + 1) for i in range(n_rows)]
+    return {
+        "request_id": request_id,
+        "version": 3,
+        "rows": rows,
+        "scores": scores,
+        "served_at_us": int(served_at.timestamp() * 1e6),
+    }
 
 
 class StalledStore(ArtifactStore):
@@ -56,8 +64,8 @@ def read_log(root) -> list[dict]:
 
 def test_rows_land_in_the_predictions_table_by_day_and_model(tmp_path):
     log = prediction_log(ArtifactStore((tmp_path / "predictions").as_uri()))
-    log.record(answered(2, "a"))
-    log.record(answered(1, "b", served_at=dt.datetime(2026, 11, 22, 0, 0, 1, tzinfo=dt.UTC)))
+    log.record(**answered(2, "a"))
+    log.record(**answered(1, "b", served_at=dt.datetime(2026, 11, 22, 0, 0, 1, tzinfo=dt.UTC)))
     assert log.flush() == 3
 
     rows = read_log(tmp_path)
@@ -83,12 +91,12 @@ def test_a_stalled_store_drops_and_counts_rows_beyond_the_buffer_and_never_block
     log = prediction_log(store)
     log.start()
     for i in range(10):  # the tenth row fills a file: the writer takes them and stalls in the store
-        assert log.record(answered(1, f"a{i}"))
+        assert log.record(**answered(1, f"a{i}"))
     assert store.entered.wait(timeout=60)
 
     # Held now: 10 rows in the stalled write. 20 more fit; after that every request's rows are dropped,
     # and each record() returns at once (were it waiting for the store, this test would hang here).
-    accepted = [log.record(answered(5, f"b{i}")) for i in range(6)]
+    accepted = [log.record(**answered(5, f"b{i}")) for i in range(6)]
     assert accepted == [True] * 4 + [False] * 2
     assert log.counters.rows_dropped == 10 and log.counters.rows_written == 0
 
@@ -102,9 +110,9 @@ def test_a_failed_write_is_retried_and_loses_nothing(tmp_path):
     store.release.set()
     store.failing = True
     log = prediction_log(store)
-    log.record(answered(3, "a"))
+    log.record(**answered(3, "a"))
     assert log.flush() == 0 and log.counters.write_errors == 1 and "503 Slow Down" in log.counters.last_error
-    log.record(answered(2, "b"))
+    log.record(**answered(2, "b"))
     store.failing = False
     assert log.flush() == 5
     assert [r["request_id"] for r in read_log(tmp_path)] == ["a"] * 3 + ["b"] * 2
