@@ -5,12 +5,13 @@ UTC), through fsspec: local folders by default, S3 in production (the Glue table
 and model). Each file is written whole (renamed into place locally, one PUT on S3): a reader never sees part of
 one. Names are `<host>-<pid>-<first served_at in µs>-<sequence>.parquet`, unique per replica and in time order.
 
-The request path only appends one entry per answered request to a list under a lock (no copy of the rows,
-no I/O); a writer thread turns the entries into columns and writes a file every `flush_seconds`, or sooner
+The request path only appends the request's rows, score and ids to the buffer's lists under a lock (no copy
+of a row, no I/O); a writer thread turns them into columns and writes a file every `flush_seconds`, or sooner
 once `flush_rows` rows are waiting. Memory is bounded: at most `max_buffered_rows` rows are held unwritten,
 counting those of a file being written or retried, and a request's rows beyond that are dropped and counted
-(`keiko_prediction_log_rows_dropped_total`), never waited for: a stalled store costs rows, not latency. A file
-that fails to write is retried on the next flush. `close()` (the server's shutdown) writes what is left.
+(`keiko_prediction_log_rows_total{outcome="dropped"}`), never waited for: a stalled store costs rows, not
+latency. A file that fails to write is retried on the next flush. `close()` (the server's shutdown) writes
+what is left.
 """
 
 from __future__ import annotations
@@ -38,9 +39,6 @@ log = logging.getLogger("keiko.serving.prediction_log")
 # with the outcomes of the same impression (and the canary can assign users), never read by the model.
 IDENTIFIERS = {"impression_id": "int", "user_id": "int"}
 _ARROW = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "timestamp": pa.timestamp("us")}
-HIVE_KEYS = ("dt", "model")  # in the path, not in the files
-
-
 ANSWER_COLUMNS = [
     pa.field("request_id", pa.string(), nullable=False),
     *(pa.field(name, _ARROW[kind]) for name, kind in IDENTIFIERS.items()),
@@ -155,7 +153,6 @@ class LogCounters:
     files_written: int = 0
     write_errors: int = 0
     last_error: str | None = None
-    by_day_written: dict[str, int] = field(default_factory=dict)
 
 
 class PredictionLog:
@@ -172,11 +169,10 @@ class PredictionLog:
         writer_id: str | None = None,
     ) -> None:
         self.model = model
-        self.inputs = dict(inputs)
         self.config = config
         self.store = store
         self.writer_id = writer_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.schema = log_schema(self.inputs)
+        self.schema = log_schema(inputs)
         self.counters = LogCounters()
         self._lock = threading.Lock()
         self._buffer = Batch()
@@ -227,8 +223,9 @@ class PredictionLog:
             self.flush()
 
     def flush(self) -> int:
-        """Write every held entry, a file per day served; the rows written. Failed files are kept for the
-        next flush (and keep counting against max_buffered_rows)."""
+        """Write every held row, a file per day served; the rows written. The rows of a file that failed are
+        kept for the next flush (and keep counting against max_buffered_rows). The writer thread's (or, once
+        it has stopped, close()'s): never two at once."""
         with self._lock:
             held = self._unwritten  # older than the buffer: first
             held.extend(self._buffer)
@@ -251,10 +248,8 @@ class PredictionLog:
                 self._held_rows -= rows
                 self.counters.rows_written += rows
                 self.counters.files_written += 1
-                self.counters.by_day_written[day] = self.counters.by_day_written.get(day, 0) + rows
         if failed:
             with self._lock:
-                failed.extend(self._unwritten)
                 self._unwritten = failed
         return written
 
