@@ -79,15 +79,6 @@ def unbatched_app():
     return create_app(os.environ["KEIKO_BENCH_MODEL_NAME"])
 
 
-def unlogged_app():
-    """keiko's server with its prediction log off (what model.yaml's serving.prediction_log.enabled: false does)."""
-    from keiko.serving.app import create_app
-
-    app = create_app(os.environ["KEIKO_BENCH_MODEL_NAME"])
-    app.state.server.prediction_log = None
-    return app
-
-
 def uncounted_app():
     from keiko.serving.app import create_app
     from keiko.serving.unseen import UnseenValues

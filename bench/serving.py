@@ -6,8 +6,9 @@ What it measures, in one run on this machine:
   `keiko serve --replicas 2` runs them; on Kubernetes, pods with one CPU behind the Service), all under
   the same uvicorn setup (uvloop, httptools, no access log):
   - `keiko`: `keiko serve` with the production ctr model (hashed LR: per-row weight lookups);
-  - `ctr-unlogged`: the same with the prediction log off (keiko.serving.prediction_log): what logging costs,
-    measured in alternating rounds with `keiko` (`--rounds`, medians compared);
+  - `ctr-unlogged`: `keiko serve` again, with model.yaml's `serving.prediction_log.enabled: false` (a copy of
+    include/ with that one change): what the prediction log costs, measured in alternating rounds with `keiko`
+    (`--rounds`; the median of each back-to-back pair's ratio);
   - `ctr-uncounted`: the same with the counting of values training never saw switched off: what it costs;
   - `naive`: FastAPI + pydantic + pandas + scikit-learn `predict_proba` per request (bench/baseline_servers.py);
   - `ceiling`: a bare ASGI app answering a fixed body: the most any Python server does here;
@@ -175,7 +176,7 @@ def replicas(name: str, ports: list[int], env: dict[str, str], log: Path):
         "keiko-cvr": keiko_serve("cvr"),
         "cvr-unbatched": uvicorn_app("baseline_servers:unbatched_app", "--factory"),
         "ctr-uncounted": uvicorn_app("baseline_servers:uncounted_app", "--factory"),
-        "ctr-unlogged": uvicorn_app("baseline_servers:unlogged_app", "--factory"),
+        "ctr-unlogged": keiko_serve("ctr"),  # with KEIKO_PROJECT_DIR at unlogged_project(): see main()
     }  # fmt: skip
     with log.open("a") as output:
         processes = [
@@ -183,7 +184,7 @@ def replicas(name: str, ports: list[int], env: dict[str, str], log: Path):
             for port in ports
         ]
     try:
-        yield [f"http://127.0.0.1:{port}" for port in ports]
+        yield [f"http://127.0.0.1:{port}" for port in ports], [process.pid for process in processes]
     finally:
         for process in processes:
             process.terminate()
@@ -231,6 +232,19 @@ def drive(urls: list[str], script: Path, seconds: int, connections: int) -> list
     return summaries
 
 
+def unlogged_project(home: Path) -> Path:
+    """A copy of the project's include/ whose ctr model.yaml turns the prediction log off, and nothing else."""
+    import yaml
+
+    project = home / "project-unlogged"
+    shutil.copytree(REPO / "include", project / "include")
+    path = project / "include" / "models" / "ctr" / "model.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["serving"]["prediction_log"] = {"enabled": False}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return project
+
+
 def prediction_log_counts(urls: list[str]) -> dict[str, float]:
     """Rows the replicas' prediction logs took and dropped so far (their /metrics); none for other servers."""
     counts = {"logged": 0.0, "dropped": 0.0}
@@ -243,18 +257,34 @@ def prediction_log_counts(urls: list[str]) -> dict[str, float]:
 
 
 def median_result(runs: list[dict[str, float]]) -> dict:
-    """The run with the median req/s (its latencies with it), and every run's req/s."""
+    """The run with the median req/s (its latencies with it), and every run's req/s and CPU per request."""
     ordered = sorted(runs, key=lambda r: r["rps"])
-    return {**ordered[(len(ordered) - 1) // 2], "rounds": [r["rps"] for r in runs]}
+    every = {"rounds": [r["rps"] for r in runs], "cpu_rounds": [r["cpu_us"] for r in runs]}
+    return {**ordered[(len(ordered) - 1) // 2], **every}
 
 
-def measure(name: str, urls: list[str], script: Path, args: argparse.Namespace) -> dict[str, float]:
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU the processes have used so far (Linux /proc: clock ticks)."""
+    ticks = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def measure(name: str, urls: list[str], pids: list[int], script: Path, args: argparse.Namespace) -> dict[str, float]:
     print(f"{name}: warm-up {args.warmup:g} s, then {args.seconds:g} s on {len(urls)} replicas", flush=True)
     drive(urls, script, args.warmup, args.connections)
+    cpu_before = cpu_seconds(pids)
     runs = drive(urls, script, args.seconds, args.connections)
+    requests = sum(r["requests"] for r in runs)
     result = {
         "rps": sum(r["requests"] / r["seconds"] for r in runs),
         "errors": sum(r["errors"] for r in runs),
+        # The servers' own CPU per request: what a request costs, less moved by the shared machine's speed
+        # than req/s (wrk's CPU is not in it).
+        "cpu_us": (cpu_seconds(pids) - cpu_before) / max(requests, 1) * 1e6,
         **{p: max(r[f"{p}_ms"] for r in runs) for p in ("p50", "p95", "p99")},
     }
     print(f"  {result['rps']:,.0f} req/s, p50 {result['p50']:.2f} ms, p95 {result['p95']:.2f} ms, "
@@ -280,6 +310,9 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace, info:
     pairs = list(zip(keiko["rounds"], results["ctr-unlogged"]["rounds"], strict=True))
     log_overhead = 1 - statistics.median(logged / unlogged for logged, unlogged in pairs)
     rounds_text = ", ".join(f"{a:,.0f}/{b:,.0f}" for a, b in pairs)
+    cpu_pairs = list(zip(keiko["cpu_rounds"], results["ctr-unlogged"]["cpu_rounds"], strict=True))
+    cpu_overhead = statistics.median(logged / unlogged for logged, unlogged in cpu_pairs) - 1
+    cpu_text = ", ".join(f"{a:.0f}/{b:.0f}" for a, b in cpu_pairs)
     lines = [
         "## Serving",
         "",
@@ -292,15 +325,16 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace, info:
         f"two replicas per server, one wrk (1 thread, {args.connections} connections) per replica at once; "
         "p50/p95/p99 are the worse replica's. Models built from 14 days x 100k synthetic impressions.",
         "",
-        "| server | req/s | p50 ms | p95 ms | p99 ms | errors | vs its baseline |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| server | req/s | server CPU us/request | p50 ms | p95 ms | p99 ms | errors | vs its baseline |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     baselines = {"keiko": "naive", "keiko-cvr": "cvr-unbatched"}
     for name, label in LABELS.items():
         r = results[name]
         versus = f"{r['rps'] / results[baselines[name]]['rps']:.1f}x" if name in baselines else ""
         lines.append(
-            f"| {label} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | {r['errors']:.0f} "
+            f"| {label} | {r['rps']:,.0f} | {r['cpu_us']:.0f} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} "
+            f"| {r['errors']:.0f} "
             f"| {versus} |"
         )
     met = keiko["rps"] >= TARGET_RPS and keiko["p95"] <= TARGET_P95_MS
@@ -318,7 +352,9 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace, info:
         f"rounds of logged / unlogged req/s, each pair back to back: {rounds_text}; median rounds' p95 "
         f"{keiko['p95']:.2f} vs {results['ctr-unlogged']['p95']:.2f} ms): target <= {TARGET_LOG_OVERHEAD:.0%} "
         f"**{'met' if log_overhead <= TARGET_LOG_OVERHEAD else 'not met'}**; {keiko['logged']:,.0f} rows "
-        f"logged by keiko's replicas in its median round, {keiko['dropped']:,.0f} dropped (buffer full).",
+        f"logged by keiko's replicas in its median round, {keiko['dropped']:,.0f} dropped (buffer full). In server "
+        f"CPU per request (the replicas' own, from /proc) the log costs {cpu_overhead:+.1%} (median of the pairs' "
+        f"ratios; us a request, logged/unlogged: {cpu_text}).",
         f"- counting the values training never saw costs ctr {1 - keiko['rps'] / results['ctr-uncounted']['rps']:.1%} "
         f"of its req/s (p50 {keiko['p50']:.2f} vs {results['ctr-uncounted']['p50']:.2f} ms without it).",
         f"- keiko's ctr server reaches {keiko['rps'] / results['ceiling']['rps']:.0%} of the ceiling, a server that "
@@ -346,19 +382,22 @@ def main(argv: list[str] | None = None) -> int:
         turns = [(name, model) for name, model in SERVERS.items() if name not in ALTERNATING]
         alternating = [(name, SERVERS[name]) for _ in range(args.rounds) for name in ALTERNATING]
         measured: dict[str, list[dict[str, float]]] = {}
+        unlogged = unlogged_project(home)
         for name, model in [*alternating, *turns]:
             env = {**child_env(home), "KEIKO_BENCH_MODEL": str(built[model][0]), "KEIKO_BENCH_MODEL_NAME": model}
+            if name == "ctr-unlogged":
+                env["KEIKO_PROJECT_DIR"] = str(unlogged)
             rows, expected, script = requests[model]
             offset = list(SERVERS).index(name)
             ports = [args.port + 2 * offset, args.port + 2 * offset + 1]
             log = home / f"{name}.log"
-            with replicas(name, ports, env, log) as urls:
+            with replicas(name, ports, env, log) as (urls, pids):
                 try:
                     wait_and_check(name, urls, rows, expected)
                 except SystemExit:
                     print(f"{name}'s log:\n{log.read_text()[-3000:]}", flush=True)
                     raise
-                result = measure(name, urls, script, args)
+                result = measure(name, urls, pids, script, args)
                 result.update(prediction_log_counts(urls))
             measured.setdefault(name, []).append(result)
         results = {name: median_result(runs) for name, runs in measured.items()}

@@ -139,17 +139,11 @@ async def send(bodies: list[bytes], urls: list[str], rate: float | None, progres
 
     sent = Sent()
     started = time.monotonic()
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for n in range(len(bodies)):
-        queue.put_nowait(n)
+    pending = iter(range(len(bodies)))  # shared by the workers: each takes the next request's number
     headers = {"content-type": "application/json"}
 
-    async def worker(client: httpx.AsyncClient, replica: int) -> None:
-        while True:
-            try:
-                n = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
+    async def worker(client: httpx.AsyncClient) -> None:
+        for n in pending:
             if rate:  # request n leaves no earlier than n / rate seconds after the start
                 await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
             try:
@@ -172,7 +166,7 @@ async def send(bodies: list[bytes], urls: list[str], rate: float | None, progres
     limits = httpx.Limits(max_connections=CONNECTIONS_PER_REPLICA * len(urls))
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         reporter = asyncio.create_task(report())
-        await asyncio.gather(*(worker(client, r) for r in range(CONNECTIONS_PER_REPLICA * len(urls))))
+        await asyncio.gather(*(worker(client) for _ in range(CONNECTIONS_PER_REPLICA * len(urls))))
         reporter.cancel()
     sent.seconds = time.monotonic() - started
     return sent
