@@ -214,7 +214,9 @@ def freeze_heap() -> None:
     so a full collection walks only what requests made since. Without it, the rows the prediction log holds
     (surviving objects) set off a full collection every few seconds, 45-95 ms each over the whole heap with
     the event loop stopped (p99 50 ms against 11 ms on one replica under wrk). Collected first, so no garbage is
-    frozen with it; unfrozen at exit, so the interpreter's shutdown frees it as it would."""
+    frozen with it (that collection pauses requests once per load, for tens of ms); unfrozen at exit, so the
+    interpreter's shutdown frees it as it would. What is frozen is freed by reference counting only: a model
+    swapped out by /admin/load goes when its last reference does, unless it holds a reference cycle."""
     gc.collect()
     gc.freeze()
     _unfreeze_at_exit()
