@@ -113,9 +113,7 @@ class WorldChange:
         if self.growing_app_share is None:
             return world.app_share
         others = np.delete(world.app_share, GROWING_APP)
-        share = np.insert(others / others.sum() * (1.0 - self.growing_app_share), GROWING_APP, 0.0)
-        share[GROWING_APP] = self.growing_app_share
-        return share
+        return np.insert(others / others.sum() * (1.0 - self.growing_app_share), GROWING_APP, self.growing_app_share)
 
 
 GROWING_APP = 57  # an app whose traffic a WorldChange can grow: at seed 7 the 11th largest, 1.4% of impressions

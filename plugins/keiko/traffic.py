@@ -33,6 +33,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from keiko.atomic import write_atomically
 from keiko.errors import KeikoError
 from keiko.rollout import json_rows
 from keiko.serving.prediction_log import IDENTIFIERS
@@ -89,9 +90,8 @@ def record_shifts(warehouse_dir: Path, shifts: list[Shift]) -> list[Shift]:
     new = {(s.kind, s.since) for s in shifts}
     kept = [s for s in recorded_shifts(warehouse_dir) if (s.kind, s.since) not in new]
     every = sorted([*kept, *shifts], key=lambda s: (s.since, s.kind))
-    path = warehouse_dir / CHANGES_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([dataclasses.asdict(s) for s in every], indent=2) + "\n")
+    text = json.dumps([dataclasses.asdict(s) for s in every], indent=2) + "\n"
+    write_atomically(warehouse_dir / CHANGES_FILE, lambda temp: temp.write_text(text))
     return every
 
 
