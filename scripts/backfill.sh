@@ -19,21 +19,26 @@ if ! airflow jobs check --job-type SchedulerJob --local >/dev/null 2>&1; then
 fi
 # The DAG's schedule fires at 02:00 for the day before, so the logical date of day TO is TO 02:00:
 # --to-date ends with TO itself, not at its midnight.
-# On SQLite the scheduler's own writes can leave `backfill create` with "database is locked"; Airflow then
-# removes the half-made backfill so that it can be asked again, which is what happens here.
-attempts=5
-for attempt in $(seq "$attempts"); do
+# On SQLite the scheduler's own writes can leave `backfill create` with "database is locked". Airflow then
+# removes the half-made backfill so that it can be asked again; when that removal is locked out too, the
+# scheduler removes it after 2 minutes, and until then Airflow says another backfill is running.
+met_lock="" attempt=1
+deadline=$(( SECONDS + ${LOCKED_RETRY_DEADLINE:-240} ))
+while true; do
   if created=$(airflow backfill create --dag-id "$DAG" --from-date "$FROM" --to-date "${TO}T23:59:59" \
       ${REPROCESS:+--reprocess-behavior "$REPROCESS"} ${MAX_ACTIVE_RUNS:+--max-active-runs "$MAX_ACTIVE_RUNS"} 2>&1); then
     echo "$created"
     break
   fi
-  if [[ "$created" != *"database is locked"* || "$attempt" == "$attempts" ]]; then
+  [[ "$created" == *"database is locked"* ]] && met_lock=1
+  if ! [[ "$created" == *"database is locked"* || ( -n "$met_lock" && "$created" == *"Another backfill is running"* ) ]] \
+      || (( SECONDS >= deadline )); then
     echo "$created" >&2
     echo "backfill: 'airflow backfill create' failed (above); docs/runbook.md#stuck-backfill" >&2
     exit 1
   fi
-  echo "backfill: the metadata database was busy; asking again ($attempt/$attempts)" >&2
+  attempt=$(( attempt + 1 ))
+  echo "backfill: the metadata database was busy; asking again (attempt $attempt)" >&2
   sleep "${LOCKED_RETRY_SECONDS:-5}"
 done
 
