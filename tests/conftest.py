@@ -441,3 +441,36 @@ def dags_test(env: dict[str, str], model: str) -> str:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     return output
+
+
+def live_day_then_monitor(env: dict[str, str], model: str, day: dt.date, rows: int, rows_per_request: int) -> str:
+    """`keiko traffic` for `day` through the servers `env` names, once every answer is in the prediction log
+    (the servers write it every few seconds) `airflow dags test keiko_monitor_<model>` for the run that judges
+    `day`, which must succeed; its output."""
+    from keiko.modeldef import load_model
+    from keiko.warehouse import DuckDBWarehouse
+
+    traffic = [sys.executable, "-m", "keiko", "traffic", "--model", model, "--day", day.isoformat()]
+    traffic += ["--rows", str(rows), "--rows-per-request", str(rows_per_request)]
+    subprocess.run(traffic, env=env, check=True, capture_output=True, timeout=600)
+    warehouse = Path(env["KEIKO_WAREHOUSE_DIR"])
+    assert env["KEIKO_PREDICTION_LOG_URL"] == (warehouse / "predictions").as_uri()  # where the monitor reads it
+
+    def logged() -> int:
+        if "predictions" not in DuckDBWarehouse(warehouse).tables():
+            return 0
+        count = f"SELECT count(*) FROM predictions WHERE model = '{model}'"
+        return DuckDBWarehouse(warehouse).query(count).column(0)[0].as_py()
+
+    deadline = time.monotonic() + 60
+    while logged() < rows:
+        assert time.monotonic() < deadline, "the servers did not log every answer within 60 s"
+        time.sleep(1)
+    run_day = day + dt.timedelta(days=load_model(model).config.monitor_lag_days)
+    result = subprocess.run(
+        [AIRFLOW, "dags", "test", f"keiko_monitor_{model}", run_day.isoformat()],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    return output

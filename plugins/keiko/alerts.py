@@ -7,11 +7,15 @@ the log says so. Posting is best effort: a dead webhook is logged and never chan
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from keiko.config import settings
+from keiko.pipeline import MODEL_DAG, MONITOR_DAG
+
+MONITOR_DAG_PREFIX = f"keiko_{MONITOR_DAG}_"
 
 log = logging.getLogger(__name__)
 POST_TIMEOUT_SECONDS = 10
@@ -36,13 +40,13 @@ class Alert:
         return {"text": self.text, **asdict(self)}
 
 
-def step_reason(model: str, ds: str, task: str, run_id: str) -> str | None:
+def step_reason(model: str, ds: str, task: str, run_id: str, dag: str = MODEL_DAG) -> str | None:
     """The failed step's own one-line message from the run record, if this run recorded one."""
     from keiko.runs import RunRecord
     from keiko.storage import open_store
 
     try:
-        run = RunRecord.load(open_store(settings()), model, ds)
+        run = RunRecord.load(open_store(settings()), model, ds, dag)
     except Exception:  # an unreachable store must not cost the alert
         log.exception("keiko alert: could not read the run record of %s %s", model, ds)
         return None
@@ -51,13 +55,26 @@ def step_reason(model: str, ds: str, task: str, run_id: str) -> str | None:
 
 
 def _alert(kind: str, context: dict[str, Any], task: str, fallback_reason: str) -> Alert:
-    from keiko.operators.links import run_page_url
+    from keiko.operators.links import monitoring_page_url, run_page_url
     from keiko.runs import one_line
 
-    model = context["dag"].dag_id.removeprefix("keiko_")
-    ds, run_id = str(context.get("ds") or "unknown day"), str(context.get("run_id") or "")
-    reason = step_reason(model, ds, task, run_id) if context.get("ds") else None
-    return Alert(kind, model, ds, task, one_line(reason or fallback_reason), run_id, run_page_url(model, ds))
+    dag_id = context["dag"].dag_id
+    run_id = str(context.get("run_id") or "")
+    ds = str(context.get("ds") or "unknown day")
+    if dag_id.startswith(MONITOR_DAG_PREFIX):  # a monitor run judges an earlier day than its own (its tasks' ds)
+        from keiko.modeldef import load_model
+
+        model = dag_id.removeprefix(MONITOR_DAG_PREFIX)
+        if context.get("ds"):
+            lag = load_model(model).config.monitor_lag_days
+            ds = (dt.date.fromisoformat(ds) - dt.timedelta(days=lag)).isoformat()
+        reason = step_reason(model, ds, task, run_id, MONITOR_DAG) if context.get("ds") else None
+        page = monitoring_page_url(model)
+    else:
+        model = dag_id.removeprefix("keiko_")
+        reason = step_reason(model, ds, task, run_id) if context.get("ds") else None
+        page = run_page_url(model, ds)
+    return Alert(kind, model, ds, task, one_line(reason or fallback_reason), run_id, page)
 
 
 def task_failure_alert(context: dict[str, Any]) -> Alert:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from keiko import phases  # first: the phase clock starts before keiko's own imports
 from keiko.errors import GateFailed, KeikoError, StageSkipped
 from keiko.faults import FAULTS
-from keiko.pipeline import STAGES, SUITES, TASK_IDS, task_id
+from keiko.pipeline import MONITOR_TASK_IDS, STAGES, SUITES, TASK_IDS, task_id
 from keiko.process import EXIT_GATE_FAILED, EXIT_INTERRUPTED, EXIT_SKIPPED, EXIT_USER_ERROR
 
 phases.claim("import keiko")
@@ -83,7 +83,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_traffic(args: argparse.Namespace) -> int:
     from keiko.traffic import live_day
 
-    live_day(args.model, args.day, rows=args.rows, rate=args.rate, shifts=args.shift, seed=args.seed)
+    live_day(
+        args.model,
+        args.day,
+        rows=args.rows,
+        rate=args.rate,
+        shifts=args.shift,
+        seed=args.seed,
+        rows_per_request=args.rows_per_request,
+    )
     return 0
 
 
@@ -100,8 +108,20 @@ def cmd_step(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from keiko.local_run import run
+    from keiko.pipeline import MODEL_DAG, MONITOR_DAG
 
-    return run(args.model, args.ds, args.until, args.conf)
+    return run(args.model, args.ds, args.until, args.conf, dag=MONITOR_DAG if args.monitor else MODEL_DAG)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from keiko.config import settings
+    from keiko.modeldef import load_model
+    from keiko.report.monitoring import summary_lines
+    from keiko.storage import open_store
+
+    for line in summary_lines(open_store(settings()), load_model(args.model), days=args.days):
+        print(line)
+    return 0
 
 
 def _print_versions(versions: list, as_json: bool, aliases: dict[str, int]) -> None:
@@ -262,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="change the world from --day on; repeatable: click-rate=F, app-share=S|off, encoding=upper|off",
     )
     traffic.add_argument("--seed", type=int, default=7, help="the synthetic world's seed (default 7)")
+    traffic.add_argument(
+        "--rows-per-request",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="impressions in one /predict request (default 1: one auction a request; more: a day in less time)",
+    )
     traffic.set_defaults(func=cmd_traffic)
 
     stage = sub.add_parser("stage", help="run one pipeline stage for one model and day")
@@ -284,7 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", required=True)
     run.add_argument("--ds", type=_date, required=True, help="the run's day: last day of the data window")
     run.add_argument(
-        "--until", metavar="TASK", help=f"the last task to run (default {TASK_IDS[-1]}): one of " + ", ".join(TASK_IDS)
+        "--until",
+        metavar="TASK",
+        help=f"the last task to run (default {TASK_IDS[-1]}; with --monitor {MONITOR_TASK_IDS[-1]}): one of "
+        + ", ".join(TASK_IDS),
+    )
+    run.add_argument(
+        "--monitor",
+        action="store_true",
+        help="run the model's monitor (keiko_monitor_<model>) judging day --ds instead: " + ", ".join(MONITOR_TASK_IDS),
     )
     run.add_argument(
         "--conf",
@@ -293,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the run's params, as the trigger form takes them, e.g. '{\"deploy\": \"skip\"}' (default: model.yaml's)",
     )
     run.set_defaults(func=cmd_run)
+
+    monitor_help = "how the served model did, day by day: online vs offline metrics, drift, traffic per version"
+    monitor = sub.add_parser("monitor", help=monitor_help, description=monitor_help)
+    monitor.add_argument("model")
+    monitor.add_argument("--days", type=_positive, default=14, help="the last N monitored days (default 14)")
+    monitor.set_defaults(func=cmd_monitor)
 
     models = sub.add_parser("models", help="read the model registry")
     models_sub = models.add_subparsers(dest="models_command", required=True)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from keiko.errors import KeikoError, MissingDataError
-from keiko.pipeline import STEPS
+from keiko.pipeline import MODEL_DAG, MONITOR_DAG, STEPS
 
 if TYPE_CHECKING:
     from keiko.storage import ArtifactStore
@@ -56,6 +56,14 @@ ROLLBACK_LOG = "rollbacks/{at}.json"  # `keiko rollback`'s production changes
 # gate_raw's verdict on one warehouse partition, keyed by what it was judged on (content, references, suite)
 PARTITION_VERDICT = "partitions/{table}/dt={day}/{key}.json"
 
+# ... and of a monitor run, under `{artifact_root}/{model}/monitor/{ds}/` (RunLayout with dag=MONITOR_DAG):
+# monitor.sql, online.parquet, stages/<stage>.json, gates/<suite>.json, steps/<task>.json
+MONITOR_SQL = "monitor.sql"  # the monitor's SQL as rendered for the day
+ONLINE = "online.parquet"  # each logged answer of the day with its outcome: what the monitor's gates judge
+# ... and the model's monitoring page, under the model's directory
+MONITORING_PAGE = "monitor/index.html"
+MONITORING_PLOT = "monitor/plots/{name}.png"
+
 SPLITS = ("train", "valid", "test")
 GOLDEN_EXPECTED = "expected_prediction"  # the golden set's column of the candidate's offline answers
 
@@ -68,9 +76,20 @@ class RunLayout:
     store: ArtifactStore
     model: str
     ds: str
+    dag: str = MODEL_DAG  # MONITOR_DAG: the files of the monitor's run for day `ds`
 
     def uri(self, name: str) -> str:
+        if self.dag == MONITOR_DAG:
+            return self.store.uri(self.model, f"{MONITOR_DAG}/{self.ds}", name)
         return self.store.uri(self.model, self.ds, name)
+
+    @property
+    def monitor_sql(self) -> str:
+        return self.uri(MONITOR_SQL)
+
+    @property
+    def online(self) -> str:
+        return self.uri(ONLINE)
 
     @property
     def raw(self) -> str:
@@ -186,9 +205,17 @@ class ModelLayout:
     def partition_verdict(self, table: str, day: str, key: str) -> str:
         return f"{self.store.root_uri}/{self.model}/{PARTITION_VERDICT.format(table=table, day=day, key=key)}"
 
+    @property
+    def monitoring_page(self) -> str:
+        return f"{self.store.root_uri}/{self.model}/{MONITORING_PAGE}"
+
+    def monitoring_plot(self, name: str) -> str:
+        return f"{self.store.root_uri}/{self.model}/{MONITORING_PLOT.format(name=name)}"
+
     def results_of_every_run(self, task: str) -> list[tuple[str, str]]:
-        """(day, URI) of `task`'s result file in every run directory of the model, oldest day first."""
-        pattern = RunLayout(self.store, self.model, "*").step_result(task)
+        """(day, URI) of `task`'s result file in every run directory of the model (of its monitor runs, for a
+        monitor step), oldest day first."""
+        pattern = RunLayout(self.store, self.model, "*", STEPS[task].dag).step_result(task)
         return [(uri.rsplit("/", 3)[-3], uri) for uri in self.store.glob(pattern)]
 
     def run_days(self) -> list[str]:
@@ -385,6 +412,55 @@ class ServingGateResult(GateResult):
     version: int
 
 
+class JoinOutcomesResult(StepResult):
+    """join_outcomes: the monitored day's population (the rows the model answers for: ctr every impression,
+    cvr every clicked one), how many of them have a logged answer, and by which version."""
+
+    TASK: ClassVar[str] = "join_outcomes"
+    day: str
+    online_uri: str
+    online_sha256: str
+    population: int
+    answered: int
+    outcomes: int  # positives in the population: clicks (ctr), conversions (cvr)
+    versions: dict[str, int]  # answered rows per serving version: its share of the traffic
+    bayes_optimal_logloss: float | None  # the world's own probabilities on the answered rows (synthetic only)
+
+
+class VersionOnline(Record):
+    """One serving version on one day: its online figures against its own offline evaluation."""
+
+    version: int
+    online: Metrics
+    offline: Metrics | None  # the version's test-day evaluation (registry); None if it has none
+    logloss_gap: float | None  # online / offline logloss - 1
+    auc_drop: float | None  # offline - online AUC
+    judged: bool  # False: fewer answered rows than monitor.min_rows
+
+
+class OnlineGateResult(GateResult):
+    TASK: ClassVar[str] = "gate_online"
+    day: str
+    versions: dict[str, VersionOnline]
+
+
+class DriftGateResult(GateResult):
+    TASK: ClassVar[str] = "gate_drift"
+    day: str
+    divergence: dict[str, dict[str, float]]  # version -> field (and `score`) -> KL from its training profile
+    unseen_share: dict[str, dict[str, float]]  # version -> field -> share of served values training never saw
+
+
+class VolumeGateResult(GateResult):
+    TASK: ClassVar[str] = "gate_volume"
+    day: str
+    answered_share: float
+    training_rows: dict[str, int]  # the runs' training rows (extracted) by day: the trend's points
+    offline_logloss: dict[str, float]  # the runs' test logloss by day
+    rows_daily_change: float | None  # fitted daily change of training rows (-0.03: 3 % fewer a day)
+    logloss_daily_change: float | None
+
+
 RESULTS: dict[str, type[StepResult]] = {
     kind.TASK: kind
     for kind in (
@@ -400,6 +476,10 @@ RESULTS: dict[str, type[StepResult]] = {
         DeployResult,
         ServingGateResult,
         RollbackResult,
+        JoinOutcomesResult,
+        OnlineGateResult,
+        DriftGateResult,
+        VolumeGateResult,
     )
 }
 
@@ -433,6 +513,9 @@ class Evaluation(Record):
     bayes_optimal_calibration: float | None = None
     candidate_calibration_to_truth: float | None = None
     slices: dict[str, dict[str, Metrics]]
+    # The candidate's test-day predictions as a training profile column (keiko.profiling): what the monitor
+    # compares the version's served scores with. None in an evaluation from before the monitor.
+    prediction_profile: dict[str, Any] | None = None
 
 
 class Blessing(Record):

@@ -1,4 +1,5 @@
-"""Builds one DAG `keiko_<model>` per include/models/<model>/model.yaml.
+"""Builds two DAGs per include/models/<model>/model.yaml: `keiko_<model>` (retrain, judge, deploy) and
+`keiko_monitor_<model>` (what the served model did on a past day, once its outcomes are in).
 
 Parse-time work is reading the YAMLs: no data, no network, no training libraries.
 """
@@ -17,8 +18,9 @@ from keiko import alerts
 from keiko.config import settings
 from keiko.errors import KeikoError, ModelConfigError
 from keiko.modeldef import ModelDefinition, load_model, model_names
+from keiko.operators.sensors import partition_sensor
 from keiko.operators.stage import KeikoStageOperator
-from keiko.pipeline import ALL_SUCCESS, PIPELINE, upstream
+from keiko.pipeline import ALL_SUCCESS, MONITOR, PIPELINE, Step, upstream
 from keiko.process import RUN_TYPE_ENV
 from keiko.run_params import RUN_PARAMS_ENV, param_specs
 
@@ -59,11 +61,45 @@ the **Run page** link of any task shows the run.
 """
 
 
-def _chain() -> str:
+MONITOR_DOC_TEMPLATE = """\
+# keiko_monitor_{name}
+
+What **{name}** did in production on a past day: every answer the model servers logged (the warehouse table
+`predictions`) joined with the outcomes that followed, per serving version, against what that version showed
+offline and trained on.
+
+The run after day D judges day **D - {lag}** ({schedule} UTC, once the day's outcomes are in: the sources allow
+{attribution:g} h after an impression). It first waits, deferred (no worker slot), for the day's partition of
+{tables}, for up to {wait:g} h; then:
+
+{chain}
+
+Each step runs `keiko stage|gate <name> --model {name} --ds <judged day>`; `keiko run --model {name} --ds <day>
+--monitor` runs a day's monitor on this machine. The files are under `<artifact_root>/{name}/monitor/<day>/`; the
+**Run page** link of any task opens the model's monitoring page (the series over 30 and 90 days, deploys,
+alarms), and `keiko monitor {name}` prints it in a few lines.
+
+**Owner:** {owner}
+
+## Steps
+
+{steps}
+
+## Triage
+
+- *wait_for_... failed*: the day's partition never landed (timed out after {wait:g} h): the outcome pipeline is
+  late; clear the task once it has landed.
+{triage}
+- *any gate failed*: its log ends with a table (suite and version, expectation, field, observed, expected) and a
+  one-line verdict; thresholds are model.yaml's `monitor:` section, with the clean ranges they came from.
+"""
+
+
+def _chain(steps: tuple[Step, ...] = PIPELINE) -> str:
     """The DAG's graph in words: the chain a good run follows, then every other edge with its trigger rule."""
-    main = [step.task_id for step in PIPELINE if not step.on_failure_only]
+    main = [step.task_id for step in steps if not step.on_failure_only]
     lines = textwrap.wrap(" >> ".join(main), width=96, break_on_hyphens=False, subsequent_indent="  ")
-    for step in PIPELINE:
+    for step in steps:
         inputs = upstream(step)
         in_chain = step.task_id in main and inputs == (main[main.index(step.task_id) - 1],)
         if inputs and not (in_chain and step.trigger_rule == ALL_SUCCESS):
@@ -82,10 +118,36 @@ def doc_md(definition: ModelDefinition) -> str:
         algorithm=config.algorithm.name,
         schedule=config.schedule,
         chain=_chain(),
-        steps="\n".join(f"| `{step.task_id}` | {step.does} |" for step in PIPELINE).join(
-            ("| task | does |\n|---|---|\n", "")
-        ),
+        steps=_steps_table(PIPELINE),
         triage="\n".join(f"- *{step.task_id} failed*: {step.triage}" for step in PIPELINE),
+    )
+
+
+def _steps_table(steps: tuple[Step, ...]) -> str:
+    return "\n".join(f"| `{step.task_id}` | {step.does} |" for step in steps).join(("| task | does |\n|---|---|\n", ""))
+
+
+def _monitor_chain(tables: Any) -> str:
+    """The monitor's graph in words: the sensors, the join, then the gates side by side after it."""
+    first, *gates = MONITOR
+    assert all(upstream(step) == (first.task_id,) for step in gates), "the monitor's gates all follow its join"
+    waits = ", ".join(f"wait_for_{table}" for table in tables)
+    return f"    [{waits}] >> {first.task_id} >> [{', '.join(step.task_id for step in gates)}]"
+
+
+def monitor_doc_md(definition: ModelDefinition) -> str:
+    config = definition.config
+    return MONITOR_DOC_TEMPLATE.format(
+        name=definition.name,
+        lag=config.monitor_lag_days,
+        schedule=config.monitor.schedule,
+        attribution=config.attribution_hours,
+        tables=", ".join(f"`{table}`" for table in config.sources),
+        wait=config.monitor.wait_hours,
+        chain=_monitor_chain(config.sources),
+        owner=config.owner,
+        steps=_steps_table(MONITOR),
+        triage="\n".join(f"- *{step.task_id} failed*: {step.triage}" for step in MONITOR),
     )
 
 
@@ -139,6 +201,63 @@ def build_dag(definition: ModelDefinition) -> DAG:
     return dag
 
 
+def build_monitor_dag(definition: ModelDefinition) -> DAG:
+    config = definition.config
+    monitor = config.monitor
+    lag = config.monitor_lag_days
+    judged_day = f"{{{{ macros.ds_add(ds, -{lag}) }}}}" if lag else "{{ ds }}"
+    dag = DAG(
+        dag_id=f"keiko_monitor_{definition.name}",
+        description=f"{definition.name} in production: logged answers against their outcomes, per version",
+        schedule=CronDataIntervalTimetable(monitor.schedule, timezone="UTC"),
+        start_date=dt.datetime.combine(config.start_date, dt.time(), tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=1,
+        tags=["keiko", "monitor", f"model:{definition.name}", f"owner:{config.owner}"],
+        doc_md=monitor_doc_md(definition),
+        default_args={
+            "owner": config.owner,
+            "retries": STAGE_RETRIES,
+            "retry_delay": dt.timedelta(minutes=5),
+            "retry_exponential_backoff": True,
+            "execution_timeout": STAGE_TIMEOUT,
+            "on_failure_callback": alerts.on_task_failure,
+        },
+        on_failure_callback=alerts.on_run_failure,
+    )
+    make_task = _task_builder(definition)
+    with dag:
+        waits = [
+            partition_sensor(
+                task_id=f"wait_for_{table}",
+                table=table,
+                day=judged_day,
+                config=settings(),
+                wait=dt.timedelta(hours=monitor.wait_hours),
+                retries=0,  # the sensor's own timeout is the wait; a retry would only restart it
+                execution_timeout=None,
+            )
+            for table in config.sources
+        ]
+        tasks = {}
+        for step in MONITOR:
+            tasks[step.task_id] = make_task(
+                task_id=step.task_id,
+                model=definition.name,
+                stage=step.name,
+                kind=step.kind,
+                ds=judged_day,
+                env={RUN_TYPE_ENV: "{{ dag_run.run_type }}"},
+                trigger_rule=TriggerRule(step.trigger_rule),
+                **({"retries": 0} if step.kind == "gate" else {}),
+            )
+            for upstream_id in upstream(step):
+                tasks[upstream_id] >> tasks[step.task_id]
+            if not upstream(step):
+                waits >> tasks[step.task_id]
+    return dag
+
+
 def _task_builder(definition: ModelDefinition) -> Callable[..., BaseOperator]:
     """KEIKO_STAGE_RUNNER picks how every task runs: a local subprocess, or a pod from the project image."""
     config = settings()
@@ -175,6 +294,7 @@ def build_dags(models_dir: Path | None = None) -> dict[str, DAG]:
         try:
             definition = load_model(name, models_dir)
             dags[f"keiko_{name}"] = build_dag(definition)
+            dags[f"keiko_monitor_{name}"] = build_monitor_dag(definition)
         except KeikoError as exc:
             problems.append(str(exc))
     if problems:

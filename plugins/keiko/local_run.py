@@ -30,7 +30,17 @@ from keiko.config import settings
 from keiko.contract import RunLayout
 from keiko.errors import KeikoError
 from keiko.modeldef import load_model
-from keiko.pipeline import ALL_DONE_MIN_ONE_SUCCESS, ALL_SUCCESS, ONE_FAILED, PIPELINE, STEPS, TASK_IDS, Step, upstream
+from keiko.pipeline import (
+    ALL_DONE_MIN_ONE_SUCCESS,
+    ALL_SUCCESS,
+    MODEL_DAG,
+    MONITOR,
+    MONITOR_DAG,
+    ONE_FAILED,
+    PIPELINE,
+    Step,
+    upstream,
+)
 from keiko.process import EXIT_INTERRUPTED, EXIT_SKIPPED, RESULT_PREFIX, RUN_ID_ENV, RUN_TYPE_ENV, step_arguments
 from keiko.run_params import RUN_PARAMS_ENV, RunParams
 from keiko.runs import read_step
@@ -65,11 +75,14 @@ def not_run_state(trigger_rule: str, upstream_states: Sequence[str]) -> str | No
     raise ValueError(f"keiko run does not implement the trigger rule {trigger_rule!r}: add it to not_run_state")
 
 
-def steps_until(task_id: str) -> tuple[Step, ...]:
-    """The steps of a run up to and including `task_id`, in pipeline order (each after its upstream steps)."""
-    if task_id not in STEPS:
-        raise KeikoError(f"--until {task_id}: no such task; the tasks are {', '.join(TASK_IDS)}")
-    return PIPELINE[: TASK_IDS.index(task_id) + 1]
+def steps_until(task_id: str, dag: str = MODEL_DAG) -> tuple[Step, ...]:
+    """The steps of a run (of the monitor's, with dag=MONITOR_DAG) up to and including `task_id`, in order
+    (each after its upstream steps)."""
+    chain = MONITOR if dag == MONITOR_DAG else PIPELINE
+    task_ids = [step.task_id for step in chain]
+    if task_id not in task_ids:
+        raise KeikoError(f"--until {task_id}: no such task; the tasks are {', '.join(task_ids)}")
+    return chain[: task_ids.index(task_id) + 1]
 
 
 @dataclass(frozen=True)
@@ -184,8 +197,8 @@ class StepProcesses:
     """Runs a step as KeikoStageOperator does: `python -m keiko stage|gate <name> --model M --ds D` in the
     project directory, with the run's id, type (manual) and params in its environment."""
 
-    def __init__(self, model: str, ds: dt.date, run_id: str, params: str, say: Say) -> None:
-        self.model, self.ds, self.run_id, self.say = model, ds.isoformat(), run_id, say
+    def __init__(self, model: str, ds: dt.date, run_id: str, params: str, say: Say, dag: str = MODEL_DAG) -> None:
+        self.model, self.ds, self.run_id, self.say, self.dag = model, ds.isoformat(), run_id, say, dag
         self.cwd = str(settings().project_dir)
         # PYTHONUNBUFFERED: the step's stdout and stderr reach the pipe in the order it wrote them, as it writes.
         self.env = {
@@ -218,7 +231,7 @@ class StepProcesses:
 
     @cached_property
     def layout(self) -> RunLayout:
-        return RunLayout(open_store(settings()), self.model, self.ds)
+        return RunLayout(open_store(settings()), self.model, self.ds, self.dag)
 
 
 def checked_params(model: str, conf: str) -> str:
@@ -234,10 +247,14 @@ def checked_params(model: str, conf: str) -> str:
     return json.dumps(values)
 
 
-def run(model: str, ds: dt.date, until: str | None = None, conf: str = "{}", say: Say = say_line) -> int:
-    """`keiko run`: the steps of `model`'s run for `ds` up to and including `until` (default: all); its exit code."""
-    steps = steps_until(until or TASK_IDS[-1])
+def run(
+    model: str, ds: dt.date, until: str | None = None, conf: str = "{}", say: Say = say_line, dag: str = MODEL_DAG
+) -> int:
+    """`keiko run`: the steps of `model`'s run for `ds` (or of its monitor's, judging day `ds`, with
+    dag=MONITOR_DAG) up to and including `until` (default: all); its exit code."""
+    steps = steps_until(until or (MONITOR if dag == MONITOR_DAG else PIPELINE)[-1].task_id, dag)
     params = checked_params(model, conf)
     run_id = f"{RUN_TYPE}__{dt.datetime.now(dt.UTC).isoformat()}"
-    say(f"=== keiko run {model} {ds}: {steps[0].task_id} .. {steps[-1].task_id}, run {run_id}")
-    return run_pipeline(steps, StepProcesses(model, ds, run_id, params, say), say)
+    what = "monitor of" if dag == MONITOR_DAG else "run"
+    say(f"=== keiko {what} {model} {ds}: {steps[0].task_id} .. {steps[-1].task_id}, run {run_id}")
+    return run_pipeline(steps, StepProcesses(model, ds, run_id, params, say, dag), say)

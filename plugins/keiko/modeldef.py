@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import importlib.util
+import math
 import re
 import sys
 from functools import cached_property
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 
 from keiko.config import settings
 from keiko.errors import KeikoError, ModelConfigError
-from keiko.pipeline import TASK_IDS
+from keiko.pipeline import STEPS
 
 MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
@@ -276,6 +277,53 @@ class TrainingGate(_Strict):
     min_prediction_std: float = Field(gt=0, description="predictions on valid must not be constant")
 
 
+DAILY_CRON = re.compile(r"^(?P<minute>[0-5]?\d) (?P<hour>1?\d|2[0-3]) \* \* \*$")
+
+
+class Trend(_Strict):
+    """gate_volume's check across the model's last runs (the registry): a slow decline that the volume gate's
+    trailing median follows down, caught by the slope of a least-squares line through the last `runs` runs."""
+
+    runs: int = Field(default=10, ge=3, description="the last runs the line is fitted on")
+    max_daily_rows_decline: float = Field(gt=0, lt=1, description="training rows' fitted daily fall, at most")
+    max_daily_logloss_rise: float = Field(gt=0, lt=1, description="offline test logloss' fitted daily rise, at most")
+
+
+class Monitor(_Strict):
+    """keiko_monitor_<model>: what the served model did on a day, judged once that day's outcomes are in."""
+
+    schedule: str = Field(
+        default="0 6 * * *", description="daily cron (UTC): the run after day D judges the last day fully attributed"
+    )
+    wait_hours: float = Field(default=24, gt=0, description="the sensors wait this long for a partition, then fail")
+    min_rows: int = Field(ge=1, description="a version with fewer answered rows that day is not judged")
+    max_logloss_gap: float = Field(gt=0, description="online logloss / the version's offline test logloss - 1, at most")
+    max_auc_drop: float = Field(gt=0, lt=1, description="offline AUC - online AUC, at most")
+    calibration_tolerance: float = Field(gt=0, lt=1, description="|sum of predictions / sum of outcomes - 1|, at most")
+    max_kl_divergence: float = Field(gt=0, description="KL of a field's served values from its training profile")
+    kl_divergence: dict[str, float] = Field(default_factory=dict, description="per-field override (`score` too)")
+    top_values: int = Field(default=50, ge=2, description="categories beyond the top N count as one bucket")
+    max_unseen_share: float = Field(gt=0, le=1, description="share of a field's served values training never saw")
+    unseen_share: dict[str, float] = Field(default_factory=dict, description="per-field override")
+    answered_share: Band = Field(description="the day's impressions with a logged answer / all of them")
+    trend: Trend
+
+    @field_validator("schedule")
+    @classmethod
+    def _daily(cls, value: str) -> str:
+        if not DAILY_CRON.match(value):
+            raise ValueError(f"{value!r} is not a daily cron at a fixed time (`M H * * *`, UTC)")
+        return value
+
+    def lag_days(self, attribution_hours: float) -> int:
+        """How many days before its data interval's day a run judges: the run for day ds starts at ds + 1 day +
+        the schedule's time, and day D is fully attributed at D + 1 day + attribution_hours."""
+        match = DAILY_CRON.match(self.schedule)
+        assert match  # the validator's
+        starts = int(match["hour"]) + int(match["minute"]) / 60
+        return max(0, math.ceil((attribution_hours - starts) / 24))
+
+
 class Gates(_Strict):
     raw: RawGate
     features: FeaturesGate
@@ -309,6 +357,17 @@ class ModelConfig(_Strict):
         default_factory=dict, description="stage pods: `default`, then overrides per task id (train, gate_raw, ...)"
     )
     serving: Serving
+    monitor: Monitor
+
+    @property
+    def attribution_hours(self) -> float:
+        """How long after its impression an outcome may land: the latest any source table allows."""
+        return max(table.max_lateness_hours for table in self.sources.values())
+
+    @property
+    def monitor_lag_days(self) -> int:
+        """The monitor's run for day ds judges day ds - this (keiko.dag_factory renders it into --ds)."""
+        return self.monitor.lag_days(self.attribution_hours)
 
     @field_validator("truth_column")
     @classmethod
@@ -330,9 +389,9 @@ class ModelConfig(_Strict):
     @field_validator("pods")
     @classmethod
     def _pod_tasks(cls, value: dict[str, PodSettings]) -> dict[str, PodSettings]:
-        unknown = sorted(set(value) - {"default", *TASK_IDS})
+        unknown = sorted(set(value) - {"default", *STEPS})
         if unknown:
-            raise ValueError(f"unknown task {', '.join(unknown)}; expected default or one of {', '.join(TASK_IDS)}")
+            raise ValueError(f"unknown task {', '.join(unknown)}; expected default or one of {', '.join(STEPS)}")
         return value
 
     def pod(self, task_id: str) -> PodSettings:
@@ -363,6 +422,10 @@ class ModelDefinition:
     @property
     def sql_path(self) -> Path:
         return self.directory.parents[1] / "sql" / self.name / "extract.sql"
+
+    @property
+    def monitor_sql_path(self) -> Path:
+        return self.sql_path.with_name("monitor.sql")
 
     def expectation_files(self, gate: str) -> dict[str, Path]:
         """The model's own Great Expectations suites for `gate` (a suite name such as `raw`), by its suite:

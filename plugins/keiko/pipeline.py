@@ -1,5 +1,6 @@
-"""The steps of every model's DAG, in order: the one list the DAG, its doc, the command line, the run record,
-the run page and model.yaml's checks derive from.
+"""The steps of every model's two DAGs, in order: the lists the DAGs, their docs, the command line, the run
+record, the pages and model.yaml's checks derive from. PIPELINE is the model DAG's (`keiko_<model>`: retrain,
+judge, deploy); MONITOR the monitor DAG's (`keiko_monitor_<model>`: what the served model did on a past day).
 
 A step is a stage (`keiko stage <name>`, module keiko.stages.<name>) or a gate (task id `gate_<suite>`,
 `keiko gate <suite>`, module keiko.gates.<suite>). Each runs after the step before it unless it names its
@@ -15,6 +16,7 @@ GATE_PREFIX = "gate_"
 ALL_SUCCESS = "all_success"
 ONE_FAILED = "one_failed"  # a step that runs only when one before it failed (rollback)
 ALL_DONE_MIN_ONE_SUCCESS = "all_done_min_one_success"
+MODEL_DAG, MONITOR_DAG = "model", "monitor"  # which of a model's DAGs a step belongs to
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class Step:
     triage: str  # one line: what its failure means and what to do, for the DAG's doc
     after: tuple[str, ...] = ()  # upstream task ids; empty: the step before it
     trigger_rule: str = ALL_SUCCESS
+    dag: str = MODEL_DAG
 
     @property
     def kind(self) -> str:
@@ -119,10 +122,46 @@ PIPELINE = (
         trigger_rule=ONE_FAILED,
     ),
 )
-STEPS = {step.task_id: step for step in PIPELINE}
-TASK_IDS = tuple(STEPS)
-STAGES = tuple(step.name for step in PIPELINE if step.kind == "stage")
-SUITES = tuple(step.name for step in PIPELINE if step.kind == "gate")
+# The monitor of day D runs once D's outcomes are in (model.yaml monitor.attribution_hours): Airflow's sensors
+# wait for the partitions first (keiko.dag_factory), then these steps judge the day per serving version.
+MONITOR = (
+    Step(
+        "join_outcomes",
+        "renders include/sql/<model>/monitor.sql for the day: each answer the servers logged, with its outcome",
+        "a missing partition names the table and day: outcomes or the prediction log not landed; clear the task "
+        "once they have",
+        dag=MONITOR_DAG,
+    ),
+    Step(
+        "gate_online",
+        "online logloss, AUC and calibration per serving version, against its own offline evaluation",
+        "the served model is wrong on live traffic: the table names the version and metric; a calibration "
+        "breach with unchanged inputs is the world moving (retrain), with drift it is the inputs (gate_drift)",
+        after=("join_outcomes",),
+        dag=MONITOR_DAG,
+    ),
+    Step(
+        "gate_drift",
+        "predictions and every input field against the serving version's training profile; unseen values",
+        "the served inputs are not what the version trained on: the table names the field; unseen values of a "
+        "known field are often a client sending it in another form",
+        after=("join_outcomes",),
+        dag=MONITOR_DAG,
+    ),
+    Step(
+        "gate_volume",
+        "answered share of the day's impressions, and training rows and offline logloss across runs (trend)",
+        "answers missing from the prediction log (drops: the servers' /metrics), or training data shrinking "
+        "run after run: the table names the series and its daily change",
+        after=("join_outcomes",),
+        dag=MONITOR_DAG,
+    ),
+)
+STEPS = {step.task_id: step for step in (*PIPELINE, *MONITOR)}
+TASK_IDS = tuple(step.task_id for step in PIPELINE)  # the model DAG's
+MONITOR_TASK_IDS = tuple(step.task_id for step in MONITOR)
+STAGES = tuple(step.name for step in STEPS.values() if step.kind == "stage")
+SUITES = tuple(step.name for step in STEPS.values() if step.kind == "gate")
 
 
 def task_id(kind: str, name: str) -> str:
@@ -134,5 +173,11 @@ def upstream(step: Step) -> tuple[str, ...]:
     """The task ids `step` runs after."""
     if step.after:
         return step.after
-    index = TASK_IDS.index(step.task_id)
-    return (TASK_IDS[index - 1],) if index else ()
+    chain = chain_of(step)
+    index = chain.index(step)
+    return (chain[index - 1].task_id,) if index else ()
+
+
+def chain_of(step: Step) -> tuple[Step, ...]:
+    """The steps of the DAG `step` belongs to."""
+    return MONITOR if step.dag == MONITOR_DAG else PIPELINE

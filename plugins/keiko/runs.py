@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from keiko.contract import ModelLayout, RunLayout
-from keiko.pipeline import PIPELINE, TASK_IDS
+from keiko.pipeline import MODEL_DAG, MONITOR_DAG, MONITOR_TASK_IDS, PIPELINE, TASK_IDS
 from keiko.storage import ArtifactStore
 
 OUTCOMES = ("success", "failed", "skipped")
@@ -65,16 +65,17 @@ class RunRecord:
     steps: dict[str, StepRecord]
 
     @classmethod
-    def load(cls, store: ArtifactStore, model: str, ds: str) -> RunRecord | None:
-        """None when no step of that model and day has ever run."""
-        layout = RunLayout(store, model, ds)
+    def load(cls, store: ArtifactStore, model: str, ds: str, dag: str = MODEL_DAG) -> RunRecord | None:
+        """None when no step of that model and day has ever run (of its monitor run, with dag=MONITOR_DAG)."""
+        layout = RunLayout(store, model, ds, dag)
+        task_ids = MONITOR_TASK_IDS if dag == MONITOR_DAG else TASK_IDS
         records = [StepRecord(**store.read_json(uri)) for uri in store.glob(layout.step_records)]
-        records = [r for r in records if r.task_id in TASK_IDS]
+        records = [r for r in records if r.task_id in task_ids]
         if not records:
             return None
         latest = max(records, key=lambda r: r.finished_at)
         steps = {r.task_id: r for r in records if r.run_id == latest.run_id}
-        return cls(model, ds, latest.run_id, {t: steps[t] for t in TASK_IDS if t in steps})
+        return cls(model, ds, latest.run_id, {t: steps[t] for t in task_ids if t in steps})
 
     @property
     def failed(self) -> StepRecord | None:

@@ -18,22 +18,29 @@ import time
 from keiko import phases
 from keiko.contract import RESULTS, StepResult
 from keiko.errors import KeikoError, StageSkipped
-from keiko.pipeline import STEPS
+from keiko.pipeline import MONITOR_DAG, STEPS
 from keiko.process import RESULT_FILE_ENV, RESULT_PREFIX, encode_result
 from keiko.runs import StepRecord, one_line, write_step
 from keiko.stages.context import StageContext, peak_rss_mb
 
 
 def _refresh_run_page(ctx: StageContext) -> None:
-    """Redraw the run's page (keiko.report) with what this step added, however the step ended."""
+    """Redraw the run's page (keiko.report), or for a monitor step the model's monitoring page
+    (keiko.report.monitoring), with what this step added, however the step ended."""
+    page = "monitoring page" if ctx.dag == MONITOR_DAG else "run page"
     try:
-        from keiko.report import write_run_page
+        if ctx.dag == MONITOR_DAG:
+            from keiko.report.monitoring import write_monitoring_page
 
-        uri = write_run_page(ctx.store, ctx.model.name, ctx.ds.isoformat())
+            uri = write_monitoring_page(ctx.store, ctx.registry, ctx.model)
+        else:
+            from keiko.report import write_run_page
+
+            uri = write_run_page(ctx.store, ctx.model.name, ctx.ds.isoformat())
     except Exception as exc:  # the page is for reading: failing to draw it must not fail the step
-        ctx.log(f"run page not updated: {type(exc).__name__}: {exc}")
+        ctx.log(f"{page} not updated: {type(exc).__name__}: {exc}")
     else:
-        ctx.log(f"run page: {uri}")
+        ctx.log(f"{page}: {uri}")
 
 
 def run_step(task_id: str, model: str, ds: dt.date) -> StepResult:
@@ -41,7 +48,7 @@ def run_step(task_id: str, model: str, ds: dt.date) -> StepResult:
 
     StageSkipped, KeikoError (GateFailed included) and bugs propagate, after the step is recorded."""
     step = STEPS[task_id]
-    ctx = StageContext.create(model, ds)
+    ctx = StageContext.create(model, ds, dag=step.dag)
     with phases.phase("import keiko"):
         module = importlib.import_module(step.module)
     ctx.log(f"{step.command} --model {model} --ds {ds}: starting")

@@ -114,15 +114,18 @@ def default_rows(warehouse_dir: Path, day: dt.date) -> int:
     return pq.read_metadata(before).num_rows if before.exists() else DEFAULT_ROWS
 
 
-def requests(impressions: pa.Table, schema: Mapping[str, str], encoding: str | None, day: dt.date) -> list[bytes]:
-    """One /predict body per impression: its input fields and identifiers, as a client would send them."""
+def requests(
+    impressions: pa.Table, schema: Mapping[str, str], encoding: str | None, day: dt.date, rows_per_request: int = 1
+) -> list[bytes]:
+    """/predict bodies of `rows_per_request` impressions each: their input fields and identifiers, as a client
+    would send them."""
     fields = [*dict.fromkeys([*IDENTIFIERS, *schema])]
     encode = ENCODINGS[encoding] if encoding else None
-    bodies = []
-    for n, row in enumerate(json_rows(impressions.select(fields))):
-        sent = encode(row) if encode else row
-        bodies.append(json.dumps({"request_id": f"traffic-{day}-{n}", "rows": [sent]}).encode())
-    return bodies
+    rows = [encode(row) if encode else row for row in json_rows(impressions.select(fields))]
+    return [
+        json.dumps({"request_id": f"traffic-{day}-{n}", "rows": rows[start : start + rows_per_request]}).encode()
+        for n, start in enumerate(range(0, len(rows), rows_per_request))
+    ]
 
 
 @dataclass
@@ -196,6 +199,7 @@ def live_day(
     rate: float | None,
     shifts: list[str],
     seed: int = 7,
+    rows_per_request: int = 1,
     progress: Callable[[str], None] = print,
 ) -> Sent:
     from keiko.config import settings
@@ -207,6 +211,8 @@ def live_day(
         raise KeikoError(f"--rate {rate}: expected a positive number of requests a second")
     new = [Shift.parse(text, day) for text in shifts]
     serving = definition.config.serving
+    if rows_per_request > serving.max_rows:
+        raise KeikoError(f"--rows-per-request {rows_per_request}: the servers take at most {serving.max_rows} rows")
     urls = config.serving_urls(model, serving.port, serving.replicas)
     check_servers(urls, model)
 
@@ -217,7 +223,9 @@ def live_day(
     progress(f"traffic {model} {day}: {rows:,} impressions to {', '.join(urls)}; world changes in force: {described}")
     tables = generate_day(World.from_seed(seed), day, rows, seed, world_change(values))
     write_day(warehouse, day, tables)  # first: the outcomes are the world's, whatever the servers answer
-    bodies = requests(tables["impressions"], definition.features.INPUT_SCHEMA, values.get("encoding"), day)
+    bodies = requests(
+        tables["impressions"], definition.features.INPUT_SCHEMA, values.get("encoding"), day, rows_per_request
+    )
     sent = asyncio.run(send(bodies, urls, rate, progress))
     clicked = len(set(tables["clicks"]["impression_id"].to_pylist()))
     progress(

@@ -30,17 +30,32 @@ def data_window(ds: dt.date, window_days: int) -> tuple[dt.date, dt.date]:
 
 
 def render_sql(path: Path, *, ds: dt.date, window_days: int, model: str) -> str:
+    """A model's extract SQL for the run of day `ds`."""
+    start, end = data_window(ds, window_days)
+    return _render(
+        path, "extract", ds=ds.isoformat(), window_start=start.isoformat(), window_end=end.isoformat(), model=model
+    )
+
+
+def render_monitor_sql(path: Path, *, day: dt.date, model: str, inputs: list[str]) -> str:
+    """A model's monitor SQL for day `day`; `inputs` are the model's input fields (they are SQL: identifiers)."""
+    for column in inputs:
+        if not IDENTIFIER.fullmatch(column):
+            raise KeikoError(f"{path}: input field {column!r} cannot be named in SQL unquoted")
+    served_from = min(day, dt.datetime.now(dt.UTC).date())
+    return _render(
+        path, "monitor", day=day.isoformat(), served_from=served_from.isoformat(), model=model, inputs=inputs
+    )
+
+
+def _render(path: Path, what: str, **variables: object) -> str:
     import jinja2
 
-    start, end = data_window(ds, window_days)
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     try:
-        template = environment.from_string(path.read_text())
-        return template.render(
-            ds=ds.isoformat(), window_start=start.isoformat(), window_end=end.isoformat(), model=model
-        )
+        return environment.from_string(path.read_text()).render(**variables)
     except FileNotFoundError:
-        raise KeikoError(f"extract SQL not found: {path}") from None
+        raise KeikoError(f"{what} SQL not found: {path}") from None
     except jinja2.TemplateError as exc:
         raise KeikoError(f"{path}: cannot render: {exc}") from None
 
@@ -176,7 +191,10 @@ class Warehouse(Protocol):
         """What a partition holds, as a digest that changes when its data does; None when it is absent."""
         ...
 
-    def check_window(self, sql: str, start: dt.date, end: dt.date) -> None: ...
+    def check_window(self, sql: str, start: dt.date, end: dt.date, unchecked: frozenset[str] = frozenset()) -> None:
+        """Every table `sql` reads (but `unchecked`) has a partition for every day from `start` to `end`;
+        MissingDataError naming the first missing ones otherwise."""
+        ...
 
 
 class DuckDBWarehouse:
@@ -234,8 +252,8 @@ class DuckDBWarehouse:
     def query(self, sql: str) -> pa.Table:
         return self.connection.sql(sql).to_arrow_table()
 
-    def check_window(self, sql: str, start: dt.date, end: dt.date) -> None:
-        missing = self.missing_partitions(referenced_tables(sql), days_between(start, end))
+    def check_window(self, sql: str, start: dt.date, end: dt.date, unchecked: frozenset[str] = frozenset()) -> None:
+        missing = self.missing_partitions(referenced_tables(sql) - unchecked, days_between(start, end))
         if missing:
             raise missing_partitions_error(
                 missing, str(self.directory), start, end, "run `keiko synth` or wait for the logs to land"

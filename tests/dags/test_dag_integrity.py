@@ -1,5 +1,6 @@
 """DAG policy as tests: every model folder yields a clean, documented, owned, retried DAG."""
 
+import datetime as dt
 import json
 import re
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk.api.datamodels._generated import DagRunType
 from airflow.sdk.definitions.param import ParamValidationError
+from airflow.sdk.execution_time import macros
 
 from conftest import ROOT
 from keiko.modeldef import load_model, model_names
@@ -27,8 +29,43 @@ def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
 
 
-def test_one_dag_per_model_folder(dagbag):
-    assert set(dagbag.dag_ids) == {f"keiko_{name}" for name in model_names()}
+def test_two_dags_per_model_folder(dagbag):
+    assert set(dagbag.dag_ids) == {f"keiko_{k}{name}" for name in model_names() for k in ("", "monitor_")}
+
+
+@pytest.mark.parametrize("model", model_names())
+def test_the_monitor_dag_waits_deferred_for_each_source_then_judges_the_attributed_day(dagbag, model):
+    dag = dagbag.dags[f"keiko_monitor_{model}"]
+    config = load_model(model).config
+    waits = {f"wait_for_{table}" for table in config.sources}
+    join = dag.get_task("join_outcomes")
+    assert {t.task_id for t in join.upstream_list} == waits
+    assert {t.task_id for t in join.downstream_list} == {"gate_online", "gate_drift", "gate_volume"}
+    for task_id in waits:
+        sensor = dag.get_task(task_id)
+        assert sensor.deferrable and sensor.retries == 0  # in the triggerer while it waits: no worker slot
+        assert sensor.timeout == config.monitor.wait_hours * 3600
+    assert "keiko" in dag.tags and "monitor" in dag.tags and f"model:{model}" in dag.tags
+    assert dag.doc_md and "Triage" in dag.doc_md and config.owner in dag.doc_md
+    assert dag.max_active_runs == 1 and not dag.catchup
+    for task in dag.tasks:
+        assert task.owner == config.owner
+        if task.task_id in waits:
+            continue
+        assert f"| `{task.task_id}` |" in dag.doc_md and f"- *{task.task_id} failed*:" in dag.doc_md
+        assert task.retries == (0 if task.task_id.startswith("gate_") else 2), task.task_id
+        context = {"ds": "2026-11-24", "dag_run": SimpleNamespace(run_type=DagRunType.SCHEDULED), "macros": macros}
+        task.render_template_fields(context)
+        judged = dt.date(2026, 11, 24) - dt.timedelta(days=config.monitor_lag_days)
+        assert task.ds == judged.isoformat() and task.command[3:] == [
+            task.kind,
+            task.stage,
+            "--model",
+            model,
+            "--ds",
+            judged.isoformat(),
+        ]
+    assert config.monitor_lag_days == {"ctr": 0, "cvr": 3}[model]  # clicks within 1 h, conversions within 72 h
 
 
 @pytest.mark.parametrize("model", model_names())
@@ -128,7 +165,7 @@ def test_parsing_imports_no_training_or_validation_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     n_dags, heavy = json.loads(out.strip().splitlines()[-1])
-    assert n_dags == len(model_names())
+    assert n_dags == 2 * len(model_names())
     assert heavy == []
 
 

@@ -4,6 +4,7 @@ cvr learns from clicks only (~3% of impressions) over a 14-day window, so it get
 15 days x 150k impressions (~4,300 clicks and ~420 conversions a day), enough for its gates' bands.
 """
 
+import datetime as dt
 import os
 
 import httpx
@@ -11,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DS, END_DATE, airflow_and_servers, dags_test
+from conftest import DS, END_DATE, airflow_and_servers, dags_test, live_day_then_monitor
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +32,7 @@ def environment(tmp_path, cvr_warehouse):
         **os.environ,
         "KEIKO_HOME": str(tmp_path / "home"),
         "KEIKO_WAREHOUSE_DIR": str(cvr_warehouse),
+        "KEIKO_PREDICTION_LOG_URL": (cvr_warehouse / "predictions").as_uri(),  # the monitor reads it there
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
     }
     with airflow_and_servers(env, "cvr", replicas=2) as (env, urls):
@@ -63,3 +65,13 @@ def test_cvr_dag_trains_catboost_registers_and_deploys_to_both_replicas(environm
         answer = httpx.post(f"{url}/predict", json={"rows": rows.to_dict("records")}).json()
         assert answer["model_version"] == 1
         np.testing.assert_allclose(answer["predictions"], offline, rtol=0, atol=1e-12)
+
+
+def test_keiko_monitor_cvr_judges_a_day_of_live_traffic_once_its_conversions_are_in(environment):
+    env, _ = environment
+    dags_test(env, "cvr")  # v1 in production
+    day = END_DATE + dt.timedelta(days=1)
+    output = live_day_then_monitor(env, "cvr", day, rows=150_000, rows_per_request=500)
+    # The run for day+3 judges day (conversions come within 72 h); only clicked impressions are its population.
+    assert f"join_outcomes cvr {day}:" in output and "gate_online passed" in output, output[-3000:]
+    assert "gate_drift passed" in output and "gate_volume passed" in output

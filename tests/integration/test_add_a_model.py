@@ -65,6 +65,12 @@ SQL_EDITS = (
 )
 
 
+MONITOR_SQL_EDITS = (
+    (r"\A-- ctr online rows", f"-- {MODEL} online rows (iOS impressions only)"),
+    (r"^(WHERE i\.dt = .*)$", r"\1\n    AND i.os = 'ios'"),
+)
+
+
 def edit(path: Path, edits: tuple[tuple[str, str], ...]) -> None:
     text = path.read_text()
     for pattern, replacement in edits:
@@ -81,6 +87,7 @@ def ctr_ios(project_copy: Path) -> Path:
     shutil.copytree(include / "sql" / "ctr", include / "sql" / MODEL)
     edit(include / "models" / MODEL / "model.yaml", YAML_EDITS)
     edit(include / "sql" / MODEL / "extract.sql", SQL_EDITS)
+    edit(include / "sql" / MODEL / "monitor.sql", MONITOR_SQL_EDITS)
 
     config = load_model(MODEL).config  # the edits mean what they say (and the file is still valid)
     assert (config.owner, config.schedule, config.serving.port) == (OWNER, SCHEDULE, PORT)
@@ -103,8 +110,8 @@ def test_the_unchanged_dag_file_builds_the_new_models_dag(ctr_ios):
     # dags/keiko_models.py reads the models of KEIKO_PROJECT_DIR (set by project_copy) when it is parsed.
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert bag.import_errors == {}
-    shipped = {f"keiko_{name}" for name in model_names(ROOT / "include" / "models")}
-    assert set(bag.dag_ids) == shipped | {f"keiko_{MODEL}"}
+    names = [*model_names(ROOT / "include" / "models"), MODEL]
+    assert set(bag.dag_ids) == {f"keiko_{kind}{name}" for name in names for kind in ("", "monitor_")}
 
     dag, ctr = bag.dags[f"keiko_{MODEL}"], bag.dags["keiko_ctr"]
     assert gated_chain(dag) == gated_chain(ctr) == EXPECTED_CHAIN == list(TASK_IDS)

@@ -15,12 +15,13 @@ from conftest import ROOT
 from keiko import contract
 from keiko.contract import RESULTS, ExtractResult, RunLayout, TrainResult
 from keiko.errors import KeikoError, MissingDataError
-from keiko.pipeline import PIPELINE, TASK_IDS
+from keiko.pipeline import MONITOR, MONITOR_TASK_IDS, PIPELINE, TASK_IDS
 from keiko.storage import ArtifactStore
 
 PACKAGE = ROOT / "plugins" / "keiko"
 # Every file name and directory the contract gives a run or a model, as code would spell them.
-TEMPLATES = [v for k, v in vars(contract).items() if k.isupper() and isinstance(v, str) and k != "GOLDEN_EXPECTED"]
+NOT_NAMES = {"GOLDEN_EXPECTED", "MODEL_DAG", "MONITOR_DAG"}  # a column; which DAG a layout is of (from keiko.pipeline)
+TEMPLATES = [v for k, v in vars(contract).items() if k.isupper() and isinstance(v, str) and k not in NOT_NAMES]
 SPELLINGS = sorted(
     {part for template in TEMPLATES for part in re.split(r"\{\w+\}", template) if len(part) > 4}
     - {".json", "model."}  # parts of templates only: the artifact-suffix check below covers them
@@ -43,6 +44,15 @@ NOT_RUN_ARTIFACTS = {
     ("synth.py", "part-0.parquet"): "warehouse partitions the synthetic warehouse writes",
     ("config.py", "DuckDB warehouse: `<table>/dt=<day>/*.parquet`"): "the setting's description",
     ("operators/pod.py", "/airflow/xcom/return.json"): "where KubernetesPodOperator's XCom sidecar reads",
+    ("modeldef.py", "monitor.sql"): "the model's monitor SQL template in include/sql/<model>/",
+    (
+        "pipeline.py",
+        "renders include/sql/<model>/monitor.sql for the day: each answer the servers logged, with its outcome",
+    ): "what the step does, in words",
+    ("stages/join_outcomes.py", ": running monitor.sql on "): "the template's name in a log line",
+    ("stages/join_outcomes.py", "monitor.sql returned no rows for "): "the template's name in an error",
+    ("operators/sensors.py", "/*.parquet"): "warehouse partitions",
+    ("run_pages.py", ".png"): "the monitoring page's plots, as its route serves them",
 }
 
 
@@ -94,8 +104,8 @@ def test_no_module_reads_a_result_file_as_an_untyped_dict():
 
 
 def test_every_step_declares_its_result_and_returns_it():
-    assert tuple(RESULTS) == TASK_IDS
-    for step in PIPELINE:
+    assert tuple(RESULTS) == (*TASK_IDS, *MONITOR_TASK_IDS)
+    for step in (*PIPELINE, *MONITOR):
         run = importlib.import_module(step.module).run
         assert inspect.signature(run).return_annotation == RESULTS[step.task_id].__name__, step.module
 

@@ -19,7 +19,7 @@ from conftest import END_DATE, ROOT
 from keiko.modeldef import load_model
 from keiko.warehouse import DuckDBWarehouse, render_sql
 
-TEMPLATES = sorted((ROOT / "include" / "sql").glob("*/*.sql"))
+TEMPLATES = sorted((ROOT / "include" / "sql").glob("*/extract.sql"))
 
 
 def check_template(path: Path, warehouse: DuckDBWarehouse, *, model: str, window_days: int, label: str) -> pa.Table:

@@ -7,11 +7,9 @@ import numpy as np
 import pandas as pd
 
 from keiko.contract import DRIFT_PLOT, SPLITS, FeaturesGateResult, FeaturesResult, GateOutcome
+from keiko.gates.divergence import divergence_validation
 from keiko.gates.runner import Validation, report, run_validations
 from keiko.stages.context import StageContext
-
-OTHER = "__other__"
-SMOOTHING = 1e-4  # reference weight floor: a value never seen in the reference is drift, not infinity
 
 
 def reference_profile(ctx: StageContext) -> tuple[dict, str]:
@@ -23,36 +21,6 @@ def reference_profile(ctx: StageContext) -> tuple[dict, str]:
             return ctx.store.read_json(uri), f"production v{version}'s training profile"
     own = ctx.result(FeaturesResult).profile_uri
     return ctx.store.read_json(own), "this run's training days (no production profile)"
-
-
-def partition(column: pd.Series, stats: dict, top_values: int) -> tuple[pd.Series, dict]:
-    """Map a column onto the reference's buckets; returns the bucketed column (a Categorical of the bucket
-    labels) and GE's partition_object."""
-    if stats["kind"] == "float":
-        edges = np.asarray(stats["quantiles"][1:-1])
-        labels = [f"q{i:02d}" for i in range(len(edges) + 1)]
-        codes = np.searchsorted(edges, column.to_numpy(), side="right")
-        weights = {label: 1.0 / len(labels) for label in labels}
-    else:
-        top = list(stats["top"].items())[:top_values]
-        total = float(stats["count"]) or 1.0
-        weights = {str(value): count / total for value, count in top}
-        weights[OTHER] = max(0.0, 1.0 - sum(weights.values()))
-        labels = list(weights)
-        codes = _bucket_codes(column, labels)
-    bucketed = pd.Series(pd.Categorical.from_codes(codes, categories=labels), index=column.index)
-    smoothed = np.maximum(np.array([weights[v] for v in labels]), SMOOTHING)
-    return bucketed, {"values": labels, "weights": (smoothed / smoothed.sum()).tolist()}
-
-
-def _bucket_codes(column: pd.Series, labels: list[str]) -> np.ndarray:
-    """Each row's index in `labels` by its value as text (the profile's keys), OTHER's (the last) when it has
-    none. Only the distinct values are turned into text: the test day has ~1M rows and a few thousand values."""
-    codes, distinct = pd.factorize(column, use_na_sentinel=False)
-    position = {label: i for i, label in enumerate(labels)}
-    other = position[OTHER]
-    by_distinct = np.array([position.get(str(value), other) for value in distinct], dtype=np.int64)
-    return by_distinct[codes]
 
 
 def draw_drift(ctx: StageContext, drifts: list[GateOutcome], thresholds: dict[str, float]) -> None:
@@ -94,17 +62,7 @@ def run(ctx: StageContext) -> FeaturesGateResult:
     drift_columns = [c for c, kind in module.INPUT_SCHEMA.items() if kind != "timestamp" and c in profile["columns"]]
     thresholds = {c: config.kl_divergence.get(c, config.max_kl_divergence) for c in drift_columns}
     if len(raw_test) >= config.min_rows:
-        drift_frame, drift_expectations = pd.DataFrame(index=raw_test.index), []
-        for column in drift_columns:
-            drift_frame[column], partition_object = partition(
-                raw_test[column], profile["columns"][column], config.top_values
-            )
-            drift_expectations.append(
-                gxe.ExpectColumnKLDivergenceToBeLessThan(
-                    column=column, partition_object=partition_object, threshold=thresholds[column]
-                )
-            )
-        validations.append(Validation("drift", drift_frame, drift_expectations))
+        validations.append(divergence_validation("drift", raw_test, profile["columns"], thresholds, config.top_values))
         ctx.log(f"gate_features {ctx.model.name}: drift of {len(drift_columns)} columns of {ctx.ds} against {source}")
     else:
         ctx.log(

@@ -1,4 +1,5 @@
-"""The "Run page" button on every keiko task: the run's report, served by the keiko Airflow plugin."""
+"""The "Run page" button on every keiko task: the run's report (a monitor task's: the model's monitoring page),
+served by the keiko Airflow plugin."""
 
 from __future__ import annotations
 
@@ -17,10 +18,26 @@ def run_page_url(model: str, ds: str) -> str:
     return f"{base}{RUN_PAGES_PREFIX}/runs/{model}/{ds}/"
 
 
+def monitoring_page_url(model: str) -> str:
+    """The monitoring page of `model` (keiko.report.monitoring), served beside the run pages."""
+    from airflow.configuration import conf
+
+    base = (conf.get("api", "base_url", fallback="") or "http://localhost:8080").rstrip("/")
+    return f"{base}{RUN_PAGES_PREFIX}/monitor/{model}/"
+
+
+def page_url(model: str, ds: str, task_id: str) -> str:
+    """The page a task's button opens: the monitoring page for a monitor step, else the run page."""
+    from keiko.pipeline import MONITOR_DAG, STEPS
+
+    step = STEPS.get(task_id)
+    return monitoring_page_url(model) if step and step.dag == MONITOR_DAG else run_page_url(model, ds)
+
+
 class RunPageLink(BaseOperatorLink):
     """Computed when the task ends (success or failure) and kept as XCom, as Airflow 3 does for all links."""
 
     name = "Run page"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        return run_page_url(operator.model, operator.ds)
+        return page_url(operator.model, operator.ds, operator.task_id)

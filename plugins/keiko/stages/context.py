@@ -14,6 +14,7 @@ import keiko
 from keiko.config import Settings, settings
 from keiko.contract import R, RunLayout
 from keiko.modeldef import ModelDefinition, load_model
+from keiko.pipeline import MODEL_DAG
 from keiko.process import RUN_ID_ENV, RUN_TYPE_ENV
 from keiko.resources import Resources
 from keiko.run_params import RunParams
@@ -34,9 +35,10 @@ class StageContext:
     run_type: str = "manual"  # Airflow's dag_run.run_type: scheduled, manual, backfill, ...
     params: RunParams = field(default_factory=RunParams)  # the trigger's: deploy, reason, window, overrides
     started: float = field(default_factory=time.monotonic)
+    dag: str = MODEL_DAG  # MONITOR_DAG: a monitor step, judging day `ds` (its files: RunLayout's dag)
 
     @classmethod
-    def create(cls, model: str, ds: dt.date, run_id: str = "") -> StageContext:
+    def create(cls, model: str, ds: dt.date, run_id: str = "", dag: str = MODEL_DAG) -> StageContext:
         """The run's identity comes from the operator's environment (KEIKO_RUN_ID, KEIKO_RUN_TYPE,
         KEIKO_RUN_PARAMS); `model` is the definition as the run's params changed it."""
         definition = load_model(model)
@@ -48,6 +50,7 @@ class StageContext:
             run_id or os.environ.get(RUN_ID_ENV, ""),
             run_type=_run_type(os.environ.get(RUN_TYPE_ENV) or "manual"),
             params=params,
+            dag=dag,
         )
 
     @property
@@ -77,7 +80,7 @@ class StageContext:
 
     @cached_property
     def layout(self) -> RunLayout:
-        return RunLayout(self.store, self.model.name, self.ds.isoformat())
+        return RunLayout(self.store, self.model.name, self.ds.isoformat(), self.dag)
 
     def result(self, kind: type[R]) -> R:
         """The typed result an earlier step of this run wrote."""

@@ -24,6 +24,7 @@ from keiko.contract import (
     TrainResult,
 )
 from keiko.metrics import summary
+from keiko.profiling import profile_column
 from keiko.registry import ModelVersion
 from keiko.stages.context import StageContext
 from keiko.stages.train import feature_arrays
@@ -143,6 +144,7 @@ def run(ctx: StageContext) -> EvaluateResult:
         bayes_optimal_calibration=truth.get("bayes_optimal_calibration"),
         candidate_calibration_to_truth=truth.get("candidate_calibration_to_truth"),
         slices=slice_metrics(raw_test, config.slices, y, p_candidate),
+        prediction_profile=profile_column(p_candidate, "float"),
     )
     ctx.log(
         f"candidate: logloss {candidate.logloss:.5f}, AUC {candidate.auc:.4f}, calibration {candidate.calibration:.3f}"

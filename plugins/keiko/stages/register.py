@@ -110,6 +110,7 @@ def run(ctx: StageContext) -> RegisterResult:
             "calibration_to_truth": evaluation.candidate_calibration_to_truth,
             "blessing": blessing.model_dump(mode="json"),
             "profile_uri": profile_uri,
+            "prediction_profile": evaluation.prediction_profile,
             "raw_rows": extracted.rows,
             "raw_sha256": extracted.raw_sha256,
         },
