@@ -69,3 +69,40 @@ done
 for model in "${MODELS[@]}"; do
   "$BIN/keiko" summary --model "$model" --ds "$DEMO_DATE"
 done
+
+# The served side: a day of live traffic after the training days through the replicas that now serve, then
+# each model's monitor for that day under `airflow dags test` (the run whose sensors and lag judge it), and
+# what it found: online logloss next to the version's offline figure and the live traffic's Bayes-optimal one.
+LIVE_DATE="$(date -u -d "$DEMO_DATE + 1 day" +%F)"
+for model in "${MODELS[@]}"; do
+  step "keiko traffic --model $model --day $LIVE_DATE (the day's impressions through the replicas, then its outcomes)"
+  "$BIN/keiko" traffic --model "$model" --day "$LIVE_DATE" --rows-per-request 100
+done
+step "waiting for the servers to write their prediction logs (every serving.prediction_log.flush_seconds)"
+"$BIN/python" - "$LIVE_DATE" <<'PY'
+import sys, time
+from keiko.config import settings
+from keiko.warehouse import DuckDBWarehouse
+day, deadline = sys.argv[1], time.monotonic() + 60
+impressions = f"SELECT count(*) FROM impressions WHERE dt = '{day}'"
+while True:
+    warehouse = DuckDBWarehouse(settings().warehouse_dir)
+    wanted = 2 * warehouse.query(impressions).column(0)[0].as_py()  # every impression, answered by each model
+    logged = warehouse.query(
+        f"SELECT count(*) FROM (SELECT DISTINCT model, impression_id FROM predictions WHERE impression_id IN "
+        f"(SELECT impression_id FROM impressions WHERE dt = '{day}'))"
+    ).column(0)[0].as_py() if "predictions" in warehouse.tables() else 0
+    if logged >= wanted or time.monotonic() > deadline:
+        print(f"{logged:,} of {wanted:,} answers logged")
+        break
+    time.sleep(1)
+PY
+for model in "${MODELS[@]}"; do
+  lag="$("$BIN/python" -c "from keiko.modeldef import load_model; print(load_model('$model').config.monitor_lag_days)")"
+  run_date="$(date -u -d "$LIVE_DATE + $lag day" +%F)"
+  step "airflow dags test keiko_monitor_$model $run_date: judges $LIVE_DATE (log: $LOGS/dags-test-monitor-$model.log)"
+  "$BIN/airflow" dags test "keiko_monitor_$model" "$run_date" 2>&1 | tee "$LOGS/dags-test-monitor-$model.log" \
+    | grep --line-buffered -E 'running task|\] \[ *[0-9.]+s\]|keiko: error|DagRun Finished' \
+    | sed -E 's/^[0-9TZ:.-]+ \[[a-z ]+\] //; s/ \[airflow[^]]*\].*$//; s/^\[DAG TEST\] running task <TaskInstance: ([^ ]+).*/--- \1/'
+  "$BIN/keiko" monitor "$model" --days 1
+done

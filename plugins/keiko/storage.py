@@ -104,9 +104,9 @@ class ArtifactStore:
     def read_json(self, uri: str) -> Any:
         return json.loads(self.read_bytes(uri))
 
-    def write_table(self, uri: str, table: pa.Table) -> str:
+    def write_table(self, uri: str, table: pa.Table, use_dictionary: bool | list[str] = True) -> str:
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
+        pq.write_table(table, buffer, compression="zstd", use_dictionary=use_dictionary)
         return self.write_bytes(uri, buffer.getvalue())
 
     def read_table(self, uri: str, columns: list[str] | None = None, filters: list | None = None) -> pa.Table:

@@ -1,5 +1,6 @@
 -- cvr online rows of day {{ day }}: every clicked impression of the day (the model is P(conversion | click)),
--- with the first answer a server logged for it (NULL version: none logged) and whether it converted. The
+-- with the last answer a server logged for it (a retried request or a replayed day is logged again; NULL version:
+-- none logged) and whether it converted. The
 -- conversion log is partitioned by the impression's day (attributed upstream, within 72 h of the click).
 -- An answer is logged under the day it was served: the impression's day or the next in production, any later day
 -- in a replay of the past, today in a replay of a synthetic day still to come. {{ served_from }} is the earlier
@@ -9,7 +10,7 @@ WITH answered AS (
     SELECT
         impression_id, request_id, version, variant, score, served_at,
         {%- for column in inputs %} {{ column }},{% endfor %}
-        ROW_NUMBER() OVER (PARTITION BY impression_id ORDER BY served_at, request_id) AS nth
+        ROW_NUMBER() OVER (PARTITION BY impression_id ORDER BY served_at DESC, request_id DESC) AS nth
     FROM predictions
     WHERE dt >= '{{ served_from }}' AND model = '{{ model }}' AND impression_id IS NOT NULL
 ),

@@ -322,6 +322,7 @@ def summary_lines(store: ArtifactStore, definition: ModelDefinition, days: int =
             " ".join(_traffic(v) for v in day.versions) or "no versions",
             *(f"[{change}]" for change in _changes_on(changes, day.day)),
             "logloss " + ", ".join(_per_version(day, _logloss)),
+            *([f"Bayes-optimal {day.bayes_optimal_logloss:.5f}"] if day.bayes_optimal_logloss is not None else []),
             "calib " + ", ".join(_per_version(day, _calibration)),
             "AUC " + ", ".join(_per_version(day, _auc)),
             f"answered {_number(day.answered_share, '.2%')}",

@@ -1,7 +1,7 @@
 """join_outcomes: the monitored day's answers joined with what happened after them.
 
 Renders include/sql/<model>/monitor.sql for the day and runs it on the warehouse: one row per member of the
-day's population (the rows the model answers for), with the first answer a server logged for it (version, score
+day's population (the rows the model answers for), with the last answer a server logged for it (version, score
 and the inputs it read; NULL when none was logged) and its outcome. The rows go to the monitor run's
 online.parquet, which the monitor's gates judge.
 """

@@ -43,12 +43,12 @@ class StalledStore(ArtifactStore):
         self.release = threading.Event()
         self.failing = False
 
-    def write_table(self, uri, table):
+    def write_table(self, uri, table, **options):
         self.entered.set()
         self.release.wait(timeout=60)  # a hang guard, not a timing assertion
         if self.failing:
             raise OSError("503 Slow Down")
-        return super().write_table(uri, table)
+        return super().write_table(uri, table, **options)
 
 
 def prediction_log(store, **config) -> PredictionLog:
