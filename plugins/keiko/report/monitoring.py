@@ -417,10 +417,12 @@ def _picture(series: list[DaySeries], changes: list[Change], monitor: Monitor, f
         marker="o",
         markersize=3,
     )
-    _version_lines(logloss, series, lambda v: v.offline.logloss if v.offline else None, lambda _: False, ls="--")
+    _version_lines(
+        logloss, series, lambda v: v.offline.logloss if v.offline else None, lambda _: False, ls="--", marker="x"
+    )
     bayes = [(_x(d.day), d.bayes_optimal_logloss) for d in series if d.bayes_optimal_logloss is not None]
     if bayes:
-        logloss.plot(*zip(*bayes, strict=True), color="#7f7f7f", ls=":", label="Bayes-optimal")
+        logloss.plot(*zip(*bayes, strict=True), color="#7f7f7f", ls=":", marker=".", label="Bayes-optimal")
     for number in versions:  # the legend names each version's colour once
         logloss.plot([], [], color=_colour(number), label=f"v{number}")
     # Above the panel, right of its title: inside, it would hide the newest days.
@@ -462,6 +464,9 @@ def _picture(series: list[DaySeries], changes: list[Change], monitor: Monitor, f
     unseen.set_title("largest share of a field's served values training never saw", **_TITLE)
     unseen.axhline(monitor.max_unseen_share, color="#d62728", ls="--", linewidth=1)
     unseen.yaxis.set_major_formatter(PercentFormatter(1.0))
+    # None unseen is the usual day: 0 in view, and the threshold with room above it.
+    shares_drawn = [v.unseen[1] for d in series for v in d.versions if v.unseen]
+    unseen.set_ylim(0, max([2 * monitor.max_unseen_share, *(share * 1.1 for share in shares_drawn)]))
     _version_lines(
         unseen,
         series,
