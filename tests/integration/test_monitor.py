@@ -107,6 +107,11 @@ def test_a_world_change_is_caught_on_its_first_day_by_the_metric_that_moved(live
     assert codes["join_outcomes"] == 0
     out = capsys.readouterr().out
     assert f"{task} FAILED" in out and alarm[1] in out  # the gate table, in the task log
+    with capsys.disabled():  # what the change did to the figures, for the record
+        breached = [
+            (o["suite"], o["column"], o["observed"]) for o in result(changed, task)["outcomes"] if not o["passed"]
+        ]
+        print(f"\n{shift}: {breached}")
 
 
 def test_a_slow_decline_of_training_rows_is_caught_by_the_trend(run_home):

@@ -73,3 +73,17 @@ def test_a_dead_webhook_is_logged_not_raised(keiko_home, monkeypatch, caplog):
     monkeypatch.setenv("AIRFLOW_CONN_KEIKO_ALERTS", json.dumps({"conn_type": "http", "host": dead}))
     assert not alerts.post(alerts.Alert("run failed", "ctr", DS, "train", "OOM", "r", "http://x/"))
     assert "keiko alert could not be posted to 'keiko_alerts'" in caplog.text
+
+
+def test_a_monitor_alert_names_the_judged_day_and_links_the_monitoring_page(keiko_home):
+    # keiko_monitor_cvr's run for 2026-11-25 judges 2026-11-22 (conversions come within 72 h).
+    context = {
+        "dag": SimpleNamespace(dag_id="keiko_monitor_cvr"),
+        "ti": SimpleNamespace(task_id="gate_online"),
+        "ds": "2026-11-25",
+        "run_id": "scheduled__x",
+        "exception": RuntimeError("keiko gate online failed (exit 3)"),
+    }
+    alert = alerts.task_failure_alert(context)
+    assert (alert.model, alert.ds, alert.task) == ("cvr", "2026-11-22", "gate_online")
+    assert alert.run_page == "http://localhost:8080/keiko/monitor/cvr/"

@@ -40,3 +40,32 @@ def test_the_run_directory_serves_its_page_and_the_files_it_links(client):
 def test_anything_else_is_a_404_that_says_why(client, path, detail):
     response = client.get(path)
     assert response.status_code == 404 and detail in response.json()["detail"]
+
+
+@pytest.fixture
+def monitor_client(keiko_home):
+    from keiko.contract import ModelLayout
+    from keiko.run_pages import authorized_monitor
+
+    store = open_store(settings())
+    layout = ModelLayout(store, "ctr")
+    store.write_bytes(layout.monitoring_page, b"<html>monitoring page</html>")
+    store.write_bytes(layout.monitoring_plot("last_30_days"), b"\x89PNG fake")
+    store.write_bytes(store.uri("ctr", f"monitor/{DS}", "online.parquet"), b"PAR1")  # a monitor run's data
+    app.dependency_overrides[authorized_monitor] = lambda: None
+    yield TestClient(app)
+    app.dependency_overrides.clear()
+
+
+def test_the_monitoring_page_serves_itself_and_its_plots_and_nothing_else_of_the_model(monitor_client):
+    page = monitor_client.get("/monitor/ctr/")
+    assert page.status_code == 200 and page.text == "<html>monitoring page</html>"
+    plot = monitor_client.get("/monitor/ctr/plots/last_30_days.png")
+    assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
+    for path, detail in [
+        (f"/monitor/ctr/{DS}/online.parquet", "no file"),
+        ("/monitor/ctr/plots/last_90_days.png", "no plots/last_90_days.png"),
+        ("/monitor/cvr/", "no monitoring page for cvr yet"),
+    ]:
+        response = monitor_client.get(path)
+        assert response.status_code == 404 and detail in response.json()["detail"], path
