@@ -151,22 +151,14 @@ def monitor_doc_md(definition: ModelDefinition) -> str:
     )
 
 
-def build_dag(definition: ModelDefinition) -> DAG:
+def _run_policy(definition: ModelDefinition) -> dict[str, Any]:
+    """What both of a model's DAGs share: start, one run at a time, the owner, retries and the failure alerts."""
     config = definition.config
-    dag = DAG(
-        dag_id=f"keiko_{definition.name}",
-        description=config.description or f"retrain, evaluate, register and deploy {definition.name}",
-        schedule=CronDataIntervalTimetable(config.schedule, timezone="UTC"),
-        start_date=dt.datetime.combine(config.start_date, dt.time(), tzinfo=dt.UTC),
-        catchup=False,
-        max_active_runs=1,
-        tags=["keiko", f"model:{definition.name}", f"owner:{config.owner}"],
-        params={
-            name: Param(spec.default, description=spec.description, section=spec.section, **spec.schema)
-            for name, spec in param_specs(config).items()
-        },
-        doc_md=doc_md(definition),
-        default_args={
+    return {
+        "start_date": dt.datetime.combine(config.start_date, dt.time(), tzinfo=dt.UTC),
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": {
             "owner": config.owner,
             "retries": STAGE_RETRIES,
             "retry_delay": dt.timedelta(minutes=5),
@@ -174,7 +166,23 @@ def build_dag(definition: ModelDefinition) -> DAG:
             "execution_timeout": STAGE_TIMEOUT,
             "on_failure_callback": alerts.on_task_failure,
         },
-        on_failure_callback=alerts.on_run_failure,
+        "on_failure_callback": alerts.on_run_failure,
+    }
+
+
+def build_dag(definition: ModelDefinition) -> DAG:
+    config = definition.config
+    dag = DAG(
+        dag_id=f"keiko_{definition.name}",
+        description=config.description or f"retrain, evaluate, register and deploy {definition.name}",
+        schedule=CronDataIntervalTimetable(config.schedule, timezone="UTC"),
+        tags=["keiko", f"model:{definition.name}", f"owner:{config.owner}"],
+        params={
+            name: Param(spec.default, description=spec.description, section=spec.section, **spec.schema)
+            for name, spec in param_specs(config).items()
+        },
+        doc_md=doc_md(definition),
+        **_run_policy(definition),
     )
     make_task = _task_builder(definition)
     with dag:
@@ -210,20 +218,9 @@ def build_monitor_dag(definition: ModelDefinition) -> DAG:
         dag_id=f"keiko_monitor_{definition.name}",
         description=f"{definition.name} in production: logged answers against their outcomes, per version",
         schedule=CronDataIntervalTimetable(monitor.schedule, timezone="UTC"),
-        start_date=dt.datetime.combine(config.start_date, dt.time(), tzinfo=dt.UTC),
-        catchup=False,
-        max_active_runs=1,
         tags=["keiko", "monitor", f"model:{definition.name}", f"owner:{config.owner}"],
         doc_md=monitor_doc_md(definition),
-        default_args={
-            "owner": config.owner,
-            "retries": STAGE_RETRIES,
-            "retry_delay": dt.timedelta(minutes=5),
-            "retry_exponential_backoff": True,
-            "execution_timeout": STAGE_TIMEOUT,
-            "on_failure_callback": alerts.on_task_failure,
-        },
-        on_failure_callback=alerts.on_run_failure,
+        **_run_policy(definition),
     )
     make_task = _task_builder(definition)
     with dag:
