@@ -64,16 +64,15 @@ def _alert(kind: str, context: dict[str, Any], task: str, fallback_reason: str) 
     if dag_id.startswith(MONITOR_DAG_PREFIX):  # a monitor run judges an earlier day than its own (its tasks' ds)
         from keiko.modeldef import load_model
 
-        model = dag_id.removeprefix(MONITOR_DAG_PREFIX)
+        dag, model = MONITOR_DAG, dag_id.removeprefix(MONITOR_DAG_PREFIX)
         if context.get("ds"):
             lag = load_model(model).config.monitor_lag_days
             ds = (dt.date.fromisoformat(ds) - dt.timedelta(days=lag)).isoformat()
-        reason = step_reason(model, ds, task, run_id, MONITOR_DAG) if context.get("ds") else None
         page = monitoring_page_url(model)
     else:
-        model = dag_id.removeprefix("keiko_")
-        reason = step_reason(model, ds, task, run_id) if context.get("ds") else None
+        dag, model = MODEL_DAG, dag_id.removeprefix("keiko_")
         page = run_page_url(model, ds)
+    reason = step_reason(model, ds, task, run_id, dag) if context.get("ds") else None
     return Alert(kind, model, ds, task, one_line(reason or fallback_reason), run_id, page)
 
 

@@ -313,8 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--until",
         metavar="TASK",
-        help=f"the last task to run (default {TASK_IDS[-1]}; with --monitor {MONITOR_TASK_IDS[-1]}): one of "
-        + ", ".join(TASK_IDS),
+        help=f"the last task to run (default: the last): one of {', '.join(TASK_IDS)}; with --monitor one of "
+        + ", ".join(MONITOR_TASK_IDS),
     )
     run.add_argument(
         "--monitor",

@@ -184,29 +184,40 @@ def build_dag(definition: ModelDefinition) -> DAG:
         doc_md=doc_md(definition),
         **_run_policy(definition),
     )
-    make_task = _task_builder(definition)
     with dag:
-        tasks = {}
+        tasks = _step_tasks(
+            definition,
+            PIPELINE,
+            env={RUN_TYPE_ENV: "{{ dag_run.run_type }}", RUN_PARAMS_ENV: "{{ params | tojson }}"},
+        )
         for step in PIPELINE:
-            tasks[step.task_id] = make_task(
-                task_id=step.task_id,
-                model=definition.name,
-                stage=step.name,
-                kind=step.kind,
-                env={RUN_TYPE_ENV: "{{ dag_run.run_type }}", RUN_PARAMS_ENV: "{{ params | tojson }}"},
-                trigger_rule=TriggerRule(step.trigger_rule),
-                # A failed expectation is deterministic: retrying a gate only delays the page.
-                **({"retries": 0} if step.kind == "gate" else {}),
-            )
             if step.on_failure_only:
                 # Airflow decides a run's state by its leaf tasks, and a skipped leaf counts as success: as a
                 # teardown, rollback leaves that to gate_serving, so a failed run stays failed however the
                 # rollback ends (and clearing gate_serving clears its rollback too). It keeps its own rule.
                 tasks[step.task_id].as_teardown()
                 tasks[step.task_id].trigger_rule = TriggerRule(step.trigger_rule)
-            for upstream_id in upstream(step):
-                tasks[upstream_id] >> tasks[step.task_id]
     return dag
+
+
+def _step_tasks(definition: ModelDefinition, steps: tuple[Step, ...], **common: Any) -> dict[str, BaseOperator]:
+    """One task per step, `keiko stage|gate <name>` as KEIKO_STAGE_RUNNER runs it, linked to its upstream steps."""
+    make_task = _task_builder(definition)
+    tasks: dict[str, BaseOperator] = {}
+    for step in steps:
+        tasks[step.task_id] = make_task(
+            task_id=step.task_id,
+            model=definition.name,
+            stage=step.name,
+            kind=step.kind,
+            trigger_rule=TriggerRule(step.trigger_rule),
+            # A failed expectation is deterministic: retrying a gate only delays the page.
+            **({"retries": 0} if step.kind == "gate" else {}),
+            **common,
+        )
+        for upstream_id in upstream(step):
+            tasks[upstream_id] >> tasks[step.task_id]
+    return tasks
 
 
 def build_monitor_dag(definition: ModelDefinition) -> DAG:
@@ -222,7 +233,6 @@ def build_monitor_dag(definition: ModelDefinition) -> DAG:
         doc_md=monitor_doc_md(definition),
         **_run_policy(definition),
     )
-    make_task = _task_builder(definition)
     with dag:
         waits = [
             partition_sensor(
@@ -236,22 +246,8 @@ def build_monitor_dag(definition: ModelDefinition) -> DAG:
             )
             for table in config.sources
         ]
-        tasks = {}
-        for step in MONITOR:
-            tasks[step.task_id] = make_task(
-                task_id=step.task_id,
-                model=definition.name,
-                stage=step.name,
-                kind=step.kind,
-                ds=judged_day,
-                env={RUN_TYPE_ENV: "{{ dag_run.run_type }}"},
-                trigger_rule=TriggerRule(step.trigger_rule),
-                **({"retries": 0} if step.kind == "gate" else {}),
-            )
-            for upstream_id in upstream(step):
-                tasks[upstream_id] >> tasks[step.task_id]
-            if not upstream(step):
-                waits >> tasks[step.task_id]
+        tasks = _step_tasks(definition, MONITOR, ds=judged_day, env={RUN_TYPE_ENV: "{{ dag_run.run_type }}"})
+        waits >> tasks[MONITOR[0].task_id]  # the join; the gates follow it
     return dag
 
 

@@ -34,11 +34,10 @@ from keiko.pipeline import (
     ALL_DONE_MIN_ONE_SUCCESS,
     ALL_SUCCESS,
     MODEL_DAG,
-    MONITOR,
     MONITOR_DAG,
     ONE_FAILED,
-    PIPELINE,
     Step,
+    steps_of,
     upstream,
 )
 from keiko.process import EXIT_INTERRUPTED, EXIT_SKIPPED, RESULT_PREFIX, RUN_ID_ENV, RUN_TYPE_ENV, step_arguments
@@ -78,7 +77,7 @@ def not_run_state(trigger_rule: str, upstream_states: Sequence[str]) -> str | No
 def steps_until(task_id: str, dag: str = MODEL_DAG) -> tuple[Step, ...]:
     """The steps of a run (of the monitor's, with dag=MONITOR_DAG) up to and including `task_id`, in order
     (each after its upstream steps)."""
-    chain = MONITOR if dag == MONITOR_DAG else PIPELINE
+    chain = steps_of(dag)
     task_ids = [step.task_id for step in chain]
     if task_id not in task_ids:
         raise KeikoError(f"--until {task_id}: no such task; the tasks are {', '.join(task_ids)}")
@@ -252,7 +251,7 @@ def run(
 ) -> int:
     """`keiko run`: the steps of `model`'s run for `ds` (or of its monitor's, judging day `ds`, with
     dag=MONITOR_DAG) up to and including `until` (default: all); its exit code."""
-    steps = steps_until(until or (MONITOR if dag == MONITOR_DAG else PIPELINE)[-1].task_id, dag)
+    steps = steps_until(until or steps_of(dag)[-1].task_id, dag)
     params = checked_params(model, conf)
     run_id = f"{RUN_TYPE}__{dt.datetime.now(dt.UTC).isoformat()}"
     what = "monitor of" if dag == MONITOR_DAG else "run"

@@ -173,11 +173,11 @@ def upstream(step: Step) -> tuple[str, ...]:
     """The task ids `step` runs after."""
     if step.after:
         return step.after
-    chain = chain_of(step)
+    chain = steps_of(step.dag)
     index = chain.index(step)
     return (chain[index - 1].task_id,) if index else ()
 
 
-def chain_of(step: Step) -> tuple[Step, ...]:
-    """The steps of the DAG `step` belongs to."""
-    return MONITOR if step.dag == MONITOR_DAG else PIPELINE
+def steps_of(dag: str) -> tuple[Step, ...]:
+    """The steps of one of a model's DAGs (MODEL_DAG or MONITOR_DAG), in order."""
+    return MONITOR if dag == MONITOR_DAG else PIPELINE

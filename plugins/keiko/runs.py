@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from keiko.contract import ModelLayout, RunLayout
-from keiko.pipeline import MODEL_DAG, MONITOR_DAG, MONITOR_TASK_IDS, PIPELINE, TASK_IDS
+from keiko.pipeline import MODEL_DAG, PIPELINE, steps_of
 from keiko.storage import ArtifactStore
 
 OUTCOMES = ("success", "failed", "skipped")
@@ -68,7 +68,7 @@ class RunRecord:
     def load(cls, store: ArtifactStore, model: str, ds: str, dag: str = MODEL_DAG) -> RunRecord | None:
         """None when no step of that model and day has ever run (of its monitor run, with dag=MONITOR_DAG)."""
         layout = RunLayout(store, model, ds, dag)
-        task_ids = MONITOR_TASK_IDS if dag == MONITOR_DAG else TASK_IDS
+        task_ids = [step.task_id for step in steps_of(dag)]
         records = [StepRecord(**store.read_json(uri)) for uri in store.glob(layout.step_records)]
         records = [r for r in records if r.task_id in task_ids]
         if not records:
