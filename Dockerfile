@@ -58,6 +58,24 @@ RUN pip install --no-cache-dir --no-deps --no-build-isolation /tmp/keiko-src \
 # filesystem where Python cannot cache it, so every process would recompile what it imports: compile once.
 RUN python -m compileall -q -j 0 "$(python -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("airflow").origin))')"
 
+# Data Docs' tables (keiko.gates.data_docs): bootstrap-table, on neither PyPI nor Debian, from the npm registry's
+# tarball as `make install` takes it (the Makefile's version and sha512; tests/deploy/test_compose.py checks they
+# agree), under the image Python's sys.prefix/share/keiko, where data_docs looks.
+ARG BOOTSTRAP_TABLE_VERSION=1.19.1
+ARG BOOTSTRAP_TABLE_SHA512=5af57e975008fc2fb34e168a99f1e68bf22e6b254d074a9d172121171d63c9984ed282ed349340364091debbc97fa0e487bd9db0b125c6913f6f32bdb1e1102c
+USER 0
+RUN target="$(python -c 'import sys; print(sys.prefix)')/share/keiko/bootstrap-table-${BOOTSTRAP_TABLE_VERSION}" \
+    && curl -fsSL -o /tmp/bootstrap-table.tgz \
+        "https://registry.npmjs.org/bootstrap-table/-/bootstrap-table-${BOOTSTRAP_TABLE_VERSION}.tgz" \
+    && echo "${BOOTSTRAP_TABLE_SHA512}  /tmp/bootstrap-table.tgz" | sha512sum --check --quiet \
+    && install -d "$target" \
+    && tar -xzmf /tmp/bootstrap-table.tgz -C "$target" --strip-components=1 package/LICENSE \
+        package/dist/bootstrap-table.min.css package/dist/bootstrap-table.min.js \
+        package/dist/extensions/filter-control/bootstrap-table-filter-control.min.css \
+        package/dist/extensions/filter-control/bootstrap-table-filter-control.min.js \
+    && rm /tmp/bootstrap-table.tgz
+USER 50000
+
 COPY include/ /opt/keiko/include/
 COPY dags/ /opt/keiko/dags/
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make backfill MODEL=ctr FROM=2026-11-01 TO=2026-11-07: retrain keiko_<MODEL> for every day FROM..TO
-# (both included) through Airflow's own backfill, on the running scheduler (`make airflow`), and follow it
-# to the end. Backfill runs register each day's model as `historical` and never deploy.
+# (both included) through Airflow's own backfill, on the running scheduler (`make airflow` or `make stack`), and
+# follow it to the end. Backfill runs register each day's model as `historical` and never deploy.
 set -euo pipefail
 : "${MODEL:?MODEL=<model>}" "${FROM:?FROM=YYYY-MM-DD}" "${TO:?TO=YYYY-MM-DD}"
 for day in "$FROM" "$TO"; do
@@ -12,11 +12,21 @@ done
 DAG="keiko_${MODEL}"
 BIN="$(dirname "$0")/../.venv/bin"
 export PATH="$BIN:$PATH"
+# On the stack (`make stack`, scripts/stack.sh), its own settings: PostgreSQL, not the SQLite of `make airflow`.
+stack_env="${KEIKO_HOME:-$(dirname "$0")/../.keiko}/stack/stack.env"
+if [[ -s "$stack_env" ]]; then
+  # shellcheck disable=SC1090
+  source "$stack_env"
+fi
+backfills() { "$BIN/python" -m keiko.oncall.backfill "$1" --model "$MODEL"; }
 
 if ! airflow jobs check --job-type SchedulerJob --local >/dev/null 2>&1; then
-  echo "backfill: no Airflow scheduler is running here. Start one with 'make airflow' (another terminal)." >&2
+  echo "backfill: no Airflow scheduler is running here. Start one with 'make airflow' or 'make stack'." >&2
   exit 2
 fi
+# An unknown model (exit 2), or an earlier backfill still in progress (exit 1, with its days and how to end it),
+# in a line or a few, before Airflow is asked for anything.
+backfills active
 # The DAG's schedule fires at 02:00 for the day before, so the logical date of day TO is TO 02:00:
 # --to-date ends with TO itself, not at its midnight.
 # On SQLite the scheduler's own writes can leave `backfill create` with "database is locked". Airflow then
@@ -42,27 +52,22 @@ while true; do
   sleep "${LOCKED_RETRY_SECONDS:-5}"
 done
 
-# Follow this backfill until the scheduler marks it complete (only then can the DAG take another one).
+# Ctrl-C here would otherwise leave the backfill going in the scheduler, and the DAG takes one at a time.
+trap 'echo; backfills cancel; exit 130' INT TERM
+# Follow this backfill until the scheduler marks it complete: the summary every poll, each day's line (its state,
+# the task it is at, what a waiting day waits for, why a failed one failed) whenever it changed.
+shown=""
 while true; do
-  summary=$(DAG="$DAG" "$BIN/python" - 2>/dev/null <<'PY'
-import collections, os
-from sqlalchemy import select
-from airflow.models.backfill import Backfill
-from airflow.models.dagrun import DagRun
-from airflow.utils.session import create_session
-
-with create_session() as session:
-    backfill = session.scalars(
-        select(Backfill).where(Backfill.dag_id == os.environ["DAG"]).order_by(Backfill.id.desc()).limit(1)
-    ).one()
-    states = collections.Counter(str(run.state) for run in session.scalars(select(DagRun).where(DagRun.backfill_id == backfill.id)))
-    done = states["success"] + states["failed"]
-    print(f"{done}/{sum(states.values())} runs finished", dict(states), "done" if backfill.completed_at else "running")
-PY
-)
+  progress=$(backfills progress 2>&1) || { echo "$progress" >&2; exit 1; }
+  summary=${progress%%$'\n'*}
   echo "$(date -u +%H:%M:%S) $DAG backfill $FROM..$TO: $summary"
+  while IFS= read -r day; do
+    [[ -n "$day" && $'\n'"$shown"$'\n' != *$'\n'"$day"$'\n'* ]] && echo "$day"
+  done <<<"${progress#"$summary"}"
+  shown=${progress#"$summary"}
   [[ "$summary" == *done ]] && break
   sleep "${POLL_SECONDS:-15}"
 done
+trap - INT TERM
 "$BIN/keiko" models list "$MODEL"
-[[ "$summary" != *"'failed'"* ]] || { echo "backfill: some runs failed: 'keiko why $MODEL <day>' says why" >&2; exit 1; }
+[[ "$summary" != *"'failed'"* ]] || { echo "backfill: some days failed (above); 'keiko why $MODEL <day>' says more" >&2; exit 1; }

@@ -23,7 +23,7 @@ POST_TIMEOUT_SECONDS = 10
 
 @dataclass(frozen=True)
 class Alert:
-    kind: str  # "task failed" (a task's last try) or "run failed" (the DAG run)
+    kind: str  # "task failed" (a task's last try), "run failed" (the DAG run) or "run late" (its deadline passed)
     model: str
     ds: str
     task: str
@@ -118,3 +118,26 @@ def on_task_failure(context: dict[str, Any]) -> None:
 def on_run_failure(context: dict[str, Any]) -> None:
     """DAG-level on_failure_callback: runs in the DAG processor when a run ends failed."""
     post(run_failure_alert(context))
+
+
+def deadline_alert(model: str, context: dict[str, Any]) -> Alert:
+    """The DeadlineAlert's context is the run as the REST API returns it (`dag_run`) and the deadline."""
+    from keiko.modeldef import load_model
+    from keiko.operators.links import run_page_url
+
+    run = context.get("dag_run") or {}
+    ds = str(run.get("logical_date") or "")[:10] or "unknown day"
+    hours = load_model(model).config.run.deadline_hours
+    reason = (
+        f"not finished {hours:g} h after it was queued ({run.get('queued_at') or 'unknown'}; model.yaml "
+        f"run.deadline_hours), still {run.get('state') or 'unknown'}: see which task holds it in the grid"
+    )
+    return Alert("run late", model, ds, "the run", reason, str(run.get("dag_run_id") or ""), run_page_url(model, ds))
+
+
+async def on_deadline_missed(model: str, context: dict[str, Any]) -> None:
+    """The model DAG's DeadlineAlert callback; it runs in the triggerer, so the blocking post goes through
+    asgiref's sync_to_async, as Airflow asks of triggers."""
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(post)(deadline_alert(model, context))

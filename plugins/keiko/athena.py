@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from keiko.errors import KeikoError
+from keiko.errors import InfrastructureError, KeikoError
 from keiko.warehouse import content_fingerprint, days_between, missing_partitions_error, referenced_tables
 
 if TYPE_CHECKING:
@@ -175,6 +175,8 @@ class AthenaWarehouse:
             raise KeikoError(
                 f"Glue table {self.database}.{table} is not partitioned by dt (partition keys: {keys or 'none'})"
             )
+        if description.get("Parameters", {}).get("projection.enabled", "").lower() == "true":
+            return self._projected_days(description, first, last)
         position = keys.index("dt")
         # `table` reaches Glue as a request parameter, never inside SQL; the Expression holds two dates only.
         pages = self.glue.get_paginator("get_partitions").paginate(
@@ -184,6 +186,23 @@ class AthenaWarehouse:
             ExcludeColumnSchema=True,
         )
         return {partition["Values"][position] for page in pages for partition in page["Partitions"]}
+
+    def _projected_days(self, description: dict[str, Any], first: dt.date, last: dt.date) -> set[str]:
+        """A table with partition projection registers no partitions in Glue: Athena computes them from the table's
+        `storage.location.template` (default `<Location>/dt=<day>/`). A day is there when S3 has objects under its
+        location, up to the template's first key after dt (`.../dt=${dt}/model=${model}/` looks under `dt=<day>/`)."""
+        parameters = description.get("Parameters", {})
+        location = description["StorageDescriptor"]["Location"].rstrip("/")
+        template = parameters.get("storage.location.template") or f"{location}/dt=${{dt}}/"
+        present = set()
+        for day in (first + dt.timedelta(days=i) for i in range((last - first).days + 1)):
+            prefix = template.replace("${dt}", day.isoformat()).split("${", 1)[0].rsplit("/", 1)[0]
+            try:
+                if self.fs.ls(prefix, refresh=True):
+                    present.add(day.isoformat())
+            except FileNotFoundError:
+                pass
+        return present
 
     def partition_fingerprint(self, table: str, day: dt.date) -> str | None:
         """The ETags of the objects under the day's partition locations in Glue (an S3 ETag changes when an
@@ -247,10 +266,10 @@ class AthenaWarehouse:
         state = status["State"]
         if state in self.hook.FAILURE_STATES:
             reason = status.get("StateChangeReason") or status.get("AthenaError", {}).get("ErrorMessage")
-            raise KeikoError(f"Athena query {query_id} {state}: {reason or 'Athena gave no reason'}")
+            raise InfrastructureError(f"Athena query {query_id} {state}: {reason or 'Athena gave no reason'}")
         if state not in self.hook.SUCCESS_STATES:
             self.hook.stop_query(query_id)
-            raise KeikoError(f"Athena query {query_id} still {state} after {self.timeout:g}s: cancelled it")
+            raise InfrastructureError(f"Athena query {query_id} still {state} after {self.timeout:g}s: cancelled it")
         return execution
 
     def read_result(self, query_id: str, execution: dict[str, Any]) -> pa.Table:

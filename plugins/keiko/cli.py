@@ -21,7 +21,7 @@ from keiko import phases  # first: the phase clock starts before keiko's own imp
 from keiko.errors import GateFailed, KeikoError, StageSkipped
 from keiko.faults import FAULTS
 from keiko.pipeline import MONITOR_TASK_IDS, STAGES, SUITES, TASK_IDS, task_id
-from keiko.process import EXIT_GATE_FAILED, EXIT_INTERRUPTED, EXIT_SKIPPED, EXIT_USER_ERROR
+from keiko.process import EXIT_GATE_FAILED, EXIT_INTERRUPTED, EXIT_RETRYABLE, EXIT_SKIPPED, EXIT_USER_ERROR
 
 phases.claim("import keiko")
 
@@ -396,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SKIPPED
     except KeikoError as exc:
         print(f"keiko: error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_USER_ERROR
+        return EXIT_RETRYABLE if exc.retryable else EXIT_USER_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 

@@ -2,7 +2,12 @@
 
 
 class KeikoError(Exception):
-    """A mistake the user can fix (bad input, missing data, unknown model)."""
+    """A mistake the user can fix (bad input, missing data, unknown model), said in one line.
+
+    `retryable`: the cause is outside the user's input (InfrastructureError, or an error that wraps one), so the
+    step exits with keiko.process.EXIT_RETRYABLE and Airflow retries it."""
+
+    retryable = False
 
 
 class ModelConfigError(KeikoError):
@@ -17,7 +22,14 @@ class RegistryError(KeikoError):
     """The registry refused an operation (unknown version, bad alias move)."""
 
 
-class LeaseHeld(RegistryError):
+class InfrastructureError(KeikoError):
+    """Something outside the user's input failed and may work on a retry: an unreachable model server, a lease
+    held past the wait, an Athena query that failed or timed out."""
+
+    retryable = True
+
+
+class LeaseHeld(RegistryError, InfrastructureError):
     """Another holder has the model's production lease; `lease` says who, since when, until when."""
 
     def __init__(self, message: str, lease) -> None:

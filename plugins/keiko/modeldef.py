@@ -324,6 +324,17 @@ class Monitor(_Strict):
         return max(0, math.ceil((attribution_hours - starts) / 24))
 
 
+class RunPolicy(_Strict):
+    """The model DAG's runs: how long one waits for its data, and when an unfinished one is late."""
+
+    wait_for_data_hours: float = Field(
+        default=6, gt=0, description="wait_for_data waits this long for the window's partitions, then fails"
+    )
+    deadline_hours: float = Field(
+        default=10, gt=0, description="a run still unfinished this long after it was queued alerts the webhook"
+    )
+
+
 class Gates(_Strict):
     raw: RawGate
     features: FeaturesGate
@@ -358,6 +369,7 @@ class ModelConfig(_Strict):
     )
     serving: Serving
     monitor: Monitor
+    run: RunPolicy = Field(default_factory=RunPolicy)
 
     @property
     def attribution_hours(self) -> float:

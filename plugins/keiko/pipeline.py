@@ -17,6 +17,9 @@ ALL_SUCCESS = "all_success"
 ONE_FAILED = "one_failed"  # a step that runs only when one before it failed (rollback)
 ALL_DONE_MIN_ONE_SUCCESS = "all_done_min_one_success"
 MODEL_DAG, MONITOR_DAG = "model", "monitor"  # which of a model's DAGs a step belongs to
+# The model DAG's first task, before its steps: a sensor (keiko.operators.sensors), no `keiko` command. It records a
+# failure in the run record as the steps do, so that the run page, `keiko why` and `keiko status` name it.
+DATA_WAIT = "wait_for_data"
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,24 @@ from typing import Any
 
 EXIT_USER_ERROR = 2  # a mistake the user can fix, said in one line (unknown model, missing partition)
 EXIT_GATE_FAILED = 3  # a gate's expectations failed (its table is printed): deterministic, never retried
+EXIT_RETRYABLE = 75  # infrastructure that may work on a retry (sysexits' EX_TEMPFAIL): the task is retried
 EXIT_SKIPPED = 99  # the step decided, correctly, to do nothing: the task shows as skipped
 EXIT_INTERRUPTED = 130
+
+# Any other non-zero exit (1: an unexpected exception, -9: killed) is retried like EXIT_RETRYABLE; these are not,
+# since a retry would fail the same way and only delay the page.
+NOT_RETRIED = frozenset({EXIT_USER_ERROR, EXIT_GATE_FAILED})
 
 RESULT_PREFIX = "keiko-result: "
 RESULT_FILE_ENV = "KEIKO_RESULT_FILE"  # in a pod: where KubernetesPodOperator's XCom sidecar reads the result
 RUN_ID_ENV = "KEIKO_RUN_ID"  # the Airflow run id; empty when run by hand
 RUN_TYPE_ENV = "KEIKO_RUN_TYPE"  # Airflow's dag_run.run_type: scheduled, manual, backfill, ...
+RETRIES_LEFT_ENV = "KEIKO_RETRIES_LEFT"  # tries Airflow has left after this one: a failure to retry is "retrying"
+
+
+def retried(exit_code: int) -> bool:
+    """Whether Airflow retries a step that exited with `exit_code` (while it has tries left)."""
+    return exit_code != 0 and exit_code not in NOT_RETRIED and exit_code != EXIT_SKIPPED
 
 
 def step_arguments(kind: str, name: str, model: str, ds: str) -> list[str]:

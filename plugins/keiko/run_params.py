@@ -42,7 +42,9 @@ def param_specs(config: ModelConfig) -> dict[str, ParamSpec]:
         ),
         "reason": ParamSpec(
             "",
-            {"type": "string", "maxLength": MAX_REASON_CHARS},
+            # null too: the trigger form marks a param required unless its type allows null, and an emptied text
+            # field arrives as null. It is stored as "".
+            {"type": ["null", "string"], "maxLength": MAX_REASON_CHARS},
             "why this run was started (e.g. 'retrain after the 11-20 logging fix'); stored with the registry entry",
             RUN_SECTION,
         ),
@@ -94,7 +96,7 @@ class RunParams:
                 raise KeikoError(f"run parameter {name}={value!r}: {exc.message}") from None
         return cls(
             deploy=checked.pop("deploy"),
-            reason=checked.pop("reason"),
+            reason=checked.pop("reason") or "",
             window_days=checked.pop("window_days"),
             algorithm=checked,
         )

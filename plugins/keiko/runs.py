@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from keiko.contract import ModelLayout, RunLayout
-from keiko.pipeline import MODEL_DAG, PIPELINE, steps_of
+from keiko.pipeline import DATA_WAIT, MODEL_DAG, PIPELINE, steps_of
 from keiko.storage import ArtifactStore
 
-OUTCOMES = ("success", "failed", "skipped")
+OUTCOMES = ("success", "failed", "skipped", "retrying")  # retrying: failed, and Airflow tries it again
 # The steps every run that goes well reaches; the others run only after a failure (rollback).
 MAIN_TASK_IDS = tuple(step.task_id for step in PIPELINE if not step.on_failure_only)
 
@@ -68,7 +68,7 @@ class RunRecord:
     def load(cls, store: ArtifactStore, model: str, ds: str, dag: str = MODEL_DAG) -> RunRecord | None:
         """None when no step of that model and day has ever run (of its monitor run, with dag=MONITOR_DAG)."""
         layout = RunLayout(store, model, ds, dag)
-        task_ids = [step.task_id for step in steps_of(dag)]
+        task_ids = [*([DATA_WAIT] if dag == MODEL_DAG else []), *(step.task_id for step in steps_of(dag))]
         records = [StepRecord(**store.read_json(uri)) for uri in store.glob(layout.step_records)]
         records = [r for r in records if r.task_id in task_ids]
         if not records:
@@ -82,17 +82,23 @@ class RunRecord:
         return next((s for s in self.steps.values() if s.outcome == "failed"), None)
 
     @property
+    def retrying(self) -> StepRecord | None:
+        return next((s for s in self.steps.values() if s.outcome == "retrying"), None)
+
+    @property
     def last_step(self) -> StepRecord:
         """The furthest step of the pipeline the run recorded."""
         return list(self.steps.values())[-1]
 
     @property
     def outcome(self) -> str:
-        """failed; complete (every step a good run reaches ended, or the last one recorded was skipped: Airflow
-        skips the tasks after it without running them, so they record nothing); or incomplete (running, or
-        stopped)."""
+        """failed; retrying (a step failed and Airflow tries it again); complete (every step a good run reaches
+        ended, or the last one recorded was skipped: Airflow skips the tasks after it without running them, so they
+        record nothing); or incomplete (running, or stopped)."""
         if self.failed:
             return "failed"
+        if self.retrying:
+            return "retrying"
         if set(MAIN_TASK_IDS) <= set(self.steps) or self.last_step.outcome == "skipped":
             return "complete"
         return "incomplete"

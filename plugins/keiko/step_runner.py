@@ -19,7 +19,7 @@ from keiko import phases
 from keiko.contract import RESULTS, StepResult
 from keiko.errors import KeikoError, StageSkipped
 from keiko.pipeline import MONITOR_DAG, STEPS
-from keiko.process import RESULT_FILE_ENV, RESULT_PREFIX, encode_result
+from keiko.process import RESULT_FILE_ENV, RESULT_PREFIX, RETRIES_LEFT_ENV, encode_result
 from keiko.runs import StepRecord, one_line, write_step
 from keiko.stages.context import StageContext, peak_rss_mb
 
@@ -41,6 +41,11 @@ def _refresh_run_page(ctx: StageContext) -> None:
         ctx.log(f"{page} not updated: {type(exc).__name__}: {exc}")
     else:
         ctx.log(f"{page}: {uri}")
+
+
+def _failed_or_retrying() -> str:
+    """A failure Airflow will retry is not the run's end: `keiko status` and the run page say "retrying"."""
+    return "retrying" if int(os.environ.get(RETRIES_LEFT_ENV) or 0) > 0 else "failed"
 
 
 def run_step(task_id: str, model: str, ds: dt.date) -> StepResult:
@@ -75,11 +80,11 @@ def run_step(task_id: str, model: str, ds: dt.date) -> StepResult:
     except StageSkipped as exc:
         record("skipped", str(exc))
         raise
-    except KeikoError as exc:
-        record("failed", str(exc))
+    except KeikoError as exc:  # the user's to fix, and not retried, unless its cause is infrastructure
+        record(_failed_or_retrying() if exc.retryable else "failed", str(exc))
         raise
     except Exception as exc:
-        record("failed", f"{type(exc).__name__}: {exc}")
+        record(_failed_or_retrying(), f"{type(exc).__name__}: {exc}")
         raise
     expected = RESULTS[task_id]
     if type(result) is not expected:  # the contract, checked where it is kept

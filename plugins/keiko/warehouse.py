@@ -20,6 +20,7 @@ from keiko.modeldef import IDENTIFIER
 
 if TYPE_CHECKING:
     from keiko.config import Settings
+    from keiko.modeldef import ModelDefinition
 
 SQL_DIALECT = "trino"  # templates must parse as Trino (Athena) and run on DuckDB
 
@@ -106,12 +107,27 @@ def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
 
 
+def describe_partitions(partitions: list[str], shown: int = 5) -> str:
+    """The first `shown` `table/dt=day` partitions, and how many more: short enough for one log line."""
+    more = len(partitions) - shown
+    return ", ".join(partitions[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
 def missing_partitions_error(
     missing: list[str], where: str, start: dt.date, end: dt.date, hint: str
 ) -> MissingDataError:
     """One message naming the first missing `table/dt=day` partitions, the same on every warehouse."""
-    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-    return MissingDataError(f"missing warehouse partitions in {where}: {shown} (data window {start}..{end}; {hint})")
+    return MissingDataError(
+        f"missing warehouse partitions in {where}: {describe_partitions(missing)} (data window {start}..{end}; {hint})"
+    )
+
+
+def window_tables(model: ModelDefinition, ds: dt.date) -> tuple[set[str], dt.date, dt.date]:
+    """What the run of `ds` reads: the tables its extract SQL names, and its data window's first and last day;
+    the partitions extract's check_window demands and wait_for_data waits for."""
+    start, end = data_window(ds, model.config.window_days)
+    sql = render_sql(model.sql_path, ds=ds, window_days=model.config.window_days, model=model.name)
+    return referenced_tables(sql), start, end
 
 
 # -- table folders ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk import Asset
 from airflow.sdk.api.datamodels._generated import DagRunType
 from airflow.sdk.definitions.param import ParamValidationError
 from airflow.sdk.execution_time import macros
@@ -72,17 +73,28 @@ def test_the_monitor_dag_waits_deferred_for_each_source_then_judges_the_attribut
 def test_dag_shape_and_policy(dagbag, model):
     dag = dagbag.dags[f"keiko_{model}"]
     config = load_model(model).config
-    chain = [dag.get_task("extract")]
+    chain = [dag.get_task("wait_for_data")]
     while chain[-1].downstream_list:
         downstream = chain[-1].downstream_list
         # The next link is the downstream task that no other downstream task leads to.
         (nxt,) = [t for t in downstream if not any(t in o.get_flat_relatives() for o in downstream if o is not t)]
         chain.append(nxt)
     assert [t.task_id for t in chain] == [
-        "extract", "gate_raw", "features", "gate_features", "train", "gate_training",
+        "wait_for_data", "extract", "gate_raw", "features", "gate_features", "train", "gate_training",
         "evaluate", "gate_evaluation", "register", "deploy", "gate_serving", "rollback",
     ]  # fmt: skip
     assert len(dag.tasks) == len(chain)
+    # The data first, deferred: its timeout is model.yaml's, and a timeout is final (no retries).
+    wait = dag.get_task("wait_for_data")
+    assert wait.timeout == config.run.wait_for_data_hours * 3600 and wait.retries == 0
+    # A run still going deadline_hours after it was queued alerts, through keiko's webhook.
+    (deadline,) = dag.deadline
+    assert deadline.interval == dt.timedelta(hours=config.run.deadline_hours)
+    assert deadline.callback.path == "keiko.alerts.on_deadline_missed" and deadline.callback.kwargs == {"model": model}
+    # What moves production publishes the model's Asset; the monitor reads it.
+    production = Asset(f"keiko://{model}/production")  # as a downstream DAG spells it
+    assert [t.task_id for t in dag.tasks if t.outlets] == ["deploy", "rollback"]
+    assert all(t.outlets == [production] for t in dag.tasks if t.outlets)
     # register records an unblessed candidate as rejected: it runs once evaluate and the gate are done.
     register = dag.get_task("register")
     assert register.trigger_rule == "all_done_min_one_success"
@@ -98,6 +110,8 @@ def test_dag_shape_and_policy(dagbag, model):
     assert dag.max_active_runs == 1 and not dag.catchup
     for task in dag.tasks:
         assert task.owner == config.owner
+        if task is wait:
+            continue
         assert task.execution_timeout is not None
         if task.task_id.startswith("gate_"):
             assert task.retries == 0 and task.command[3] == "gate", task.task_id  # deterministic: no retries
@@ -115,6 +129,8 @@ def test_every_templated_field_renders(dagbag, model):
     for task in dag.tasks:
         task.render_template_fields(context)
         assert task.ds == "2026-11-21" and task.model == model
+        if task.task_id == "wait_for_data":
+            continue
         assert task.env.keys() == {"KEIKO_RUN_TYPE", "KEIKO_RUN_PARAMS"}
         assert _run_type(task.env["KEIKO_RUN_TYPE"]) == "backfill"  # what the stage makes of it
         assert json.loads(task.env["KEIKO_RUN_PARAMS"]) == params  # what the stage validates again
@@ -130,6 +146,8 @@ def test_the_trigger_form_has_every_run_param_and_the_overrides_model_yaml_allow
         assert param.description, name  # the form's help text
         assert param.schema["section"] in ("Run", f"Algorithm: {config.algorithm.name}"), name
     assert params["window_days"] == config.window_days
+    # Only what has no sensible default is required: the form leaves Trigger disabled until a required field is set.
+    assert params.get_param("reason").resolve(None) is None and params.get_param("reason").resolve("") == ""
     assert {name: params[name] for name in config.algorithm.overridable} == {
         name: config.algorithm.params[name] for name in config.algorithm.overridable
     }
@@ -137,7 +155,7 @@ def test_the_trigger_form_has_every_run_param_and_the_overrides_model_yaml_allow
 
 @pytest.mark.parametrize(
     "name, value",
-    [("deploy", "sometimes"), ("window_days", 2), ("window_days", "7"), ("reason", "x" * 501), ("reason", None)],
+    [("deploy", "sometimes"), ("window_days", 2), ("window_days", "7"), ("reason", "x" * 501), ("reason", 5)],
 )
 @pytest.mark.parametrize("model", model_names())
 def test_the_run_params_refuse_invalid_values(dagbag, model, name, value):

@@ -111,11 +111,38 @@ def compose(raw_compose) -> dict:
     return interpolate(raw_compose)
 
 
-def environment(service: dict) -> dict[str, str]:
+def env_files(service: dict) -> list[Path]:
+    """The service's `env_file:` entries (a path, a list of paths or of {path: ...}), relative to the project."""
+    found = service.get("env_file") or []
+    found = [found] if isinstance(found, str) else found
+    return [ROOT / (entry if isinstance(entry, str) else entry["path"]) for entry in found]
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """An env file as Compose reads deploy/airflow.env: NAME=value lines, `#` comment lines, blank lines. The
+    file keeps to what Compose and bash read alike: no quotes, `$` or inline comments (test_stack_settings.py)."""
+    found = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            found[name.strip()] = value
+    return found
+
+
+def own_environment(service: dict) -> dict[str, str]:
+    """The service's `environment:` alone."""
     env = service.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
     return {key: "" if value is None else str(value) for key, value in env.items()}
+
+
+def environment(service: dict) -> dict[str, str]:
+    """The environment the service's container gets: its env files in order, then `environment:` over them."""
+    env: dict[str, str] = {}
+    for path in env_files(service):
+        env.update(read_env_file(path))
+    return {**env, **own_environment(service)}
 
 
 def words(value) -> list[str]:
@@ -244,7 +271,7 @@ def test_every_official_airflow_service_is_there_with_its_upstream_command(compo
             assert services[name].get("command") == command, name
             assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
             assert services[name].get("restart") == "always", name
-    assert services["airflow-worker"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert environment(services["airflow-worker"])["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert services["airflow-init"]["environment"]["_AIRFLOW_DB_MIGRATE"] == "true"
     assert services["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
@@ -633,3 +660,14 @@ def test_the_build_context_is_only_what_the_image_needs(dockerfile):
                 if "__pycache__" in relative:
                     continue
                 assert not ignored(relative, patterns), f"COPY {source}: .dockerignore leaves out {relative}"
+
+
+def test_the_image_ships_the_data_docs_assets_the_makefile_installs(dockerfile):
+    """keiko.gates.data_docs needs bootstrap-table in pods too: the same version and bytes as `make install`."""
+    makefile = dict(
+        re.findall(r"^(BOOTSTRAP_TABLE_(?:VERSION|SHA512)) := (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    )
+    args = dict(i.value.split("=", 1) for i in of(dockerfile, "ARG") if i.value.startswith("BOOTSTRAP_TABLE_"))
+    assert args == makefile and len(args) == 2
+    (run,) = [i for i in of(dockerfile, "RUN") if "bootstrap-table" in i.value]
+    assert "sha512sum --check" in run.value and "python -c 'import sys; print(sys.prefix)')/share/keiko" in run.value

@@ -1,8 +1,11 @@
 """keiko_ctr end to end under `airflow dags test`, against a real model server on loopback."""
 
+import datetime as dt
+import json
 import os
 import shutil
 import subprocess
+import sys
 
 import httpx
 import numpy as np
@@ -28,9 +31,15 @@ def environment(tmp_path, warehouse_dir):
 
 def test_dag_retrains_registers_deploys_and_the_server_answers(environment, tmp_path):
     env, url = environment
+    began = dt.datetime.now(dt.UTC)
     first = dags_test(env, "ctr")
-    assert "production alias moved vNone -> v1" in first
+    assert "production alias moved none -> v1" in first
     assert "gate_serving passed" in first  # the live replica answers the golden set as offline
+    # The grid's duration: the run started when its first task did, not at its logical date (keiko.dags_test).
+    subprocess.run([sys.executable, "-m", "keiko.dags_test"], env=env, check=True, capture_output=True)
+    listed = subprocess.run([AIRFLOW, "dags", "list-runs", "keiko_ctr", "-o", "json"], env=env, capture_output=True)
+    (run,) = json.loads(listed.stdout)
+    assert dt.datetime.fromisoformat(run["start_date"]) >= began, run
 
     from keiko.algorithms import load_model_bytes
     from keiko.registry import open_registry

@@ -1,12 +1,20 @@
-"""Operating keiko through a running Airflow (`airflow standalone`: scheduler, DAG processor, API server on
-SQLite): manual triggers through the REST API, a backfill, the "Run page" link and failure alerts.
+"""Operating keiko through a running Airflow in its production shape, the stack of `make stack` (scripts/stack.sh:
+PostgreSQL, Redis, api-server, scheduler, dag-processor, triggerer and a Celery worker as processes of their own,
+the registry in PostgreSQL, model servers): manual triggers through the REST API, backfills (one whose day waits
+for its data, one cancelled by Ctrl-C), the "Run page" link and failure alerts, wait_for_data deferred in the
+triggerer until its timeout, the run-late deadline alert, the production Asset and a DAG scheduled on it, and
+`keiko rollback`.
 
-The schedule is off (`[scheduler] use_job_schedule = False`) so only the runs a test starts exist.
+The stack runs for this module in a temporary KEIKO_HOME on free ports (tests/airflow_shapes.py), with the
+settings docker-compose.yaml shares with it (deploy/airflow.env) except that DAGs start unpaused and the
+schedule is off (`[scheduler] use_job_schedule = False`), so only the runs a test starts exist.
 """
 
 import datetime as dt
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
@@ -14,8 +22,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from airflow_shapes import operations_env, reachable_root, stack
 
-from conftest import AIRFLOW, DS, END_DATE, ROOT, ROWS_PER_DAY, free_port, webhook_receiver
+from conftest import AIRFLOW, DS, END_DATE, ROOT, ROWS_PER_DAY, webhook_receiver
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +43,7 @@ def webhook():
 
 
 class Airflow:
-    """A running `airflow standalone` and a client of its REST API, logged in as admin."""
+    """A running Airflow and a client of its REST API, logged in as admin."""
 
     def __init__(self, url: str, env: dict[str, str], home: Path) -> None:
         self.url, self.env, self.home = url, env, home
@@ -71,65 +80,75 @@ class Airflow:
         return subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=300)
 
 
+FOLLOWER = '''\
+"""Operations tests: a DAG downstream of keiko, queued on every change of ctr's production."""
+import datetime as dt
+
+from airflow.sdk import DAG, Asset, task
+
+with DAG("follows_ctr_production", schedule=Asset("keiko://ctr/production"), start_date=dt.datetime(2026, 1, 1)):
+
+    @task
+    def served(**context):
+        (events,) = context["triggering_asset_events"].values()
+        return events[-1].extra["version"]
+
+    served()
+'''
+# Waits short enough for a run past the data to end in a minute or two: (run.wait_for_data_hours, .deadline_hours).
+RUN_POLICY = {"ctr": (0.02, 10), "cvr": (0.03, 0.01)}
+
+
+def project(folder: Path) -> dict[str, str]:
+    """A copy of include/ and dags/ with RUN_POLICY's waits and a DAG scheduled on ctr's production Asset."""
+    shutil.copytree(ROOT / "include", folder / "include")
+    shutil.copytree(ROOT / "dags", folder / "dags")
+    for model, (wait, deadline) in RUN_POLICY.items():
+        path = folder / "include" / "models" / model / "model.yaml"
+        text = re.sub(r"wait_for_data_hours: [0-9.]+", f"wait_for_data_hours: {wait}", path.read_text())
+        path.write_text(re.sub(r"deadline_hours: [0-9.]+", f"deadline_hours: {deadline}", text))
+    (folder / "dags" / "follows_ctr_production.py").write_text(FOLLOWER)
+    return {"KEIKO_PROJECT_DIR": str(folder), "AIRFLOW__CORE__DAGS_FOLDER": str(folder / "dags")}
+
+
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory, webhook):
     from keiko.synth import write_warehouse
 
-    root = tmp_path_factory.mktemp("operations")
-    warehouse = root / "warehouse"
-    write_warehouse(warehouse, END_DATE, DAYS, ROWS_PER_DAY, faults={dt.date.fromisoformat(BAD_DAY): ["null-key"]})
-    (root / "passwords.json").write_text(json.dumps({"admin": PASSWORD}))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "PATH": f"{Path(AIRFLOW).parent}{os.pathsep}{os.environ['PATH']}",  # standalone starts `airflow ...`
-        "KEIKO_HOME": str(root / "home"),
-        "KEIKO_WAREHOUSE_DIR": str(warehouse),
-        "AIRFLOW_HOME": str(root / "airflow"),
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__BASE_URL": url,
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(root / "passwords.json"),
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-        "AIRFLOW_CONN_KEIKO_ALERTS": json.dumps({"conn_type": "http", "host": webhook[0]}),
-        "POLL_SECONDS": "3",  # make backfill's progress
-    }
-    log = (root / "standalone.log").open("w")
-    process = subprocess.Popen(
-        [AIRFLOW, "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    airflow = Airflow(url, env, root)
+    root = reachable_root("keiko-operations-")
     try:
-        deadline = time.monotonic() + 300
-        while True:  # up when it logs us in and the DAG has been parsed
-            assert process.poll() is None, (root / "standalone.log").read_text()[-3000:]
-            try:
-                airflow.login()
-                if airflow.client.get("/api/v2/dags/keiko_ctr").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (root / "standalone.log").read_text()[-3000:]
-            time.sleep(2)
-        yield airflow
+        warehouse = root / "warehouse"
+        faults = {dt.date.fromisoformat(BAD_DAY): ["null-key"]}
+        write_warehouse(warehouse, END_DATE, DAYS, ROWS_PER_DAY, faults=faults, progress=lambda _msg: None)
+        env = {**operations_env(root, warehouse, PASSWORD, alerts_url=webhook[0]), **project(root / "project")}
+        env["POLL_SECONDS"] = "3"  # make backfill's progress
+        with stack(root / "home", env) as running:
+            airflow = Airflow(running.url, running.env, root)
+            deadline = time.monotonic() + 300
+            while True:  # ready when it logs us in and the DAG has been parsed
+                try:
+                    airflow.login()
+                    if airflow.client.get("/api/v2/dags/keiko_ctr").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "keiko_ctr was not parsed within 300 s of the stack's start"
+                time.sleep(2)
+            yield airflow
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
+        # The components' and the tasks' logs outlive the stack where pytest keeps its temporary folders.
+        kept, stack_dir = tmp_path_factory.mktemp("operations-logs"), root / "home" / "stack"
+        for logs, name in ((stack_dir / "logs", "stack"), (stack_dir / "airflow" / "logs", "tasks")):
+            if logs.is_dir():
+                shutil.copytree(logs, kept / name)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def registry(airflow: Airflow):
+    """The registry the stages wrote: the stack's PostgreSQL database, as the components have it."""
     from keiko.registry import open_registry
 
-    return open_registry(f"sqlite:///{airflow.home / 'home' / 'registry.db'}")
+    return open_registry(airflow.env["KEIKO_REGISTRY_URL"])
 
 
 @pytest.fixture(scope="module")
@@ -258,3 +277,164 @@ def test_a_failed_run_alerts_the_webhook_and_links_its_run_page(airflow, webhook
     assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
     assert "gate_raw" in report.text and "impression_id" in report.text
     assert httpx.get(page).status_code == 401  # the page is Airflow's: no token, no page
+
+
+# --- waiting for data, late runs, the production Asset ------------------------------------------------------
+
+
+def trigger(airflow: Airflow, dag_id: str, logical_date: str, conf: dict) -> str:
+    response = airflow.client.post(f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": logical_date, "conf": conf})
+    assert response.status_code == 200, response.text
+    return response.json()["dag_run_id"]
+
+
+def task_instance(airflow: Airflow, dag_id: str, run_id: str, task_id: str) -> dict:
+    return airflow.client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}").json()
+
+
+def task_log(airflow: Airflow, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+    response = airflow.client.get(
+        f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+        params={"full_content": True},
+        headers={"Accept": "application/json"},
+    )
+    content = response.json().get("content", [])
+    return "\n".join(e.get("event", "") if isinstance(e, dict) else str(e) for e in content)
+
+
+def until(what: str, check, timeout: float, every: float = 2):
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        time.sleep(every)
+    return found
+
+
+def test_a_default_date_trigger_waits_deferred_for_its_data_then_fails_in_one_line(airflow, webhook):
+    """The form's logical date is now, past the data: wait_for_data says within a minute what it waits for, in the
+    triggerer (deferred), the run-late alert comes at cvr's deadline, and at the wait's end one line, no retries."""
+    _, received = webhook
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    run_id = trigger(airflow, "keiko_cvr", now.isoformat().replace("+00:00", "Z"), {})
+    day = now.date().isoformat()
+
+    def waiting() -> str | None:
+        ti = task_instance(airflow, "keiko_cvr", run_id, "wait_for_data")
+        text = task_log(airflow, "keiko_cvr", run_id, "wait_for_data") if ti.get("state") == "deferred" else ""
+        return text if "waiting for partitions" in text else None
+
+    log = until("wait_for_data deferred, saying what it waits for", waiting, timeout=60)
+    after_the_data = (END_DATE + dt.timedelta(days=1)).isoformat()
+    assert re.search(rf"waiting for partitions clicks/dt={after_the_data}, .* missing; data window \S+\.\.{day}\)", log)
+    assert "for up to 0.03 h" in log  # the project's cvr model.yaml (fixture): run.wait_for_data_hours
+
+    late = until("the run-late alert", lambda: [m for m in received if m["kind"] == "run late"], timeout=120)
+    assert (late[0]["model"], late[0]["ds"], late[0]["run_id"]) == ("cvr", day, run_id)
+    assert "not finished 0.01 h after it was queued" in late[0]["reason"]
+
+    def ended() -> str | None:
+        state = airflow.client.get(f"/api/v2/dags/keiko_cvr/dagRuns/{run_id}").json()["state"]
+        return state if state in ("success", "failed") else None
+
+    assert until("the run's end", ended, timeout=300) == "failed"
+    ti = task_instance(airflow, "keiko_cvr", run_id, "wait_for_data")
+    assert ti["state"] == "failed" and ti["try_number"] == 1  # a timeout is final
+    log = task_log(airflow, "keiko_cvr", run_id, "wait_for_data")
+    assert "wait_for_data: " in log and " partitions still missing after 0.03 h: clicks/dt=" in log, log[-2000:]
+    assert task_instance(airflow, "keiko_cvr", run_id, "extract")["state"] == "upstream_failed"
+
+    def failure_alerts() -> dict | None:
+        sent = {m["kind"]: m for m in received if m["run_id"] == run_id}
+        return sent if {"task failed", "run failed"} <= sent.keys() else None
+
+    alerts = until("the failure alerts", failure_alerts, timeout=120)
+    assert alerts["task failed"]["task"] == "wait_for_data"
+    assert "partitions still missing" in alerts["task failed"]["reason"]
+    # Its run page, `keiko why` and `keiko status` name it: wait_for_data records its failure as the steps do.
+    page = airflow.client.get(alerts["run failed"]["run_page"])
+    assert page.status_code == 200 and "failed at wait_for_data" in page.text
+    assert "partitions still missing" in page.text
+
+
+def test_a_logged_out_browser_is_sent_to_the_login_page_and_back(airflow):
+    page = f"{airflow.url}/keiko/runs/ctr/{DS}/"
+    response = httpx.get(page, headers={"Accept": "text/html"}, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/auth/login?next=")
+    login = httpx.get(f"{airflow.url}{response.headers['location']}")
+    assert login.status_code == 200 and "text/html" in login.headers["content-type"]
+
+
+def backfill_process(airflow: Airflow, first: str, last: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["make", "backfill", "MODEL=ctr", f"FROM={first}", f"TO={last}"],
+        env=airflow.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )  # fmt: skip
+
+
+def active_backfill(airflow: Airflow) -> subprocess.CompletedProcess:
+    command = [str(Path(AIRFLOW).parent / "python"), "-m", "keiko.oncall.backfill", "active", "--model", "ctr"]
+    return subprocess.run(command, env=airflow.env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_backfill_day_without_its_data_shows_what_it_waits_for_fails_and_blocks_nothing(airflow):
+    day = (END_DATE + dt.timedelta(days=1)).isoformat()
+    process = backfill_process(airflow, day, day)
+    printed, _ = process.communicate(timeout=600)
+    assert process.returncode != 0, printed
+    waiting = (
+        f"  {day} running: wait_for_data deferred, waiting for clicks/dt={day}, impressions/dt={day} (2 of 16 missing)"
+    )
+    assert waiting in printed, printed
+    assert f"  {day} failed: failed at wait_for_data: " in printed, printed
+    assert "backfill: some days failed (above)" in printed
+    assert active_backfill(airflow).returncode == 0  # complete: the next backfill may start
+
+
+def test_ctrl_c_on_make_backfill_cancels_the_backfill(airflow):
+    day = (END_DATE + dt.timedelta(days=2)).isoformat()
+    process = backfill_process(airflow, day, day)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "waiting for" in line:
+            break
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the signal to the foreground process group
+    rest, _ = process.communicate(timeout=120)
+    assert process.returncode in (-signal.SIGINT, 2, 130), "".join(lines) + rest
+    assert "cancelled backfill" in rest
+    assert active_backfill(airflow).returncode == 0
+
+
+def test_a_deploy_publishes_the_production_asset_a_dag_scheduled_on_it_runs_and_rollback_reverts(airflow, manual_run):
+    from keiko.serving.client import ModelServerClient
+
+    store, served = registry(airflow), []
+    again = {**manual_run[0], "deploy": "force"}  # the manual run's version, now deployed; then the day before's,
+    for day, conf in ((DS, again), ((END_DATE - dt.timedelta(days=1)).isoformat(), {"deploy": "force"})):  # history
+        run_id = trigger(airflow, "keiko_ctr", f"{day}T03:00:00Z", conf)  # 02:00 has its run already
+        assert airflow.wait(run_id)["state"] == "success", airflow.task_states(run_id)
+        served.append(store.alias("ctr"))
+    assert served[0] != served[1]
+
+    events = airflow.client.get("/api/v2/assets/events", params={"source_dag_id": "keiko_ctr"}).json()["asset_events"]
+    published = sorted(events, key=lambda event: event["timestamp"])[-2:]
+    assert [e["uri"] for e in published] == ["keiko://ctr/production"] * 2
+    assert [e["extra"]["version"] for e in published] == served  # each deploy's result is its event's extra
+    assert published[-1]["extra"]["previous_version"] == served[0]
+
+    # The DAG scheduled on it has the events queued: its run starts on the scheduler's next loop where the schedule is
+    # on (here it is off, `[scheduler] use_job_schedule = False`, which holds asset-triggered runs back as well).
+    queued = airflow.client.get("/api/v2/dags/follows_ctr_production/assets/queuedEvents").json()["queued_events"]
+    assert [event["asset_id"] for event in queued] == [published[-1]["asset_id"]], queued
+
+    rollback = subprocess.run(
+        [str(Path(AIRFLOW).parent / "keiko"), "rollback", "ctr", "--reason", "operations drill"],
+        env=airflow.env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert rollback.returncode == 0, rollback.stdout + rollback.stderr
+    assert store.alias("ctr") == served[0]
+    for url in airflow.env["KEIKO_SERVING_URLS_CTR"].split(","):
+        with ModelServerClient(url) as server:
+            assert server.version()["version"] == served[0]

@@ -42,7 +42,7 @@ def aws_environment(tmp_path, warehouse_dir, moto_endpoint):
 def test_dag_runs_with_artifacts_in_s3_and_the_registry_in_dynamodb(aws_environment, tmp_path):
     env, bucket, url = aws_environment
     output = dags_test(env, "ctr")
-    assert "production alias moved vNone -> v1" in output
+    assert "production alias moved none -> v1" in output
     assert "gate_serving passed" in output
 
     from keiko.aws import aws_client

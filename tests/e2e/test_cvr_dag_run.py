@@ -42,7 +42,7 @@ def environment(tmp_path, cvr_warehouse):
 def test_cvr_dag_trains_catboost_registers_and_deploys_to_both_replicas(environment, tmp_path):
     env, urls = environment
     output = dags_test(env, "cvr")
-    assert "production alias moved vNone -> v1" in output
+    assert "production alias moved none -> v1" in output
     assert "gate_serving passed" in output
 
     from keiko.algorithms import load_model_bytes

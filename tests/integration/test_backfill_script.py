@@ -32,10 +32,11 @@ def test_make_backfill_refuses_bad_input_with_one_line(tmp_path, variables, mess
     assert message in result.stderr
 
 
-def fake_airflow_checkout(tmp_path, create_fails_with: list[str]):
-    """The script beside a `.venv/bin` whose `airflow backfill create` fails with each given message in turn.
+def fake_airflow_checkout(tmp_path, create_fails_with: list[str], progress: tuple[str, ...] = ()):
+    """The script beside a `.venv/bin` whose `airflow backfill create` fails with each given message in turn, and
+    whose progress queries print each of `progress` in turn, then that all 3 runs succeeded.
 
-    Every other step (scheduler check, the progress query, the registry listing) succeeds at once.
+    Every other step (scheduler check, the registry listing) succeeds at once.
     """
     (tmp_path / "scripts").mkdir(parents=True)
     script = tmp_path / "scripts" / "backfill.sh"
@@ -45,6 +46,8 @@ def fake_airflow_checkout(tmp_path, create_fails_with: list[str]):
     bin_dir.mkdir(parents=True)
     for number, message in enumerate(create_fails_with):
         (tmp_path / f"create-fails-{number}").write_text(message)
+    for number, text in enumerate(progress):
+        (tmp_path / f"progress-{number}").write_text(text)
     fakes = {
         "airflow": f"""
             [[ "$1 $2" == "backfill create" ]] || exit 0
@@ -53,7 +56,13 @@ def fake_airflow_checkout(tmp_path, create_fails_with: list[str]):
             [[ -z "$failure" ]] && {{ echo "Created backfill"; exit 0; }}
             cat "$failure" >&2; rm "$failure"; exit 1
         """,
-        "python": "cat >/dev/null; echo \"3/3 runs finished {'success': 3} done\"",
+        # keiko.oncall.backfill: no backfill in progress; each `progress` prints the next progress-* file, then done.
+        "python": f"""
+            [[ "$*" == *" active "* ]] && exit 0
+            next=$(ls {tmp_path}/progress-* 2>/dev/null | sort | head -1)
+            [[ -z "$next" ]] && {{ echo "3/3 runs finished {{'success': 3}} done"; exit 0; }}
+            cat "$next"; rm "$next"
+        """,
         "keiko": "echo 'ctr v1 historical'",
     }
     for name, body in fakes.items():
@@ -112,3 +121,20 @@ def test_make_backfill_gives_up_on_a_lasting_lock_and_on_any_other_error_at_once
     assert result.returncode == 1
     assert len(create_calls(tmp_path / "running")) == 1
     assert "Another backfill is running" in result.stderr and "runs finished" not in result.stdout
+
+
+def test_make_backfill_shows_each_days_state_when_it_changes(tmp_path):
+    waiting = "  2026-11-20 running: wait_for_data deferred, waiting for impressions/dt=2026-11-20 (1 of 16 missing)"
+    polls = (
+        f"0/3 runs finished {{'running': 3}} running\n  2026-11-18 running: extract running\n"
+        f"  2026-11-19 running: train running\n{waiting}\n",
+        f"1/3 runs finished {{'success': 1, 'running': 2}} running\n  2026-11-18 success\n"
+        f"  2026-11-19 running: train running\n{waiting}\n",
+    )
+    script = fake_airflow_checkout(tmp_path, [], progress=polls)
+    result = run_fake_backfill(script, POLL_SECONDS="0")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines.count(waiting) == 1 and lines.count("  2026-11-19 running: train running") == 1  # said once
+    assert lines.index("  2026-11-18 running: extract running") < lines.index("  2026-11-18 success")
+    assert lines[-2].endswith("keiko_ctr backfill 2026-11-18..2026-11-20: 3/3 runs finished {'success': 3} done")

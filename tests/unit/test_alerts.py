@@ -1,3 +1,4 @@
+import asyncio
 import json
 from types import SimpleNamespace
 
@@ -87,3 +88,26 @@ def test_a_monitor_alert_names_the_judged_day_and_links_the_monitoring_page(keik
     alert = alerts.task_failure_alert(context)
     assert (alert.model, alert.ds, alert.task) == ("cvr", "2026-11-22", "gate_online")
     assert alert.run_page == "http://localhost:8080/keiko/monitor/cvr/"
+
+
+def test_a_late_run_is_posted_from_the_deadline_callback(keiko_home, monkeypatch, webhook):
+    """Airflow's DeadlineAlert calls it in the triggerer with the run as the REST API returns it."""
+    url, received = webhook
+    monkeypatch.setenv("AIRFLOW_CONN_KEIKO_ALERTS", json.dumps({"conn_type": "http", "host": url}))
+    context = {
+        "dag_run": {
+            "dag_run_id": "scheduled__2026-11-21T02:00:00+00:00",
+            "logical_date": "2026-11-21T02:00:00Z",
+            "queued_at": "2026-11-22T02:00:04Z",
+            "state": "running",
+        },
+        "deadline": {"id": "d", "deadline_time": "2026-11-22T12:00:04Z"},
+    }
+    asyncio.run(alerts.on_deadline_missed(model="ctr", context=context))
+    (message,) = received
+    assert (message["kind"], message["model"], message["ds"]) == ("run late", "ctr", DS)
+    assert message["run_id"] == "scheduled__2026-11-21T02:00:00+00:00"
+    assert message["reason"].startswith(
+        "not finished 10 h after it was queued (2026-11-22T02:00:04Z; model.yaml run.deadline_hours), still running"
+    )
+    assert message["run_page"].endswith(f"/keiko/runs/ctr/{DS}/")

@@ -212,6 +212,35 @@ def test_missing_partitions_and_tables_are_named_before_any_query(athena, wareho
     assert submitted(athena) == []
 
 
+def test_a_table_with_partition_projection_has_the_days_whose_objects_landed(athena):
+    """Projected partitions are never in Glue (deploy/athena/predictions.sql's table is one): a day is there when S3
+    has objects under the location template's day."""
+    location = f"s3://{athena['bucket']}/warehouse/predictions"
+    athena["glue"].create_table(
+        DatabaseName=athena["database"],
+        TableInput={
+            "Name": "predictions",
+            "TableType": "EXTERNAL_TABLE",
+            "PartitionKeys": [{"Name": "dt", "Type": "string"}, {"Name": "model", "Type": "string"}],
+            "StorageDescriptor": {"Columns": [{"Name": "score", "Type": "double"}], "Location": location},
+            "Parameters": {
+                "projection.enabled": "true",
+                "projection.dt.type": "date",
+                "storage.location.template": f"{location}/dt=${{dt}}/model=${{model}}/",
+            },
+        },
+    )
+    s3 = aws_client("s3", settings().aws_conn_id)
+    s3.put_object(Bucket=athena["bucket"], Key=f"warehouse/predictions/dt={DS}/model=ctr/part-0.parquet", Body=b"x")
+    warehouse = open_warehouse(settings())
+    day_before = END_DATE - dt.timedelta(days=1)
+    assert warehouse.partition_days("predictions", day_before, END_DATE) == {DS}
+    assert warehouse.missing_partitions({"predictions"}, [day_before, END_DATE]) == [
+        f"predictions/dt={day_before.isoformat()}"
+    ]
+    assert submitted(athena) == []
+
+
 def test_a_partitions_fingerprint_follows_its_objects_etags(athena):
     create_glue_table(athena, "clicks", pa.schema([("impression_id", pa.int64()), ("dt", pa.string())]), [DS])
     s3, key = aws_client("s3", settings().aws_conn_id), f"warehouse/clicks/dt={DS}/part-0.parquet"

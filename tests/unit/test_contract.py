@@ -53,6 +53,11 @@ NOT_RUN_ARTIFACTS = {
     ("stages/join_outcomes.py", "monitor.sql returned no rows for "): "the template's name in an error",
     ("operators/sensors.py", "/*.parquet"): "warehouse partitions",
     ("run_pages.py", ".png"): "the monitoring page's plots, as its route serves them",
+    ("gates/data_docs.py", "static/images/logo-long.png"): "a file of GE's Data Docs site, inside the site",
+    ("gates/data_docs.py", "https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/logo-long.png"): (
+        "the remote logo GE's pages load, which data_docs replaces"
+    ),
+    ("gates/data_docs.py", "*.html"): "the pages of a Data Docs site GE built",
 }
 
 

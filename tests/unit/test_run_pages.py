@@ -30,7 +30,6 @@ def test_the_run_directory_serves_its_page_and_the_files_it_links(client):
 @pytest.mark.parametrize(
     "path, detail",
     [
-        ("/runs/ctr/2026-11-20/", "no run page for ctr 2026-11-20 yet"),
         (f"/runs/ctr/{DS}/plots/drift.png", f"plots/drift.png is not in ctr {DS}'s run"),
         ("/runs/ctr/yesterday/", "'yesterday' is not a day (YYYY-MM-DD)"),
         (f"/runs/Ctr!/{DS}/", "no model 'Ctr!'"),
@@ -40,6 +39,35 @@ def test_the_run_directory_serves_its_page_and_the_files_it_links(client):
 def test_anything_else_is_a_404_that_says_why(client, path, detail):
     response = client.get(path)
     assert response.status_code == 404 and detail in response.json()["detail"]
+
+
+def test_a_day_no_step_has_recorded_yet_has_a_page_saying_so_and_what_airflow_says(client, monkeypatch):
+    """An alert for a run that failed before extract (wait_for_data timed out, a refused param) links here."""
+    said = "Airflow: run manual__x is failed, failed at wait_for_data, before any keiko step recorded"
+    monkeypatch.setattr(
+        "keiko.run_pages.airflow_says", lambda model, ds: said if (model, ds) == ("ctr", "2026-11-20") else ""
+    )
+    page = client.get("/runs/ctr/2026-11-20/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "no step of this run has been recorded yet" in page.text and said in page.text
+
+
+def test_without_a_database_the_page_says_what_it_could_not_learn(keiko_home):
+    from keiko.run_pages import airflow_says
+
+    assert airflow_says("ctr", "2026-11-20").startswith("Airflow's database could not be read (")
+
+
+def test_a_browser_that_is_not_logged_in_is_sent_to_the_login_and_back(keiko_home, monkeypatch):
+    """Only a browser (it asks for HTML); API clients keep the 401 (tests/e2e/test_airflow_operations.py)."""
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
+    monkeypatch.setattr("airflow.api_fastapi.app.get_auth_manager", SimpleAuthManager)  # the API server's
+    page = f"/runs/ctr/{DS}/"
+    browser = TestClient(app).get(page, headers={"accept": "text/html,*/*;q=0.8"}, follow_redirects=False)
+    assert browser.status_code == 303
+    assert browser.headers["location"] == f"/auth/login?next=http%3A%2F%2Ftestserver%2Fruns%2Fctr%2F{DS}%2F"
+    assert TestClient(app).get(page).status_code == 401
 
 
 @pytest.fixture

@@ -33,6 +33,11 @@ def test_a_trigger_changes_the_window_and_the_overridable_params_only(monkeypatc
     }
 
 
+def test_an_emptied_reason_is_no_reason():
+    """The trigger form sends an emptied text field as null."""
+    assert RunParams.parse({"reason": None}, load_model("ctr").config).reason == ""
+
+
 @pytest.mark.parametrize(
     "values, message",
     [

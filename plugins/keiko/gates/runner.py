@@ -24,6 +24,7 @@ import pandas as pd
 from keiko import phases
 from keiko.contract import GateOutcome, GateResult
 from keiko.errors import GateFailed, ModelConfigError
+from keiko.gates import data_docs
 from keiko.pipeline import STEPS, task_id
 from keiko.stages.context import StageContext
 
@@ -200,6 +201,10 @@ def _write_data_docs(ctx: StageContext, context: Any, site: str) -> None:
             },
         )
         context.build_data_docs(site_names=["run"])
+        # GE's pages load their CSS and JavaScript from CDNs: point them at packaged copies, for clusters
+        # without the internet (keiko.gates.data_docs).
+        if remote := data_docs.localize(Path(docs_dir)):
+            ctx.log(f"Data Docs still load {len(remote)} files from the internet (not packaged): {', '.join(remote)}")
         for path in sorted(Path(docs_dir).rglob("*")):
             if path.is_file():
                 ctx.store.write_bytes(f"{site}/{path.relative_to(docs_dir).as_posix()}", path.read_bytes())

@@ -42,10 +42,11 @@ def gather(store: ArtifactStore, registry: Registry, models: list[str]) -> list[
 
 
 def run_summary(run: RunRecord) -> dict[str, Any]:
-    """The run's outcome and the step that explains it: the failed one, else a skipped one (deploy
-    skipped: not promoted), else the furthest one reached while incomplete; no step for a clean run."""
+    """The run's outcome and the step that explains it: the failed one, else the one Airflow retries, else a
+    skipped one (deploy skipped: not promoted), else the furthest one reached while incomplete; no step for a clean
+    run."""
     outcome = run.outcome
-    step = run.failed or next((s for s in run.steps.values() if s.outcome == "skipped"), None)
+    step = run.failed or run.retrying or next((s for s in run.steps.values() if s.outcome == "skipped"), None)
     if step is None and outcome == "incomplete":
         step = run.last_step
     return {

@@ -46,7 +46,10 @@ def gather(store: ArtifactStore, registry: Registry, model: str, ds: str) -> Run
     run = RunRecord.load(store, model, ds)
     layout = RunLayout(store, model, ds)
     if run is None:
-        raise KeikoError(f"no run of {model} for {ds}: no step recorded under {layout.step_records}")
+        raise KeikoError(
+            f"no run of {model} for {ds}: no step recorded under {layout.step_records} (a run that stopped at "
+            "wait_for_data or on a refused param records none: its task log in Airflow says why)"
+        )
 
     def artifact(task: str, uri: str, kind: type[Any], outcomes: tuple[str, ...]) -> Any:
         """The record at `uri` if this run's `task` wrote it (ended with one of `outcomes`)."""
@@ -96,6 +99,8 @@ def _verdict(facts: RunFacts) -> tuple[str, list[str]]:
         if failed.task_id.startswith("gate_"):
             return _gate_failed(facts)
         return f"NOT promoted: {failed.task_id} failed", [f"  {failed.message}"]
+    if retrying := run.retrying:
+        return f"not finished: {retrying.task_id} failed and Airflow retries it", [f"  {retrying.message}"]
     deploy = run.steps.get("deploy")
     if deploy and deploy.outcome == "skipped":
         return _not_deployed(facts, deploy.message)
@@ -186,6 +191,8 @@ def _not_deployed(facts: RunFacts, message: str) -> tuple[str, list[str]]:
         return f"NOT promoted: {name} was registered as rejected (not blessed)", [f"  blessing: {version.reason}"]
     if version.status == "historical":
         return f"NOT promoted: {name} is history, which never deploys", [f"  because {version.reason}"]
+    if version.version == facts.production:  # e.g. a deploy=skip rerun of the day whose model serves
+        return f"{name} is production already; this run skipped deploy and changed nothing", [f"  {message}"]
     return f"NOT promoted: {name} is registered but was not deployed", [f"  deploy skipped: {message}"]
 
 

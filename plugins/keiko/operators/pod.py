@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from kubernetes.client import models as k8s
 
 from keiko.modeldef import PodSettings
 from keiko.operators.links import RunPageLink
-from keiko.process import EXIT_SKIPPED, RESULT_FILE_ENV, RUN_ID_ENV, step_arguments
+from keiko.process import EXIT_SKIPPED, RESULT_FILE_ENV, RETRIES_LEFT_ENV, RUN_ID_ENV, retried, step_arguments
 from keiko.run_params import refuse_invalid
 
 # Where KubernetesPodOperator's XCom sidecar reads the task's return value.
@@ -64,7 +65,12 @@ class KeikoPodOperator(KubernetesPodOperator):
             namespace=namespace,
             cmds=["keiko"],
             arguments=step_arguments(kind, stage, model, ds),
-            env_vars={**(env or {}), RUN_ID_ENV: "{{ run_id }}", RESULT_FILE_ENV: XCOM_RESULT_FILE},
+            env_vars={
+                **(env or {}),
+                RUN_ID_ENV: "{{ run_id }}",
+                RETRIES_LEFT_ENV: "{{ [ti.max_tries - ti.try_number, 0] | max }}",
+                RESULT_FILE_ENV: XCOM_RESULT_FILE,
+            },
             env_from=[
                 k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=configmap)),
                 k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=env_secret)),
@@ -103,4 +109,26 @@ class KeikoPodOperator(KubernetesPodOperator):
 
     def execute(self, context: Any) -> Any:
         refuse_invalid(self.model, context.get("params", {}))  # before a pod is started
-        return super().execute(context)
+        returned = super().execute(context)
+        for outlet in self.outlets:  # as KeikoStageOperator: the Asset event says which version now serves
+            context["outlet_events"][outlet].extra = returned or {}
+        return returned
+
+    def cleanup(self, pod: k8s.V1Pod, remote_pod: k8s.V1Pod, *args: Any, **kwargs: Any) -> None:
+        """As the provider's, but a user error or a failed gate (keiko.process.NOT_RETRIED) fails the task without
+        retries, as KeikoStageOperator does: the provider has `skip_on_exit_code`, no such setting for failing."""
+        try:
+            super().cleanup(pod, remote_pod, *args, **kwargs)
+        except AirflowException as exc:
+            code = exit_code(remote_pod, self.base_container_name)
+            if code is not None and not retried(code):
+                raise AirflowFailException(str(exc)) from exc
+            raise
+
+
+def exit_code(remote_pod: k8s.V1Pod | None, container: str) -> int | None:
+    """The exit code of the pod's `container`, once it has terminated."""
+    statuses = (remote_pod.status.container_statuses if remote_pod and remote_pod.status else None) or []
+    status = next((s for s in statuses if s.name == container), None)
+    terminated = status.state.terminated if status and status.state else None
+    return terminated.exit_code if terminated else None

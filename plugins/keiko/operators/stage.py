@@ -14,11 +14,11 @@ from typing import Any
 
 from airflow.providers.standard.hooks.subprocess import SubprocessHook
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from keiko.config import settings
 from keiko.operators.links import RunPageLink
-from keiko.process import EXIT_SKIPPED, RUN_ID_ENV, parse_result_line, step_arguments
+from keiko.process import EXIT_SKIPPED, RETRIES_LEFT_ENV, RUN_ID_ENV, parse_result_line, retried, step_arguments
 from keiko.run_params import refuse_invalid
 
 
@@ -63,13 +63,24 @@ class KeikoStageOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any] | None:
         refuse_invalid(self.model, context.get("params", {}))
-        env = {**os.environ, **self.env, RUN_ID_ENV: str(context.get("run_id", ""))}
+        ti = context.get("ti")
+        retries_left = max(0, ti.max_tries - ti.try_number) if ti is not None else 0
+        env = {
+            **os.environ,
+            **self.env,
+            RUN_ID_ENV: str(context.get("run_id", "")),
+            RETRIES_LEFT_ENV: str(retries_left),
+        }
         result = self.hook.run_command(self.command, env=env, cwd=str(settings().project_dir))
         if result.exit_code == EXIT_SKIPPED:
             raise AirflowSkipException(result.output)
         if result.exit_code != 0:
-            raise AirflowException(f"keiko {self.kind} {self.stage} failed (exit {result.exit_code}): {result.output}")
-        return parse_result_line(result.output)  # SubprocessHook's output is the last line
+            failed = AirflowException if retried(result.exit_code) else AirflowFailException
+            raise failed(f"keiko {self.kind} {self.stage} failed (exit {result.exit_code}): {result.output}")
+        returned = parse_result_line(result.output)  # SubprocessHook's output is the last line
+        for outlet in self.outlets:  # deploy's and rollback's: the Asset event says which version now serves
+            context["outlet_events"][outlet].extra = returned or {}
+        return returned
 
     def on_kill(self) -> None:
         self.hook.send_sigterm()

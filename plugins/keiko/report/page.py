@@ -33,7 +33,7 @@ from keiko.contract import (
     RunLayout,
     StepResult,
 )
-from keiko.pipeline import STAGES, STEPS, TASK_IDS
+from keiko.pipeline import DATA_WAIT, STAGES, STEPS, TASK_IDS
 from keiko.runs import RunRecord
 from keiko.storage import ArtifactStore
 
@@ -113,11 +113,20 @@ def _read_registry(files: RunFiles, registry_url: str) -> None:
         files.registry_error = f"{type(exc).__name__}: {exc}"
 
 
-def write_run_page(store: ArtifactStore, model: str, ds: str) -> str:
-    """Draw the run's page from what the run has written so far; returns its URI."""
+def run_page(store: ArtifactStore, model: str, ds: str, note: str = "") -> str:
+    """The run's page as HTML, from what the run has written so far; `note` (what Airflow says of a run no step
+    has recorded yet) goes in the header."""
     from keiko.config import settings
 
-    html = render(page_data(read_run(store, model, ds, settings().registry_url)))
+    page = page_data(read_run(store, model, ds, settings().registry_url))
+    if note:
+        page["header"]["message"] = note
+    return render(page)
+
+
+def write_run_page(store: ArtifactStore, model: str, ds: str) -> str:
+    """Draw the run's page from what the run has written so far; returns its URI."""
+    html = run_page(store, model, ds)
     uri = RunLayout(store, model, ds).report
     store.write_bytes(uri, html.encode())
     return uri
@@ -180,6 +189,8 @@ def header_section(files: RunFiles) -> dict[str, Any]:
         state, text, message = "incomplete", "no step of this run has been recorded yet", ""
     elif run.failed is not None:
         state, text, message = "failed", f"failed at {run.failed.task_id}", run.failed.message
+    elif run.retrying is not None:
+        state, text, message = "incomplete", f"retrying {run.retrying.task_id}", run.retrying.message
     elif run.outcome == "complete":
         skipped = [task for task, step in run.steps.items() if step.outcome == "skipped"]
         state, text, message = "complete", "complete" + (f" (skipped: {', '.join(skipped)})" if skipped else ""), ""
@@ -205,8 +216,10 @@ def header_section(files: RunFiles) -> dict[str, Any]:
 
 def step_rows(files: RunFiles) -> list[dict[str, str]]:
     rows = []
-    for task in TASK_IDS:
+    for task in (DATA_WAIT, *TASK_IDS):
         step = files.run.steps.get(task) if files.run else None
+        if step is None and task == DATA_WAIT:  # it records only its failure
+            continue
         if step is None:
             rows.append({"task": task, "outcome": _unreached(files.run), "seconds": "", "message": ""})
         else:

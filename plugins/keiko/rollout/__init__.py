@@ -26,12 +26,14 @@ SMOKE_TOLERANCE = 1e-6
 
 
 class RolloutFailed(KeikoError):
-    """The rollout stopped; `rolled_back` says whether every server is back on the previous version."""
+    """The rollout stopped; `rolled_back` says whether every server is back on the previous version, `retryable`
+    whether its cause was (an unreachable server: yes; wrong known answers, a misconfigured replica: no)."""
 
-    def __init__(self, message: str, *, events: list[RolloutEvent], rolled_back: bool) -> None:
+    def __init__(self, message: str, *, events: list[RolloutEvent], rolled_back: bool, retryable: bool = False) -> None:
         super().__init__(message)
         self.events = events
         self.rolled_back = rolled_back
+        self.retryable = retryable
 
 
 def json_rows(table: pa.Table) -> list[dict[str, Any]]:

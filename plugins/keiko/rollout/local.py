@@ -73,6 +73,7 @@ class LocalRollout(Rollout):
                         f"rollout of v{version} failed on {url}: {exc}; {outcome}",
                         events=self.events,
                         rolled_back=rolled_back,
+                        retryable=exc.retryable,
                     ) from None
         return self.events
 

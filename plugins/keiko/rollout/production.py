@@ -37,12 +37,19 @@ from keiko.rollout import Rollout, RolloutFailed, SmokeTest
 from keiko.rollout import lease as leases
 
 
-class ProductionChangeFailed(KeikoError):
-    """Servers were touched and the change did not complete; `record` says how far it got."""
+def version_name(version: int | None) -> str:
+    """How logs name a version of production: `v3`, or `none` before the first deploy."""
+    return "none" if version is None else f"v{version}"
 
-    def __init__(self, message: str, record: ProductionChange) -> None:
+
+class ProductionChangeFailed(KeikoError):
+    """Servers were touched and the change did not complete; `record` says how far it got. `retryable` when the
+    cause was infrastructure (a server down, the lease lost, the registry's write): a retry may complete it."""
+
+    def __init__(self, message: str, record: ProductionChange, retryable: bool = False) -> None:
         super().__init__(message)
         self.record = record
+        self.retryable = retryable
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,14 +167,15 @@ class ProductionPath:
 
         stays = f"production stays v{current}" if current is not None else "there is still no production version"
 
-        def fail(detail: str, *, rolled_back: bool) -> ProductionChangeFailed:
+        def fail(detail: str, *, rolled_back: bool, retryable: bool = True) -> ProductionChangeFailed:
             message = f"{change.action} of {name} to v{change.version} failed, {stays}: {detail}"
-            return ProductionChangeFailed(message, record(False, message, rolled_back=rolled_back, alias_moved=False))
+            written = record(False, message, rolled_back=rolled_back, alias_moved=False)
+            return ProductionChangeFailed(message, written, retryable=retryable)
 
         try:
             backend.run(change.version, current)
         except RolloutFailed as exc:
-            raise fail(str(exc), rolled_back=exc.rolled_back) from None
+            raise fail(str(exc), rolled_back=exc.rolled_back, retryable=exc.retryable) from None
         except LeaseLost as exc:
             raise fail(self._lost(exc), rolled_back=False) from None
         if current == change.version:
@@ -180,10 +188,10 @@ class ProductionPath:
         except KeikoError as exc:
             raise fail(f"replicas serve v{change.version} but the production alias did not move: {exc}",
                        rolled_back=False) from None  # fmt: skip
-        moved, replicas = f"v{current} -> v{change.version}", len(self.urls)
+        moved, replicas = f"{version_name(current)} -> v{change.version}", len(self.urls)
         if change.action == "rollback":
             message = f"rolled back {name}: production {moved} on {replicas} replica(s)"
-        else:  # v{None} when there was none: the words the deploy logs have always had
+        else:
             message = f"all {replicas} replica(s) serve v{change.version}; production alias moved {moved}"
         return record(True, message, rolled_back=False, alias_moved=True)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from keiko.errors import KeikoError
+from keiko.errors import InfrastructureError, KeikoError
 
 
 class ModelServerClient:
@@ -28,7 +28,7 @@ class ModelServerClient:
         try:
             return self.http.get(path)
         except httpx.TransportError as exc:
-            raise KeikoError(f"model server {self.base_url} unreachable: {exc}") from None
+            raise InfrastructureError(f"model server {self.base_url} unreachable: {exc}") from None
 
     def version(self) -> dict[str, Any]:
         return self._get("/version").json()
@@ -40,7 +40,7 @@ class ModelServerClient:
         try:
             response = self.http.post("/admin/load", json={"version": version})
         except httpx.TransportError as exc:
-            raise KeikoError(f"model server {self.base_url} unreachable: {exc}") from None
+            raise InfrastructureError(f"model server {self.base_url} unreachable: {exc}") from None
         if response.status_code != 200:
             raise KeikoError(
                 f"{self.base_url} refused to load v{version}: {response.json().get('error', response.text)}"

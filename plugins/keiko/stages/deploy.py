@@ -11,7 +11,7 @@ from __future__ import annotations
 from keiko.contract import DeployResult, EvaluateResult, RegisterResult
 from keiko.errors import StageSkipped
 from keiko.rollout import SmokeTest
-from keiko.rollout.production import Change, ProductionPath
+from keiko.rollout.production import Change, ProductionPath, version_name
 from keiko.stages.context import StageContext
 
 
@@ -36,7 +36,7 @@ def run(ctx: StageContext) -> DeployResult:
     path = ProductionPath(model=ctx.model, resources=ctx.resources, log=ctx.log)
     ctx.log(
         f"deploy {name} v{version} ({ctx.settings.deploy_backend}: {', '.join(path.urls)}) one replica at a time; "
-        f"production is v{current}"
+        f"production is {version_name(current)}"
     )
     change = path.change(
         Change(

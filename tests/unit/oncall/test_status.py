@@ -8,11 +8,11 @@ import re
 
 import pytest
 
-from conftest import DS
+from conftest import DS, free_port
 from keiko.cli import main
 from keiko.config import settings
 from keiko.oncall import age
-from keiko.process import EXIT_USER_ERROR
+from keiko.process import EXIT_RETRYABLE, EXIT_USER_ERROR
 from keiko.registry import open_registry
 
 MISSING_DAY = "2027-01-10"  # the warehouse has no such partition: extract fails
@@ -70,6 +70,22 @@ def test_production_age_and_a_failed_last_run(run_home, capsys):
     assert ctr_row[4:7] == [DS, MISSING_DAY, "failed"]
     assert ctr_row[7].startswith("extract failed: missing warehouse partitions in ")
     assert len(ctr_row[7]) <= 120  # the table keeps a line per model; --json has the whole message
+
+
+@pytest.mark.parametrize(("retries_left", "outcome"), [("1", "retrying"), ("0", "failed")])
+def test_a_failure_airflow_will_retry_reads_retrying_until_the_last_try(
+    run_home, monkeypatch, capsys, retries_left, outcome
+):
+    """Not "failed" while Airflow still retries (a model server down); a user's error is failed on its first try."""
+    monkeypatch.setenv("KEIKO_SERVING_URLS_CTR", f"http://127.0.0.1:{free_port()}")  # down
+    monkeypatch.setenv("KEIKO_RETRIES_LEFT", retries_left)
+    assert main(["stage", "deploy", "--model", "ctr", "--ds", DS]) == EXIT_RETRYABLE
+    run = json.loads(status(capsys, "--json"))[0]["last_run"]
+    assert (run["outcome"], run["step"], run["step_outcome"]) == (outcome, "deploy", outcome)
+    assert rows(status(capsys))["ctr"][7].startswith(f"deploy {outcome}: deploy of ctr to v1 failed")
+
+    assert main(["stage", "extract", "--model", "ctr", "--ds", MISSING_DAY]) == EXIT_USER_ERROR  # tries left or not
+    assert json.loads(status(capsys, "--json"))[0]["last_run"]["outcome"] == "failed"
 
 
 @pytest.mark.parametrize(

@@ -90,15 +90,29 @@ def test_a_candidate_worse_than_production_is_explained_by_that_comparison(
 
 
 def test_a_run_that_asked_deploy_skip_is_registered_but_not_deployed(run_home, monkeypatch, capsys):
-    open_registry(settings().registry_url).move_alias("ctr", 1)
     monkeypatch.setenv("KEIKO_RUN_PARAMS", '{"deploy": "skip"}')
     assert run_step("deploy") == EXIT_SKIPPED
 
     lines = why(capsys)
     assert lines[0] == f"ctr {DS}: NOT promoted: v1 is registered but was not deployed"
-    assert lines[1] == "  deploy skipped: ctr v1 not deployed: the run asked deploy=skip; production stays v1"
+    assert (
+        lines[1]
+        == "  deploy skipped: ctr v1 not deployed: the run asked deploy=skip; there is no production version yet"
+    )
     # Airflow skips gate_serving after a skipped deploy without running it: the run is over, not "incomplete".
-    assert ", complete, " in lines[-1] and lines[-1].endswith("production now: v1")
+    assert ", complete, " in lines[-1] and lines[-1].endswith("production now: none")
+
+
+def test_a_deploy_skip_rerun_of_the_version_that_serves_says_so(run_home, monkeypatch, capsys):
+    """Not "NOT promoted": the day's model is production already, and the rerun left it there."""
+    open_registry(settings().registry_url).move_alias("ctr", 1)
+    monkeypatch.setenv("KEIKO_RUN_PARAMS", '{"deploy": "skip"}')
+    assert run_step("deploy") == EXIT_SKIPPED
+
+    lines = why(capsys)
+    assert lines[0] == f"ctr {DS}: v1 is production already; this run skipped deploy and changed nothing"
+    assert lines[1] == "  ctr v1 not deployed: the run asked deploy=skip; production stays v1"
+    assert lines[-1].endswith("production now: v1")
 
 
 def test_an_unknown_model_or_a_day_without_a_run_is_one_line_and_exit_2(run_home, capsys):

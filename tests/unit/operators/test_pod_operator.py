@@ -30,7 +30,7 @@ def pod_dags(monkeypatch):
 
 def render(task) -> dict:
     """The pod the task would create for the run of DS, as the API server would receive it."""
-    ti = SimpleNamespace(dag_id=task.dag_id, task_id=task.task_id, map_index=-1, try_number=1)
+    ti = SimpleNamespace(dag_id=task.dag_id, task_id=task.task_id, map_index=-1, try_number=1, max_tries=3)
     context = {
         "ds": DS,
         "run_id": RUN_ID,
@@ -74,6 +74,7 @@ def test_every_task_renders_a_valid_pod_running_its_stage(pod_dags, model, task_
     assert env["KEIKO_RUN_TYPE"] == "scheduled"
     assert json.loads(env["KEIKO_RUN_PARAMS"])["deploy"] == "auto"
     assert env["KEIKO_RESULT_FILE"] == XCOM_RESULT_FILE
+    assert env["KEIKO_RETRIES_LEFT"] == "2"  # first of 3 tries: a retryable failure reads "retrying"
     assert {s.get("configMapRef", s.get("secretRef"))["name"] for s in container["envFrom"]} == {
         "keiko-config",
         "keiko-env",
@@ -125,3 +126,25 @@ def test_invalid_run_params_fail_the_task_before_a_pod_is_asked_for(pod_dags):
     task = pod_dags["keiko_cvr"].get_task("train")
     with pytest.raises(AirflowFailException, match=r"run parameter depth=99: 99 is greater than the maximum of 10"):
         task.execute({"run_id": RUN_ID, "params": {"depth": 99}})
+
+
+@pytest.mark.parametrize(("code", "retried"), [(1, True), (75, True), (137, True), (2, False), (3, False)], ids=str)
+def test_a_failed_pod_is_retried_only_for_infrastructure(pod_dags, monkeypatch, code, retried):
+    """As the local operator: the provider's failure, turned into one without retries for exit 2 and 3."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+    from kubernetes.client import models as k8s
+
+    def provider_cleanup(self, pod, remote_pod, *args, **kwargs):
+        raise AirflowException(f"Pod {pod.metadata.name} returned a failure.")
+
+    monkeypatch.setattr(KubernetesPodOperator, "cleanup", provider_cleanup)
+    task = pod_dags["keiko_ctr"].get_task("extract")
+    terminated = k8s.V1ContainerState(terminated=k8s.V1ContainerStateTerminated(exit_code=code))
+    remote = k8s.V1Pod(status=k8s.V1PodStatus(container_statuses=[
+        k8s.V1ContainerStatus(name="base", state=terminated, image="i", image_id="", ready=False, restart_count=0)
+    ]))  # fmt: skip
+    pod = k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="keiko-ctr-extract"))
+    with pytest.raises(AirflowException, match="keiko-ctr-extract returned a failure") as failed:
+        task.cleanup(pod, remote)
+    assert isinstance(failed.value, AirflowFailException) is not retried

@@ -45,10 +45,23 @@ def test_exit_99_skips_the_task_with_the_reason():
         task.execute({"run_id": "r"})
 
 
-def test_a_failing_stage_fails_the_task_with_its_last_line(keiko_home):
-    task = make(ds="2027-01-10")  # no data for that window
-    with pytest.raises(AirflowException, match=r"keiko stage extract failed.*missing warehouse partitions"):
+def test_a_failing_stage_fails_the_task_with_its_last_line_and_a_user_error_is_not_retried(keiko_home):
+    task = make(ds="2027-01-10")  # no data for that window: exit 2, the same on every try
+    with pytest.raises(
+        AirflowFailException, match=r"keiko stage extract failed \(exit 2\).*missing warehouse partitions"
+    ):
         task.execute({"run_id": "r"})
+
+
+@pytest.mark.parametrize(("code", "retried"), [(1, True), (75, True), (-9, True), (2, False), (3, False)], ids=str)
+def test_only_infrastructure_failures_are_left_to_retries(code, retried):
+    """Exit 1 (an unexpected exception), 75 (a server or lease that may recover) and a kill are retried; a user
+    error (2) or failed expectations (3) fail the task on its first try."""
+    task = make(ScriptedOperator)
+    task.script = f"import os, signal; print('it ended'); os.kill(os.getpid(), 9) if {code} < 0 else exit({code})"
+    with pytest.raises(AirflowException, match="it ended") as failed:
+        task.execute({"run_id": "r"})
+    assert isinstance(failed.value, AirflowFailException) is not retried
 
 
 def test_a_conf_key_that_is_no_param_fails_the_task_at_once_without_retries():

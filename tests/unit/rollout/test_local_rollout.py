@@ -9,7 +9,7 @@ import pytest
 from conftest import DS, run_steps, serve_replicas
 from keiko.cli import main
 from keiko.config import settings
-from keiko.process import EXIT_USER_ERROR
+from keiko.process import EXIT_RETRYABLE, EXIT_USER_ERROR
 from keiko.registry import open_registry
 
 pytestmark = pytest.mark.server
@@ -57,7 +57,7 @@ def test_a_failing_replica_rolls_the_moved_ones_back(replicas, project_copy, mon
     # The second replica is gone: the first moves to v2, then must go back to v1.
     monkeypatch.setenv("KEIKO_SERVING_URLS_CTR", f"{replicas[0]},http://127.0.0.1:9")
     capsys.readouterr()
-    assert deploy() == EXIT_USER_ERROR
+    assert deploy() == EXIT_RETRYABLE  # a replica down: Airflow retries it
     err = capsys.readouterr().err
     assert "rollout of v2 failed on http://127.0.0.1:9" in err and "rolled back 1 replica(s) to v1" in err
     assert served(replicas) == [1, 1]

@@ -8,7 +8,7 @@ import pytest
 from conftest import DS, run_steps, serve_in_thread
 from keiko.cli import main
 from keiko.config import settings
-from keiko.process import EXIT_GATE_FAILED, EXIT_SKIPPED, EXIT_USER_ERROR
+from keiko.process import EXIT_GATE_FAILED, EXIT_RETRYABLE, EXIT_SKIPPED
 from keiko.registry import open_registry
 from keiko.serving.app import create_app
 
@@ -59,7 +59,7 @@ def test_an_unblessed_candidate_is_registered_as_rejected_and_not_deployed(live_
 
 def test_unreachable_server_fails_and_leaves_the_alias(run_home, monkeypatch, capsys):
     monkeypatch.setenv("KEIKO_SERVING_URLS_CTR", "http://127.0.0.1:9")
-    assert deploy() == EXIT_USER_ERROR
+    assert deploy() == EXIT_RETRYABLE  # a replica down: Airflow retries it
     assert "unreachable" in capsys.readouterr().err
     assert open_registry(settings().registry_url).alias("ctr") is None
 

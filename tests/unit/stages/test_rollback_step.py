@@ -9,7 +9,7 @@ import pytest
 
 from conftest import DS, free_port, register_variant, run_step, serve_replicas, v1_bytes
 from keiko.config import settings
-from keiko.process import EXIT_SKIPPED, EXIT_USER_ERROR
+from keiko.process import EXIT_RETRYABLE, EXIT_SKIPPED, EXIT_USER_ERROR
 from keiko.registry import open_registry
 from keiko.serving.client import ModelServerClient
 
@@ -53,7 +53,7 @@ def test_a_deploy_that_put_its_replicas_back_itself_leaves_nothing_to_do(replica
     for url in replicas:
         load(url, 2)
     monkeypatch.setenv("KEIKO_SERVING_URLS_CTR", f"{replicas[0]},http://127.0.0.1:{free_port()}")
-    assert run_step("deploy") == EXIT_USER_ERROR  # v1 on the first replica, the second is down: back to v2
+    assert run_step("deploy") == EXIT_RETRYABLE  # v1 on the first replica, the second is down: back to v2
     capsys.readouterr()
     assert run_step("rollback") == EXIT_SKIPPED
     assert "deploy failed and put the replicas back itself: deploy of ctr to v1 failed" in capsys.readouterr().out
