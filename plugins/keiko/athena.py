@@ -195,7 +195,7 @@ class AthenaWarehouse:
         location = description["StorageDescriptor"]["Location"].rstrip("/")
         template = parameters.get("storage.location.template") or f"{location}/dt=${{dt}}/"
         present = set()
-        for day in (first + dt.timedelta(days=i) for i in range((last - first).days + 1)):
+        for day in days_between(first, last):
             prefix = template.replace("${dt}", day.isoformat()).split("${", 1)[0].rsplit("/", 1)[0]
             try:
                 if self.fs.ls(prefix, refresh=True):

@@ -23,8 +23,6 @@ from keiko.errors import MissingDataError
 from keiko.modeldef import MODEL_NAME
 from keiko.storage import open_store
 
-ACTIVE_TASK_STATES = ("queued", "scheduled", "running", "deferred", "up_for_retry", "up_for_reschedule")
-
 app = FastAPI(title="keiko run pages", description="one page per model run: gates, metrics, lineage, deploy")
 
 
@@ -100,7 +98,9 @@ def airflow_says(model: str, ds: str) -> str:
         return f"Airflow has no run of {dag_id} for {ds}"
     run_id, run_state, states = latest
     failed = sorted(task for task, state in states.items() if state == "failed")
-    going = [f"{task} ({state})" for task, state in states.items() if state in ACTIVE_TASK_STATES]
+    from airflow.utils.state import State
+
+    going = [f"{task} ({state})" for task, state in states.items() if state in State.unfinished]
     where = f"failed at {failed[0]}" if failed else (f"at {', '.join(going)}" if going else "not started")
     return f"Airflow: run {run_id} is {run_state}, {where}, before any keiko step recorded; its task log says why"
 

@@ -16,8 +16,6 @@ from typing import Any
 
 from keiko.pipeline import DATA_WAIT
 
-ACTIVE_STATES = ("queued", "scheduled", "running", "deferred", "up_for_retry", "up_for_reschedule", "restarting")
-
 
 def _latest_backfill(session: Any, dag_id: str, active_only: bool = False) -> Any:
     from airflow.models.backfill import Backfill
@@ -44,7 +42,9 @@ def day_line(model: str, run: Any, states: dict[str, str]) -> str:
     if str(run.state) == "failed":
         failed = [task for task, state in states.items() if state == "failed"] or ["(no task failed)"]
         return f"{line}: failed at {failed[0]}: {_reason(model, ds, run.run_id, failed[0])}"
-    going = [(task, state) for task, state in states.items() if state in ACTIVE_STATES]
+    from airflow.utils.state import State
+
+    going = [(task, state) for task, state in states.items() if state in State.unfinished]
     if not going:
         return line
     parts = [f"{task} {state}" for task, state in going]
