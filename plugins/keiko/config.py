@@ -87,6 +87,9 @@ SETTINGS = (
     ),
     Setting("KEIKO_ADMIN_TOKEN", "empty (loopback only)", "from a Secret", "bearer token for `/admin/load`"),
     Setting("KEIKO_MODEL_VERSION", "empty: `production`", "set by the rollout", "version a server loads at start"),
+    Setting("KEIKO_CANARY_VERSION", "empty: no canary", "set by a canary's rollout", "version served beside it"),
+    Setting("KEIKO_CANARY_WEIGHT", "`0`", "set by a canary's rollout", "share of the users on the canary"),
+    Setting("KEIKO_CANARY_SALT", "empty", "set by a canary's rollout", "the salt of the users' hash (per rollout)"),
     Setting(
         "KEIKO_LEASE_SECONDS",
         "`60`",

@@ -41,6 +41,8 @@ GOLDEN = "golden.parquet"
 BLESSING = "blessing.json"
 DEPLOY_RECORD = "deploy.json"
 ROLLBACK_RECORD = "rollback.json"  # the rollback task's production change
+CANARY_RECORD = "canary.json"  # a canary's or an A/B experiment's steps, verdicts and end (CanaryRecord)
+CANARY_CHANGE = "canary/{step:02d}-{event}.json"  # its production changes after the first (deploy.json)
 REPORT = "report.html"  # the run page: keiko.report draws it, keiko.run_pages serves it
 ROC_PLOT = "plots/roc.png"
 CALIBRATION_PLOT = "plots/calibration.png"
@@ -53,6 +55,7 @@ STEP_RECORD = "steps/{task}.json"
 # ... and under the model's directory
 PUBLISHED = "versions/{key}/{name}"  # a registered version's artifacts: never overwritten by reruns
 ROLLBACK_LOG = "rollbacks/{at}.json"  # `keiko rollback`'s production changes
+CANARY_POINTER = "canary.json"  # which run's canary is the model's latest (CanaryPointer): keiko status, rollback
 # gate_raw's verdict on one warehouse partition, keyed by what it was judged on (content, references, suite)
 PARTITION_VERDICT = "partitions/{table}/dt={day}/{key}.json"
 
@@ -136,6 +139,13 @@ class RunLayout:
         return self.uri(ROLLBACK_RECORD)
 
     @property
+    def canary_record(self) -> str:
+        return self.uri(CANARY_RECORD)
+
+    def canary_change(self, step: int, event: str) -> str:
+        return self.uri(CANARY_CHANGE.format(step=step, event=event))
+
+    @property
     def report(self) -> str:
         return self.uri(REPORT)
 
@@ -201,6 +211,10 @@ class ModelLayout:
     def rollback_record(self, at: dt.datetime) -> str:
         stamp = at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H%M%S.%fZ")
         return f"{self.store.root_uri}/{self.model}/{ROLLBACK_LOG.format(at=stamp)}"
+
+    @property
+    def canary_pointer(self) -> str:
+        return f"{self.store.root_uri}/{self.model}/{CANARY_POINTER}"
 
     def partition_verdict(self, table: str, day: str, key: str) -> str:
         return f"{self.store.root_uri}/{self.model}/{PARTITION_VERDICT.format(table=table, day=day, key=key)}"
@@ -325,6 +339,24 @@ class DeployResult(StepResult):
     version: int
     previous_version: int | None  # production before this deploy
     servers: list[str]
+    strategy: Literal["rolling", "canary", "ab"] = "rolling"  # canary, ab: `version` serves beside production
+    production_moved: bool = False  # the alias moved (keiko.assets: the production Asset's event)
+
+
+class CanaryResult(StepResult):
+    """One analysis of a canary (or A/B experiment) step: `state` running means check again after
+    `next_check_seconds`; promoted, reverted and kept stable are ends."""
+
+    TASK: ClassVar[str] = "canary"
+    state: Literal["running", "promoted", "reverted", "kept stable"]
+    version: int
+    stable_version: int
+    step: int
+    weight: float
+    verdict: str
+    summary: str
+    next_check_seconds: float
+    production_moved: bool = False  # this call promoted the canary
 
 
 class RollbackResult(StepResult):
@@ -332,6 +364,7 @@ class RollbackResult(StepResult):
     version: int  # production now
     previous_version: int | None  # production before the rollback
     servers: list[str]
+    production_moved: bool = False  # the alias moved (not so when the rollback only ended a canary)
 
 
 class GateOutcome(Record):
@@ -475,6 +508,7 @@ RESULTS: dict[str, type[StepResult]] = {
         RegisterResult,
         DeployResult,
         ServingGateResult,
+        CanaryResult,
         RollbackResult,
         JoinOutcomesResult,
         OnlineGateResult,
@@ -546,9 +580,10 @@ class ProductionChange(Record):
     record, the rollback task's record, `keiko rollback`'s record."""
 
     model: str
-    action: Literal["deploy", "rollback"]
+    action: Literal["deploy", "rollback", "canary"]  # canary: to_version serves beside production to a share
     from_version: int | None  # production when the change started
     to_version: int
+    canary_weight: float | None = None  # a canary change: the share of the users on to_version
     reason: str  # why it was asked for
     requested_by: str  # the lease holder: which run or command
     backend: str
@@ -565,3 +600,81 @@ class ProductionChange(Record):
     def started_since(self, moment: str) -> bool:
         """Whether this change started at or after `moment` (ISO 8601): written by what ran from then on."""
         return dt.datetime.fromisoformat(self.started_at) >= dt.datetime.fromisoformat(moment)
+
+
+class CanaryCheck(Record):
+    """One comparison of a step's analysis: canary against stable on the same period."""
+
+    check: str
+    stable: float | None
+    canary: float | None
+    allowed: str
+    verdict: Literal["pass", "breach", "not enough data"]
+    detail: str = ""
+
+
+class CanaryVerdict(Record):
+    """A step's analysis: hold (too little data yet), pass, breach (revert), timeout (held too long: revert)."""
+
+    at: str
+    step: int  # from 1
+    weight: float
+    held_minutes: float
+    verdict: Literal["pass", "hold", "breach", "timeout"]
+    requests: dict[str, int]  # variant -> requests answered in the step
+    outcomes: dict[str, int]  # variant -> rows whose outcome is known
+    positives: dict[str, int]
+    checks: list[CanaryCheck]
+    summary: str
+
+
+class CanaryEvent(Record):
+    """The rollout's timeline: a step started, the canary promoted or reverted, the experiment decided."""
+
+    at: str
+    step: int
+    weight: float
+    event: str
+    detail: str = ""
+
+
+class VariantCounts(Record):
+    """What a variant's servers counted (/metrics, summed over the replicas): requests, 5xx, latency buckets."""
+
+    requests: int = 0
+    errors: int = 0
+    latency_buckets: dict[str, int] = Field(default_factory=dict)  # upper bound in seconds ("+Inf") -> cumulative
+
+
+class CanaryRecord(Record):
+    """A canary's or A/B experiment's whole life: its split, steps, verdicts and end (the run's canary.json)."""
+
+    model: str
+    strategy: Literal["canary", "ab"]
+    version: int
+    stable_version: int
+    salt: str
+    run_id: str | None
+    state: Literal["running", "promoted", "reverted", "kept stable"]
+    step: int
+    weight: float
+    started_at: str
+    step_started_at: str
+    baseline: dict[str, VariantCounts]  # variant -> counts when the step started
+    timeline: list[CanaryEvent]
+    verdicts: list[CanaryVerdict]  # each step's latest verdict of each kind, in order
+    finished_at: str | None = None
+    message: str = ""
+    report: str | None = None  # an A/B experiment's decision, in words
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+class CanaryPointer(Record):
+    """The model's latest canary: which run, and where its record is."""
+
+    ds: str
+    run_id: str | None
+    record_uri: str

@@ -15,7 +15,6 @@ from typing import Any
 
 from airflow.sdk import (
     DAG,
-    Asset,
     AsyncCallback,
     BaseOperator,
     CronDataIntervalTimetable,
@@ -26,26 +25,21 @@ from airflow.sdk import (
 )
 
 from keiko import alerts
+from keiko.assets import production_alias
 from keiko.config import settings
 from keiko.errors import KeikoError, ModelConfigError
 from keiko.modeldef import ModelDefinition, load_model, model_names
 from keiko.operators.sensors import DataWindowSensor, partition_sensor
 from keiko.operators.stage import KeikoStageOperator
-from keiko.pipeline import ALL_SUCCESS, DATA_WAIT, MONITOR, PIPELINE, Step, upstream
+from keiko.pipeline import ALL_SUCCESS, DATA_WAIT, MONITOR, PIPELINE, REPEATED, Step, upstream
 from keiko.process import RUN_TYPE_ENV
 from keiko.run_params import RUN_PARAMS_ENV, param_specs
 
 STAGE_RETRIES = 2
 STAGE_TIMEOUT = dt.timedelta(hours=2)
 WAIT_DOES = "waits, deferred, for every partition the run's extract reads (up to {hours:g} h)"
-PRODUCTION_CHANGERS = ("deploy", "rollback")  # the tasks that move production: each publishes the model's Asset
+PRODUCTION_CHANGERS = ("deploy", "canary", "rollback")  # the tasks that may move production (keiko.assets)
 
-
-def production_asset(model: str) -> Asset:
-    """Updated whenever a run moves `model`'s production (its event's extra: the step's result, with the version);
-    a DAG with `schedule=Asset("keiko://ctr/production")` runs after each move. Named by its URI, as that spelling
-    names it: an asset of the same URI under another name would be another asset, and Airflow keeps only one."""
-    return Asset(f"keiko://{model}/production")
 
 DOC_TEMPLATE = """\
 # keiko_{name}
@@ -68,8 +62,9 @@ the **Run page** link of any task shows the run.
 
 {steps}
 
-A run still unfinished {deadline:g} h after it was queued posts a *run late* alert. Each change of production
-(deploy, rollback) updates the Asset `keiko://{name}/production`, which downstream DAGs can schedule on.
+A run still unfinished {deadline:g} h after it was queued posts a *run late* alert. Each move of production
+(a rolling deploy, a canary's promotion, a rollback) updates the Asset `keiko://{name}/production`, which downstream
+DAGs can schedule on.
 
 ## Triage
 
@@ -231,7 +226,7 @@ def build_dag(definition: ModelDefinition) -> DAG:
         )
         wait >> tasks[PIPELINE[0].task_id]
         for task_id in PRODUCTION_CHANGERS:
-            tasks[task_id].outlets = [production_asset(definition.name)]
+            tasks[task_id].outlets = [production_alias(definition.name)]
         for step in PIPELINE:
             if step.on_failure_only:
                 # Airflow decides a run's state by its leaf tasks, and a skipped leaf counts as success: as a
@@ -271,6 +266,8 @@ def _step_tasks(definition: ModelDefinition, steps: tuple[Step, ...], **common: 
             trigger_rule=TriggerRule(step.trigger_rule),
             # A failed expectation is deterministic: retrying a gate only delays the page.
             **({"retries": 0} if step.kind == "gate" else {}),
+            # A repeated step's own plan bounds it (a canary's steps and holds), not the stage timeout.
+            **({"repeat": True, "execution_timeout": None} if step.task_id in REPEATED else {}),
             **common,
         )
         for upstream_id in upstream(step):

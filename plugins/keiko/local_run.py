@@ -36,11 +36,20 @@ from keiko.pipeline import (
     MODEL_DAG,
     MONITOR_DAG,
     ONE_FAILED,
+    REPEATED,
     Step,
     steps_of,
     upstream,
 )
-from keiko.process import EXIT_INTERRUPTED, EXIT_SKIPPED, RESULT_PREFIX, RUN_ID_ENV, RUN_TYPE_ENV, step_arguments
+from keiko.process import (
+    EXIT_INTERRUPTED,
+    EXIT_SKIPPED,
+    RESULT_PREFIX,
+    RUN_ID_ENV,
+    RUN_TYPE_ENV,
+    next_call_seconds,
+    step_arguments,
+)
 from keiko.run_params import RUN_PARAMS_ENV, RunParams
 from keiko.runs import read_step
 from keiko.storage import open_store
@@ -209,12 +218,24 @@ class StepProcesses:
         }
 
     def __call__(self, step: Step) -> Finished:
+        """The step's process; a repeated step's (the canary's) again while its result says `running`, sleeping as
+        Airflow defers in between."""
         argv = [sys.executable, "-m", "keiko", *step_arguments(step.kind, step.name, self.model, self.ds)]
-        try:
-            exit_code, last_line = run_process(argv, self.env, self.cwd, self.say)
-        except StepInterrupted as exc:
-            raise StepInterrupted(f"{step.task_id} ({exc}, forwarded to the step)") from None
+        while True:
+            try:
+                exit_code, last_line = run_process(argv, self.env, self.cwd, self.say)
+                wait = next_call_seconds(self.result(step)) if exit_code == 0 and step.task_id in REPEATED else None
+                if wait is None:
+                    break
+                self.say(f"=== {step.task_id} still running: next call in {wait:g}s")
+                time.sleep(wait)
+            except (StepInterrupted, KeyboardInterrupt) as exc:
+                raise StepInterrupted(f"{step.task_id} ({exc}, forwarded to the step)") from None
         return Finished(exit_code, "" if exit_code == 0 else self.reason(step.task_id, exit_code, last_line))
+
+    def result(self, step: Step) -> dict | None:
+        uri = self.layout.step_result(step.task_id)
+        return self.layout.store.read_json(uri) if self.layout.store.exists(uri) else None
 
     def reason(self, task_id: str, exit_code: int, last_line: str) -> str:
         """The one line the step recorded in this run (keiko.runs), else its output's last line: a process that

@@ -335,6 +335,119 @@ class RunPolicy(_Strict):
     )
 
 
+class CanaryStep(_Strict):
+    """One step of a canary: the canary's share of the users, and what must be seen before it is judged."""
+
+    weight: float = Field(gt=0, lt=1, description="share of the users (by salted hash of the user id) on the canary")
+    hold_minutes: float = Field(default=0, ge=0, description="the step lasts at least this long")
+    min_requests: int = Field(default=0, ge=0, description="canary requests in the step, at least")
+    min_outcomes: int = Field(default=0, ge=0, description="canary rows with their outcome known, at least")
+
+
+class CanaryAnalysis(_Strict):
+    """How a step compares canary with stable on the same period; a check short of its sample holds the step."""
+
+    max_error_rate_increase: float = Field(
+        default=0.001, ge=0, lt=1, description="canary's share of 5xx answers minus stable's, at most"
+    )
+    max_p95_latency_ratio: float = Field(default=2.0, gt=1, description="canary's p95 latency / stable's, at most")
+    max_prediction_kl: float = Field(
+        default=0.05, gt=0, description="KL divergence of the canary's predictions from stable's, at most"
+    )
+    max_logloss_increase: float = Field(
+        default=0.02, ge=0, description="canary's online logloss / stable's - 1, at most (with the interval above 0)"
+    )
+    calibration_tolerance: float = Field(
+        default=0.15, gt=0, lt=1, description="how much further from 1 the canary's calibration may be than stable's"
+    )
+    min_positives: int = Field(default=30, ge=1, description="positive outcomes per variant before logloss is judged")
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="the tests' level: 95% intervals at 0.05")
+
+
+class Canary(_Strict):
+    steps: list[CanaryStep] = Field(min_length=1, description="weights rising; the canary is promoted after the last")
+    max_hold_minutes: float = Field(
+        gt=0, description="a step still short of data this long fails in one line, stable serving every user"
+    )
+    check_every_seconds: float = Field(default=60, gt=0, description="between the analyses of a step")
+    analysis: CanaryAnalysis = Field(default_factory=CanaryAnalysis)
+
+    @model_validator(mode="after")
+    def _rising(self) -> Canary:
+        weights = [step.weight for step in self.steps]
+        if weights != sorted(set(weights)):
+            raise ValueError(f"canary steps' weights must rise: {weights}")
+        for step in self.steps:
+            if step.hold_minutes >= self.max_hold_minutes:
+                raise ValueError(f"a step holds {step.hold_minutes} min, not less than max_hold_minutes")
+        return self
+
+
+class ABTest(_Strict):
+    """A fixed split for a period, decided by online logloss (keiko.rollout.online_stats)."""
+
+    weight: float = Field(default=0.5, gt=0, lt=1, description="share of the users on the new version")
+    hold_minutes: float = Field(ge=0, description="the experiment lasts at least this long")
+    min_outcomes: int = Field(ge=1, description="rows with their outcome known, per variant, at least")
+    max_hold_minutes: float = Field(gt=0, description="still short of data this long: no decision, stable serves")
+    check_every_seconds: float = Field(default=60, gt=0)
+    min_relative_gain: float = Field(default=0.0, ge=0, description="a smaller logloss gain is `no difference`")
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    min_positives: int = Field(default=30, ge=1)
+    apply: Literal["auto", "report"] = Field(
+        default="report", description="auto: promote a better new version; report: write the report, stable serves"
+    )
+
+
+DEPLOY_STRATEGIES = ("rolling", "canary", "ab")
+
+
+class RolloutPlan(_Strict):
+    """What the canary stage runs for a strategy: an A/B experiment is one step, its guards the canary's."""
+
+    steps: list[CanaryStep]
+    max_hold_minutes: float
+    check_every_seconds: float
+    analysis: CanaryAnalysis
+    experiment: ABTest | None = None
+
+
+class Deploy(_Strict):
+    strategy: Literal["rolling", "canary", "ab"] = Field(
+        default="rolling", description="rolling: every replica at once (one at a time); canary: steps; ab: experiment"
+    )
+    canary: Canary | None = None
+    ab: ABTest | None = None
+
+    def plan(self, strategy: str) -> RolloutPlan:
+        if strategy == "canary" and self.canary is not None:
+            c = self.canary
+            return RolloutPlan(
+                steps=c.steps, max_hold_minutes=c.max_hold_minutes, check_every_seconds=c.check_every_seconds,
+                analysis=c.analysis,
+            )  # fmt: skip
+        if strategy == "ab" and self.ab is not None:
+            ab = self.ab
+            step = CanaryStep(weight=ab.weight, hold_minutes=ab.hold_minutes, min_outcomes=ab.min_outcomes)
+            analysis = CanaryAnalysis(alpha=ab.alpha, min_positives=ab.min_positives)
+            return RolloutPlan(
+                steps=[step], max_hold_minutes=ab.max_hold_minutes, check_every_seconds=ab.check_every_seconds,
+                analysis=analysis, experiment=ab,
+            )  # fmt: skip
+        raise KeikoError(f"deploy strategy {strategy!r} has no settings in model.yaml (deploy.{strategy})")
+
+    @property
+    def strategies(self) -> list[str]:
+        """The strategies a run may pick: rolling, and those with settings here."""
+        return [name for name in DEPLOY_STRATEGIES if name == "rolling" or getattr(self, name) is not None]
+
+    @model_validator(mode="after")
+    def _configured(self) -> Deploy:
+        if self.strategy != "rolling" and getattr(self, self.strategy) is None:
+            raise ValueError(f"strategy {self.strategy} needs its settings under deploy.{self.strategy}")
+        return self
+
+
 class Gates(_Strict):
     raw: RawGate
     features: FeaturesGate
@@ -370,6 +483,7 @@ class ModelConfig(_Strict):
     serving: Serving
     monitor: Monitor
     run: RunPolicy = Field(default_factory=RunPolicy)
+    deploy: Deploy = Field(default_factory=Deploy)
 
     @property
     def attribution_hours(self) -> float:

@@ -17,6 +17,9 @@ ALL_SUCCESS = "all_success"
 ONE_FAILED = "one_failed"  # a step that runs only when one before it failed (rollback)
 ALL_DONE_MIN_ONE_SUCCESS = "all_done_min_one_success"
 MODEL_DAG, MONITOR_DAG = "model", "monitor"  # which of a model's DAGs a step belongs to
+# Steps whose command is called again while its result says `running`, after `next_check_seconds`: Airflow defers
+# between the calls (keiko.operators.stage.RepeatingStageOperator), `keiko run` sleeps.
+REPEATED = ("canary",)
 # The model DAG's first task, before its steps: a sensor (keiko.operators.sensors), no `keiko` command. It records a
 # failure in the run record as the steps do, so that the run page, `keiko why` and `keiko status` name it.
 DATA_WAIT = "wait_for_data"
@@ -117,11 +120,18 @@ PIPELINE = (
         "training/serving skew or a slow server; it changes nothing itself: `rollback` reverts",
     ),
     Step(
+        "canary",
+        "a canary or A/B deploy: judges each step on online signals against stable, then advances, promotes or "
+        "reverts (skipped after a rolling deploy)",
+        "the canary breached (the verdict table names the check) or held too long without enough traffic or "
+        "outcomes: every user is back on stable already; `keiko status` shows the timeline",
+    ),
+    Step(
         "rollback",
         "only after a failure: takes the deployed version out of production through the production path",
         "production could not be reverted (no previous version, or it moved since): `keiko status`, then "
         "`keiko rollback <model> --to V`",
-        after=("gate_serving",),
+        after=("gate_serving", "canary"),
         trigger_rule=ONE_FAILED,
     ),
 )

@@ -48,3 +48,11 @@ def encode_result(result: dict[str, Any]) -> str:
 def parse_result_line(line: str) -> dict[str, Any] | None:
     """The result a step printed on `line`, or None when `line` is not one."""
     return json.loads(line[len(RESULT_PREFIX) :]) if line.startswith(RESULT_PREFIX) else None
+
+
+def next_call_seconds(result: dict[str, Any] | None) -> float | None:
+    """A repeated step's (keiko.pipeline.REPEATED) wait before its next call while its result says `running`; None
+    once it has ended."""
+    if result and result.get("state") == "running":
+        return float(result["next_check_seconds"])
+    return None

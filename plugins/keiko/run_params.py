@@ -40,6 +40,14 @@ def param_specs(config: ModelConfig) -> dict[str, ParamSpec]:
             "skip: never deploy this run; force: deploy even history (still needs the blessing)",
             RUN_SECTION,
         ),
+        "deploy_strategy": ParamSpec(
+            config.deploy.strategy,
+            {"type": "string", "enum": config.deploy.strategies},
+            "rolling: every replica moves to the new version; canary: a share of the users first, in steps judged "
+            "on online signals, reverted on a breach; ab: an experiment with a report "
+            f"(model.yaml deploy.strategy: {config.deploy.strategy})",
+            RUN_SECTION,
+        ),
         "reason": ParamSpec(
             "",
             # null too: the trigger form marks a param required unless its type allows null, and an emptied text
@@ -72,6 +80,7 @@ class RunParams:
     """The values a run was started with; `algorithm` holds only the overridable parameters."""
 
     deploy: str = "auto"
+    deploy_strategy: str = "rolling"
     reason: str = ""
     window_days: int | None = None
     algorithm: dict[str, Any] = field(default_factory=dict)
@@ -96,6 +105,7 @@ class RunParams:
                 raise KeikoError(f"run parameter {name}={value!r}: {exc.message}") from None
         return cls(
             deploy=checked.pop("deploy"),
+            deploy_strategy=checked.pop("deploy_strategy"),
             reason=checked.pop("reason") or "",
             window_days=checked.pop("window_days"),
             algorithm=checked,

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 from airflow.dag_processing.dagbag import DagBag
-from airflow.sdk import Asset
+from airflow.sdk import AssetAlias
 from airflow.sdk.api.datamodels._generated import DagRunType
 from airflow.sdk.definitions.param import ParamValidationError
 from airflow.sdk.execution_time import macros
@@ -81,7 +81,7 @@ def test_dag_shape_and_policy(dagbag, model):
         chain.append(nxt)
     assert [t.task_id for t in chain] == [
         "wait_for_data", "extract", "gate_raw", "features", "gate_features", "train", "gate_training",
-        "evaluate", "gate_evaluation", "register", "deploy", "gate_serving", "rollback",
+        "evaluate", "gate_evaluation", "register", "deploy", "gate_serving", "canary", "rollback",
     ]  # fmt: skip
     assert len(dag.tasks) == len(chain)
     # The data first, deferred: its timeout is model.yaml's, and a timeout is final (no retries).
@@ -91,10 +91,12 @@ def test_dag_shape_and_policy(dagbag, model):
     (deadline,) = dag.deadline
     assert deadline.interval == dt.timedelta(hours=config.run.deadline_hours)
     assert deadline.callback.path == "keiko.alerts.on_deadline_missed" and deadline.callback.kwargs == {"model": model}
-    # What moves production publishes the model's Asset; the monitor reads it.
-    production = Asset(f"keiko://{model}/production")  # as a downstream DAG spells it
-    assert [t.task_id for t in dag.tasks if t.outlets] == ["deploy", "rollback"]
-    assert all(t.outlets == [production] for t in dag.tasks if t.outlets)
+    # What may move production publishes the model's Asset through an alias, when it moved it (keiko.assets).
+    assert [t.task_id for t in dag.tasks if t.outlets] == ["deploy", "canary", "rollback"]
+    assert all(t.outlets == [AssetAlias(f"keiko-{model}-production-moves")] for t in dag.tasks if t.outlets)
+    # A canary waits between its analyses deferred; its plan, not the stage timeout, bounds it.
+    canary = dag.get_task("canary")
+    assert canary.repeat and canary.execution_timeout is None
     # register records an unblessed candidate as rejected: it runs once evaluate and the gate are done.
     register = dag.get_task("register")
     assert register.trigger_rule == "all_done_min_one_success"
@@ -102,7 +104,7 @@ def test_dag_shape_and_policy(dagbag, model):
     # rollback reverts production after a failed gate_serving: a visible task, not a side effect of the check.
     rollback = dag.get_task("rollback")
     assert rollback.trigger_rule == "one_failed" and rollback.is_teardown  # gate_serving decides the run's state
-    assert {t.task_id for t in rollback.upstream_list} == {"gate_serving"}
+    assert {t.task_id for t in rollback.upstream_list} == {"gate_serving", "canary"}
     assert "keiko" in dag.tags and f"model:{model}" in dag.tags
     assert dag.doc_md and "Triage" in dag.doc_md and config.owner in dag.doc_md
     for task in dag.tasks:  # the doc's step table and triage list name every task
@@ -110,7 +112,7 @@ def test_dag_shape_and_policy(dagbag, model):
     assert dag.max_active_runs == 1 and not dag.catchup
     for task in dag.tasks:
         assert task.owner == config.owner
-        if task is wait:
+        if task is wait or task is canary:
             continue
         assert task.execution_timeout is not None
         if task.task_id.startswith("gate_"):
@@ -140,7 +142,7 @@ def test_every_templated_field_renders(dagbag, model):
 def test_the_trigger_form_has_every_run_param_and_the_overrides_model_yaml_allows(dagbag, model):
     config = load_model(model).config
     params = dagbag.dags[f"keiko_{model}"].params
-    assert list(params) == ["deploy", "reason", "window_days", *config.algorithm.overridable]
+    assert list(params) == ["deploy", "deploy_strategy", "reason", "window_days", *config.algorithm.overridable]
     for name in params:
         param = params.get_param(name)
         assert param.description, name  # the form's help text

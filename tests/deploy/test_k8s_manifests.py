@@ -10,7 +10,16 @@ import yaml
 
 from keiko.config import settings
 from keiko.modeldef import load_model, model_names
-from keiko.rollout.kubernetes import CONTAINER, VERSION_ANNOTATION, VERSION_ENV
+from keiko.rollout.kubernetes import (
+    CANARY_ANNOTATIONS,
+    CANARY_ENVS,
+    CONTAINER,
+    VERSION_ANNOTATION,
+    VERSION_ENV,
+    split_patch,
+    version_patch,
+)
+from keiko.serving.split import TrafficSplit
 
 K8S_DIR = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 # The oldest API the manifests are meant for (kubernetes-validate 1.37.0 ships schemas up to 1.37); the
@@ -189,3 +198,50 @@ def test_service_and_pdb_select_the_deployments_pods(manifests):
     assert service["ports"] == [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]
     pdb = manifests["PodDisruptionBudget"]["spec"]
     assert pdb["selector"]["matchLabels"] == selector and pdb["minAvailable"] == 1
+
+
+def strategic_merge(live: dict, patch: dict) -> dict:
+    """The API server's strategic merge, for what the rollout sends: maps by key (null deletes), `containers` and
+    `env` by name (`{"name": ..., "$patch": "delete"}` removes one), other values replaced."""
+    for key, value in patch.items():
+        if value is None:
+            live.pop(key, None)
+        elif isinstance(value, dict):
+            strategic_merge(live.setdefault(key, {}), value)
+        elif key in ("containers", "env"):
+            items = live.setdefault(key, [])
+            for item in value:
+                match = next((x for x in items if x["name"] == item["name"]), None)
+                if item.get("$patch") == "delete":
+                    if match is not None:
+                        items.remove(match)
+                elif match is None:
+                    items.append(strategic_merge({}, item))
+                else:
+                    strategic_merge(match, item)
+        else:
+            live[key] = copy.deepcopy(value)
+    return live
+
+
+def test_the_deployment_as_a_canary_patches_it_stays_valid(manifests):
+    """The split's patch (stable pinned, the KEIKO_CANARY_* env added) and the run's that ends it both leave a
+    Deployment the API accepts, and the end leaves nothing of the canary."""
+    deployment = copy.deepcopy(manifests["Deployment"])
+    strategic_merge(deployment, split_patch(TrafficSplit(version=4, weight=0.05, salt="canary-v4"), stable=3))
+    validate(deployment)
+    template = deployment["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert len(env) == len(container["env"])  # one entry per name
+    assert [env[VERSION_ENV], *(env[name] for name in CANARY_ENVS)] == ["3", "4", "0.05", "canary-v4"]
+    assert all(template["metadata"]["annotations"][key] for key in CANARY_ANNOTATIONS)
+
+    strategic_merge(deployment, version_patch(4))  # promoted
+    validate(deployment)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {e["name"]: e.get("value") for e in container["env"]}[VERSION_ENV] == "4"
+    assert not {e["name"] for e in container["env"]} & set(CANARY_ENVS)
+    assert not set(deployment["spec"]["template"]["metadata"]["annotations"]) & set(CANARY_ANNOTATIONS)
+    original = manifests["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [e["name"] for e in container["env"]] == [e["name"] for e in original]

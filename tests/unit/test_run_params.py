@@ -27,10 +27,17 @@ def test_a_trigger_changes_the_window_and_the_overridable_params_only(monkeypatc
     assert ctx.trigger == {
         "run_type": "manual",
         "deploy": "skip",
+        "deploy_strategy": "rolling",
         "reason": "try a longer window",
         "window_days": 12,
         "algorithm": {"max_epochs": 3, "eta0": 1.0, "alpha": 1e-6},
     }
+
+
+def test_a_run_may_pick_a_deploy_strategy_its_model_yaml_has_settings_for():
+    assert RunParams.parse({"deploy_strategy": "canary"}, load_model("ctr").config).deploy_strategy == "canary"
+    with pytest.raises(KeikoError, match="run parameter deploy_strategy='canary': 'canary' is not one of"):
+        RunParams.parse({"deploy_strategy": "canary"}, load_model("cvr").config)  # cvr has no deploy.canary
 
 
 def test_an_emptied_reason_is_no_reason():
@@ -43,7 +50,10 @@ def test_an_emptied_reason_is_no_reason():
     [
         ({"window_days": 200}, "run parameter window_days=200: 200 is greater than the maximum of 90"),
         ({"max_epochs": 0}, "run parameter max_epochs=0: 0 is less than the minimum of 1"),
-        ({"depth": 3}, "unknown run parameter depth; known: deploy, reason, window_days, max_epochs, eta0, alpha"),
+        (
+            {"depth": 3},
+            "unknown run parameter depth; known: deploy, deploy_strategy, reason, window_days, max_epochs, eta0, alpha",
+        ),
         ({"deploy": "later"}, "run parameter deploy='later': 'later' is not one of ['auto', 'skip', 'force']"),
     ],
 )

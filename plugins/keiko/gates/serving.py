@@ -19,16 +19,18 @@ from keiko.contract import DeployResult, EvaluateResult, ServingGateResult
 from keiko.gates.runner import Validation, report, run_validations
 from keiko.rollout import SmokeTest
 from keiko.serving.client import ModelServerClient
+from keiko.serving.split import CANARY
 from keiko.stages.context import StageContext
 
 
-def probe(url: str, rows: list[dict], version: int) -> tuple[pd.DataFrame, dict]:
-    """One request per row: per-row skew, and the replica's latency and version facts."""
+def probe(url: str, rows: list[dict], version: int, variant: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """One request per row (asking for `variant`: a canary's, at any weight): per-row skew, and the replica's
+    latency and version facts."""
     served, latencies, versions = [], [], set()
     with ModelServerClient(url, timeout=5) as server:
         for row in rows:
             started = time.perf_counter()
-            answer = server.predict([row])
+            answer = server.predict([row], variant=variant)
             latencies.append((time.perf_counter() - started) * 1000)
             served.append(answer["predictions"][0])
             versions.add(answer["model_version"])
@@ -48,11 +50,15 @@ def run(ctx: StageContext) -> ServingGateResult:
     known = SmokeTest.from_golden(golden, limit=golden.num_rows)
     rows, expected = known.rows, np.asarray(known.expected)
     urls = deployed.servers
-    ctx.log(f"gate_serving {ctx.model.name}: {len(rows)} golden rows, one request each, to {len(urls)} replica(s)")
+    variant = CANARY if deployed.strategy != "rolling" else None  # the deployed version serves as the canary
+    asked = f" as the {variant} variant" if variant else ""
+    ctx.log(
+        f"gate_serving {ctx.model.name}: {len(rows)} golden rows, one request each{asked}, to {len(urls)} replica(s)"
+    )
 
     validations = []
     for index, url in enumerate(urls, start=1):
-        served, facts = probe(url, rows, deployed.version)
+        served, facts = probe(url, rows, deployed.version, variant)
         served["impression_id"] = golden["impression_id"].to_numpy()
         served["abs_error"] = (served["served"] - expected).abs()
         validations.append(

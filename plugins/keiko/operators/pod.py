@@ -13,8 +13,10 @@ from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperato
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from kubernetes.client import models as k8s
 
+from keiko.assets import publish_if_moved
 from keiko.modeldef import PodSettings
 from keiko.operators.links import RunPageLink
+from keiko.operators.stage import again_after, defer_until_next_call
 from keiko.process import EXIT_SKIPPED, RESULT_FILE_ENV, RETRIES_LEFT_ENV, RUN_ID_ENV, retried, step_arguments
 from keiko.run_params import refuse_invalid
 
@@ -51,6 +53,7 @@ class KeikoPodOperator(KubernetesPodOperator):
         ds: str = "{{ ds }}",
         env: dict[str, str] | None = None,
         pod: PodSettings | None = None,
+        repeat: bool = False,
         image: str,
         namespace: str,
         service_account_name: str,
@@ -106,13 +109,18 @@ class KeikoPodOperator(KubernetesPodOperator):
         self.ds = ds
         self.stage = stage
         self.kind = kind
+        self.repeat = repeat
 
     def execute(self, context: Any) -> Any:
         refuse_invalid(self.model, context.get("params", {}))  # before a pod is started
         returned = super().execute(context)
-        for outlet in self.outlets:  # as KeikoStageOperator: the Asset event says which version now serves
-            context["outlet_events"][outlet].extra = returned or {}
+        if self.repeat and (wait := again_after(returned)) is not None:
+            defer_until_next_call(self, wait)  # the next call is a new pod
+        publish_if_moved(context, self.outlets, self.model, returned)
         return returned
+
+    def call_again(self, context: Any, event: Any = None) -> Any:
+        return self.execute(context)
 
     def cleanup(self, pod: k8s.V1Pod, remote_pod: k8s.V1Pod, *args: Any, **kwargs: Any) -> None:
         """As the provider's, but a user error or a failed gate (keiko.process.NOT_RETRIED) fails the task without

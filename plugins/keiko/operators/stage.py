@@ -2,10 +2,15 @@
 
 The command is the container contract: here it runs as a local subprocess (the embedded default);
 in production the same command runs in a pod from the project image.
+
+A repeated step (keiko.pipeline.REPEATED: the canary) is called again while its result says `running`: between the
+calls the task defers to Airflow's TimeDeltaTrigger for the result's `next_check_seconds`, so an hours-long canary
+holds a worker slot only for the seconds of each analysis.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
 from collections.abc import Sequence
@@ -16,10 +21,31 @@ from airflow.providers.standard.hooks.subprocess import SubprocessHook
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from keiko.assets import publish_if_moved
 from keiko.config import settings
 from keiko.operators.links import RunPageLink
-from keiko.process import EXIT_SKIPPED, RETRIES_LEFT_ENV, RUN_ID_ENV, parse_result_line, retried, step_arguments
+from keiko.process import (
+    EXIT_SKIPPED,
+    RETRIES_LEFT_ENV,
+    RUN_ID_ENV,
+    next_call_seconds,
+    parse_result_line,
+    retried,
+    step_arguments,
+)
 from keiko.run_params import refuse_invalid
+
+
+def again_after(returned: dict[str, Any] | None) -> dt.timedelta | None:
+    seconds = next_call_seconds(returned)
+    return None if seconds is None else dt.timedelta(seconds=seconds)
+
+
+def defer_until_next_call(operator: BaseOperator, wait: dt.timedelta) -> None:
+    from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+    operator.log.info("still running: next call in %s, deferred (no worker slot held)", wait)
+    operator.defer(trigger=TimeDeltaTrigger(wait), method_name="call_again")
 
 
 class KeikoStageOperator(BaseOperator):
@@ -30,6 +56,7 @@ class KeikoStageOperator(BaseOperator):
     :param kind: "stage" or "gate"
     :param ds: the run's day, YYYY-MM-DD (templated; defaults to the logical date)
     :param env: extra environment for the stage process (templated)
+    :param repeat: call the command again while its result says `running` (deferring in between)
     """
 
     template_fields: Sequence[str] = ("model", "ds", "env")
@@ -44,6 +71,7 @@ class KeikoStageOperator(BaseOperator):
         kind: str = "stage",
         ds: str = "{{ ds }}",
         env: dict[str, str] | None = None,
+        repeat: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -52,6 +80,7 @@ class KeikoStageOperator(BaseOperator):
         self.kind = kind
         self.ds = ds
         self.env = env or {}
+        self.repeat = repeat
 
     @cached_property
     def hook(self) -> SubprocessHook:
@@ -78,9 +107,13 @@ class KeikoStageOperator(BaseOperator):
             failed = AirflowException if retried(result.exit_code) else AirflowFailException
             raise failed(f"keiko {self.kind} {self.stage} failed (exit {result.exit_code}): {result.output}")
         returned = parse_result_line(result.output)  # SubprocessHook's output is the last line
-        for outlet in self.outlets:  # deploy's and rollback's: the Asset event says which version now serves
-            context["outlet_events"][outlet].extra = returned or {}
+        if self.repeat and (wait := again_after(returned)) is not None:
+            defer_until_next_call(self, wait)
+        publish_if_moved(context, self.outlets, self.model, returned)
         return returned
+
+    def call_again(self, context: Any, event: Any = None) -> dict[str, Any] | None:
+        return self.execute(context)
 
     def on_kill(self) -> None:
         self.hook.send_sigterm()

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from keiko.contract import GOLDEN_EXPECTED, RolloutEvent
 from keiko.errors import KeikoError
+from keiko.serving.split import TrafficSplit
 
 SMOKE_ROWS = 16
 SMOKE_TOLERANCE = 1e-6
@@ -95,3 +96,14 @@ class Rollout(ABC):
     @abstractmethod
     def roll_back(self, previous: int | None) -> bool:
         """Put every server back on `previous`; False if that did not fully succeed."""
+
+    @abstractmethod
+    def canary(self) -> int | None:
+        """The version the servers serve as a canary now; None when they serve one version. KeikoError when they
+        disagree (a split change that failed half-way: its record says which server is where)."""
+
+    @abstractmethod
+    def split(self, split: TrafficSplit, stable: int) -> list[RolloutEvent]:
+        """Have every server serve `split.version` beside `stable` to `split.weight` of the users; on failure put
+        every server back on `stable` alone and raise RolloutFailed. `run(stable, ...)` ends a split: every
+        user back on stable; `run(split.version, ...)` promotes the canary."""

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from keiko.errors import KeikoError
 from keiko.rollout import Rollout, RolloutEvent, RolloutFailed, SmokeTest
 from keiko.serving.client import ModelServerClient
+from keiko.serving.split import CANARY, TrafficSplit
 
 
 class LocalRollout(Rollout):
@@ -41,41 +42,102 @@ class LocalRollout(Rollout):
         self.smoke.check(server.predict(self.smoke.rows), version)
         self._record(server.base_url, "smoke passed", version, f"{len(self.smoke.rows)} known answers")
 
+    def _status(self, server: ModelServerClient) -> dict:
+        status = server.version()
+        # Two models configured on the same ports would otherwise load each other's versions.
+        if status.get("model") != self.model:
+            raise KeikoError(
+                f"{server.base_url} serves model {status.get('model')!r}, not {self.model!r}: "
+                "check serving.port in model.yaml and KEIKO_SERVING_URLS_*"
+            )
+        return status
+
+    def _failed(self, url: str, what: str, exc: KeikoError, rolled_back: bool, touched: list[str], undone: str):
+        """`undone`: what putting the touched replicas back did, in words ({n}: how many)."""
+        if not touched:
+            outcome = "no replica had moved"
+        elif rolled_back:
+            outcome = undone.format(n=len(touched))
+        else:
+            outcome = f"{len(touched)} replica(s) NOT put back, see the change's record"
+        return RolloutFailed(
+            f"{what} failed on {url}: {exc}; {outcome}", events=self.events, rolled_back=rolled_back,
+            retryable=exc.retryable,
+        )  # fmt: skip
+
     def run(self, version: int, previous: int | None) -> list[RolloutEvent]:
-        """Move every replica to `version`; on any failure put the touched ones back on `previous`."""
+        """Move every replica to `version` (a canary of it is promoted, a canary beside it ended); on any failure
+        put the touched ones back on `previous`."""
         touched: list[str] = []
         for url in self.urls:
             self.guard()  # outside the try: a lost lease is no failure to roll back, nothing more is touched
             with ModelServerClient(url) as server:
                 try:
-                    status = server.version()
-                    # Two models configured on the same ports would otherwise load each other's versions.
-                    if status.get("model") != self.model:
-                        raise KeikoError(
-                            f"{url} serves model {status.get('model')!r}, not {self.model!r}: "
-                            "check serving.port in model.yaml and KEIKO_SERVING_URLS_*"
-                        )
+                    status = self._status(server)
                     if status.get("version") == version:
-                        self._record(url, "unchanged", version, "already serving it")
+                        if status.get("canary"):
+                            server.set_split(None)
+                            self._record(url, "canary ended", version, f"v{status['canary']['version']} unloaded")
+                        else:
+                            self._record(url, "unchanged", version, "already serving it")
                         continue
                     touched.append(url)
                     self._move(server, version)
                 except KeikoError as exc:
                     self._record(url, "failed", version, str(exc))
                     rolled_back = self.roll_back(previous, touched)
-                    if not touched:
-                        outcome = "no replica had moved"
-                    elif rolled_back:
-                        outcome = f"rolled back {len(touched)} replica(s) to v{previous}"
-                    else:
-                        outcome = f"{len(touched)} replica(s) NOT rolled back, see the change's record"
-                    raise RolloutFailed(
-                        f"rollout of v{version} failed on {url}: {exc}; {outcome}",
-                        events=self.events,
-                        rolled_back=rolled_back,
-                        retryable=exc.retryable,
+                    raise self._failed(
+                        url, f"rollout of v{version}", exc, rolled_back, touched, f"v{previous}"
                     ) from None
         return self.events
+
+    def canary(self) -> int | None:
+        seen: dict[str, int | None] = {}
+        for url in self.urls:
+            with ModelServerClient(url) as server:
+                canary = self._status(server).get("canary")
+                seen[url] = canary["version"] if canary else None
+        if len(set(seen.values())) > 1:
+            where = ", ".join(f"{url}: {'v' + str(v) if v else 'none'}" for url, v in seen.items())
+            raise KeikoError(f"{self.model}'s replicas serve different canaries ({where})")
+        return next(iter(seen.values()))
+
+    def split(self, split: TrafficSplit, stable: int) -> list[RolloutEvent]:
+        """Every replica serves the canary beside `stable` at the split's weight, each checked with the canary's
+        known answers (asked for by X-Keiko-Variant); on any failure the touched ones end their canary."""
+        touched: list[str] = []
+        for url in self.urls:
+            self.guard()
+            with ModelServerClient(url) as server:
+                try:
+                    status = self._status(server)
+                    if status.get("version") != stable:
+                        raise KeikoError(f"serves v{status.get('version')}, not the stable v{stable}")
+                    touched.append(url)
+                    server.set_split(split.version, split.weight, split.salt)
+                    self._record(url, "canary", split.version, f"{split.weight:.0%} of users, stable v{stable}")
+                    self.smoke.check(server.predict(self.smoke.rows, variant=CANARY), split.version)
+                    self._record(url, "smoke passed", split.version, f"{len(self.smoke.rows)} known answers")
+                except KeikoError as exc:
+                    self._record(url, "failed", split.version, str(exc))
+                    rolled_back = self._end_split(touched, stable)
+                    raise self._failed(
+                        url, f"canary of v{split.version}", exc, rolled_back, touched, f"v{stable} alone"
+                    ) from None
+        return self.events
+
+    def _end_split(self, urls: list[str], stable: int) -> bool:
+        ok = True
+        for url in reversed(urls):
+            self.guard()
+            with ModelServerClient(url) as server:
+                try:
+                    server.set_split(None)
+                    self._record(url, "canary ended", stable)
+                except KeikoError as exc:
+                    ok = False
+                    self._record(url, "rollback failed", stable, str(exc))
+        return ok
 
     def roll_back(self, previous: int | None, urls: list[str] | None = None) -> bool:
         """Put `urls` (default: every replica) back on `previous`, last moved first; False if any could
@@ -90,9 +152,12 @@ class LocalRollout(Rollout):
             self.guard()
             with ModelServerClient(url) as server:
                 try:
-                    if server.version().get("version") != previous:
+                    status = server.version()
+                    if status.get("version") != previous:
                         server.load(previous)
                         server.wait_until_serving(previous, timeout=self.ready_timeout)
+                    elif status.get("canary"):
+                        server.set_split(None)
                     self._record(url, "rolled back", previous)
                 except KeikoError as exc:
                     ok = False

@@ -35,6 +35,7 @@ from keiko.registry import Lease
 from keiko.resources import Resources
 from keiko.rollout import Rollout, RolloutFailed, SmokeTest
 from keiko.rollout import lease as leases
+from keiko.serving.split import TrafficSplit
 
 
 def version_name(version: int | None) -> str:
@@ -52,16 +53,33 @@ class ProductionChangeFailed(KeikoError):
         self.retryable = retryable
 
 
+ANY = "any"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Change:
-    action: Literal["deploy", "rollback"]
-    version: int  # what production should serve
+    """`action` canary: `split.version` serves beside production (`expected`, which stays production) to the split's
+    share of the users; the alias does not move. deploy and rollback end any canary: every user on `version`."""
+
+    action: Literal["deploy", "rollback", "canary"]
+    version: int  # what production should serve (canary: the canary's version)
     expected: int | None  # what production served when the caller decided (None: nothing yet)
     smoke: SmokeTest  # the known answers each server must give as `version`
     requested_by: str  # the lease holder, in words: which run or command
     reason: str  # why, for the record
     note: str  # for the alias's history
     record_uri: str  # where the record goes
+    split: TrafficSplit | None = None  # a canary's split (action canary only)
+    # The canary version the caller saw serving (None: none), checked on the servers under the lease, so that a step
+    # never re-splits or promotes what `keiko rollback` or the rollback task sent back to stable. ANY: not checked
+    # (a rollback ends whatever canary serves); a canary change must say.
+    expected_canary: int | Literal["any"] | None = ANY
+
+    def __post_init__(self) -> None:
+        if (self.action == "canary") != (self.split is not None) or (self.split and self.split.version != self.version):
+            raise ValueError("a canary change carries its split of `version`; other changes none")
+        if self.split and self.expected_canary == ANY:
+            raise ValueError("a canary change names the canary it expects serving (None: none)")
 
 
 def open_backend(
@@ -119,9 +137,23 @@ class ProductionPath:
             registry, name, holder, seconds=config.lease_seconds, wait=config.lease_wait_seconds, log=self.log
         ) as held:
             current = registry.alias(name)
-            if current not in (change.expected, change.version):
+            allowed = (change.expected,) if change.split else (change.expected, change.version)
+            if current not in allowed:
                 raise KeikoError(self._moved(change, current, held.waited_for))
+            if change.split and current is None:
+                raise KeikoError(f"{name} has no production version: a canary needs a stable version beside it")
             return self._move(change, current, held)
+
+    def _canary_moved(self, change: Change, serving: int | None) -> str:
+        def name(v: int | None) -> str:
+            return "no canary" if v is None else f"canary v{v}"
+
+        return (
+            f"{self.model.name}'s servers serve {name(serving)}, where this change expected "
+            f"{name(change.expected_canary)} "
+            f"(ended since by another change of production: keiko status): this {change.action} of v{change.version} "
+            "not applied, nothing changed"
+        )
 
     def _moved(self, change: Change, current: int | None, waited_for: Lease | None) -> str:
         """Why a change that found production elsewhere than its caller saw it refuses."""
@@ -161,6 +193,7 @@ class ProductionPath:
                 alias_moved=alias_moved,
                 events=backend.events,
                 record_uri=change.record_uri,
+                canary_weight=change.split.weight if change.split else None,
             )
             self.resources.store.write_json(change.record_uri, written.model_dump(mode="json"))
             return written
@@ -172,12 +205,22 @@ class ProductionPath:
             written = record(False, message, rolled_back=rolled_back, alias_moved=False)
             return ProductionChangeFailed(message, written, retryable=retryable)
 
+        if change.expected_canary != ANY:
+            serving = backend.canary()
+            if serving != change.expected_canary:
+                raise KeikoError(self._canary_moved(change, serving))
         try:
-            backend.run(change.version, current)
+            if change.split:
+                backend.split(change.split, current)
+            else:
+                backend.run(change.version, current)
         except RolloutFailed as exc:
             raise fail(str(exc), rolled_back=exc.rolled_back, retryable=exc.retryable) from None
         except LeaseLost as exc:
             raise fail(self._lost(exc), rolled_back=False) from None
+        if change.split:
+            message = f"{change.split.describe()} on {len(self.urls)} replica(s); production stays v{current}"
+            return record(True, message, rolled_back=False, alias_moved=False)
         if current == change.version:
             message = f"v{change.version} was already production: nothing to move"
             return record(True, message, rolled_back=False, alias_moved=False)

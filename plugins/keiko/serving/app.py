@@ -56,6 +56,7 @@ from keiko.registry import Registry, open_registry
 from keiko.serving.limits import BodyTooLarge, read_body
 from keiko.serving.monitoring import RequestMetrics, exposition, metrics_registry
 from keiko.serving.prediction_log import IDENTIFIERS, PredictionLog
+from keiko.serving.split import CANARY, STABLE, VARIANTS, TrafficSplit
 from keiko.serving.unseen import UnseenValues
 from keiko.serving.validation import describe_errors, request_adapter, too_many_rows
 from keiko.storage import ArtifactStore, open_store
@@ -74,6 +75,33 @@ REFUSALS = ("body_too_large", "too_many_rows", "invalid_request")  # /metrics: k
 _ADMIN_LOAD = TypeAdapter(
     with_config(ConfigDict(extra="forbid"))(TypedDict("AdminLoad", {"version": Annotated[StrictInt, Field(ge=1)]}))
 )
+# POST /admin/split's body: the canary's version (null: no canary, all traffic on the serving version), its weight
+# and the rollout's salt.
+_ADMIN_SPLIT = TypeAdapter(
+    with_config(ConfigDict(extra="forbid"))(
+        TypedDict(
+            "AdminSplit",
+            {
+                "version": Annotated[StrictInt, Field(ge=1)] | None,
+                "weight": Annotated[float, Field(ge=0.0, le=1.0)],
+                "salt": Annotated[str, Field(max_length=200)],
+            },
+        )
+    )
+)
+UNROUTED = "unrouted"  # /metrics' variant of a request refused before it was routed (413, 422, 503)
+# A request may ask for a variant (known-answer checks of a canary at any weight) with this header; with an admin
+# token configured, only together with it.
+VARIANT_HEADER = b"x-keiko-variant"
+
+
+@dataclass(frozen=True)
+class Canary:
+    """The version beside the serving one and its share of the users: swapped as one reference."""
+
+    model: LoadedModel
+    split: TrafficSplit
+    key: bytes  # the split's hash key, derived once
 
 
 @dataclass(frozen=True)
@@ -106,6 +134,7 @@ class ModelServer:
         self.limits = definition.config.serving
         self.adapter = request_adapter(self.schema, self.limits, IDENTIFIERS)
         self.current: LoadedModel | None = None
+        self.canary: Canary | None = None
         self.unseen: dict[int, UnseenValues] = {}  # every version this process served: counters never go down
         self.refused = dict.fromkeys(REFUSALS, 0)
         self.last_error: str | None = None
@@ -121,10 +150,20 @@ class ModelServer:
             return [loaded.row_scorer(row) for row in rows]
         return self.score_vectorised(loaded, rows)
 
-    def answered(self, request: PredictRequest, version: int, scores: list[float]) -> None:
+    def route(self, request: PredictRequest, asked: str | None = None) -> tuple[LoadedModel, str]:
+        """The model that answers `request` and its variant: the canary for the users its split places on it (by
+        the first row's user id: a request is one user's auction), or for a request that asks for it."""
+        canary = self.canary
+        if canary is None or asked == STABLE:
+            return self.current, STABLE
+        if asked == CANARY or canary.split.on_canary(request["rows"][0].get("user_id"), canary.key):
+            return canary.model, CANARY
+        return self.current, STABLE
+
+    def answered(self, request: PredictRequest, version: int, scores: list[float], variant: str = STABLE) -> None:
         """Hand the answer to the prediction log (a request without its own id is named by the log)."""
         if self.prediction_log is not None:
-            self.prediction_log.record(request.get("request_id"), version, request["rows"], scores)
+            self.prediction_log.record(request.get("request_id"), version, request["rows"], scores, variant)
 
     def parse(self, body: bytes) -> tuple[LoadedModel | None, PredictRequest | None, tuple[int, bytes] | None]:
         """(model, request, None) for a valid request on a loaded server; else (.., .., the error response)."""
@@ -150,38 +189,70 @@ class ModelServer:
         loaded, request, error = self.parse(body)
         if error is not None:
             return error
+        loaded, variant = self.route(request)
         scores = self.score(loaded, request["rows"])
-        self.answered(request, loaded.version, scores)
-        return 200, encode_predictions(loaded.version, scores)
+        self.answered(request, loaded.version, scores, variant)
+        return 200, encode_predictions(loaded.version, scores, variant)
+
+    def prepare(self, version: int) -> LoadedModel:
+        """Load, verify and warm up `version` (serving nothing yet). Blocking; under the load lock."""
+        entry = self.registry.get(self.definition.name, version)
+        if entry.status != "registered":
+            raise KeikoError(f"v{version} is {entry.status}: not servable")
+        model = load_model_bytes(self.store.read_verified(entry.artifact_uri, entry.artifact_sha256))
+        candidate = LoadedModel(
+            version,
+            entry.artifact_sha256,
+            model,
+            dt.datetime.now(dt.UTC).isoformat(),
+            unseen=self.unseen.get(version) or self.training_values(entry.metrics.get("profile_uri")),
+            row_scorer=model.row_scorer(self.definition.features),
+        )
+        warmup = [example_row(self.schema)] * 64
+        predictions = np.asarray(self.score_vectorised(candidate, warmup))
+        if not np.all((predictions > 0) & (predictions < 1)):
+            raise KeikoError(f"v{version} failed warm-up: predictions outside (0, 1)")
+        # Equal up to exp()'s last bit (math.exp vs numpy's); anything more is a bug in the row path.
+        if candidate.row_scorer is not None and abs(candidate.row_scorer(warmup[0]) - predictions[0]) > 1e-12:
+            raise KeikoError(f"v{version} failed warm-up: row and vectorised scoring disagree")
+        self.unseen[version] = candidate.unseen  # a reload of the version counts on where it left off
+        return candidate
 
     def load(self, version: int) -> LoadedModel:
-        """Load, verify and warm up `version`, then make it the serving model. Blocking."""
+        """Make `version` the serving model: the canary's own loaded model when it is the canary (a promotion:
+        the split ends), else loaded now. Blocking."""
         with self._load_lock:
-            entry = self.registry.get(self.definition.name, version)
-            if entry.status != "registered":
-                raise KeikoError(f"v{version} is {entry.status}: not servable")
-            model = load_model_bytes(self.store.read_verified(entry.artifact_uri, entry.artifact_sha256))
-            candidate = LoadedModel(
-                version,
-                entry.artifact_sha256,
-                model,
-                dt.datetime.now(dt.UTC).isoformat(),
-                unseen=self.unseen.get(version) or self.training_values(entry.metrics.get("profile_uri")),
-                row_scorer=model.row_scorer(self.definition.features),
-            )
-            warmup = [example_row(self.schema)] * 64
-            predictions = np.asarray(self.score_vectorised(candidate, warmup))
-            if not np.all((predictions > 0) & (predictions < 1)):
-                raise KeikoError(f"v{version} failed warm-up: predictions outside (0, 1)")
-            # Equal up to exp()'s last bit (math.exp vs numpy's); anything more is a bug in the row path.
-            if candidate.row_scorer is not None and abs(candidate.row_scorer(warmup[0]) - predictions[0]) > 1e-12:
-                raise KeikoError(f"v{version} failed warm-up: row and vectorised scoring disagree")
-            self.unseen[version] = candidate.unseen  # a reload of the version counts on where it left off
-            self.current = candidate  # the swap: one reference assignment
+            canary = self.canary
+            if canary is not None and canary.model.version == version:
+                candidate = canary.model
+                self.current, self.canary = candidate, None  # the promotion: all users on it, in one turn
+            else:
+                candidate = self.prepare(version)
+                self.current = candidate  # the swap: one reference assignment
             self.last_error = None
             freeze_heap()
-            log.info("serving %s v%s (sha256 %s)", self.definition.name, version, entry.artifact_sha256[:12])
+            log.info("serving %s v%s (sha256 %s)", self.definition.name, version, candidate.artifact_sha256[:12])
             return candidate
+
+    def set_split(self, split: TrafficSplit | None) -> Canary | None:
+        """Serve `split.version` beside the serving version to `split.weight` of the users (loading it if it is
+        not the canary already), or, with None, every user on the serving version. Blocking."""
+        with self._load_lock:
+            if split is None:
+                self.canary = None
+                log.info("no canary: every user on v%s", self.current.version if self.current else None)
+                return None
+            if self.current is None:
+                raise KeikoError("no serving version to split traffic with")
+            if split.version == self.current.version:
+                raise KeikoError(f"v{split.version} serves already: a canary is another version")
+            loaded = self.canary.model if self.canary and self.canary.model.version == split.version else None
+            canary = Canary(loaded or self.prepare(split.version), split, split.key)
+            self.canary = canary
+            if loaded is None:
+                freeze_heap()
+            log.info("serving %s v%s, %s", self.definition.name, self.current.version, split.describe())
+            return canary
 
     def training_values(self, profile_uri: str | None) -> UnseenValues:
         """What the version's training split held, from its training profile. A missing or unreadable profile
@@ -195,7 +266,8 @@ class ModelServer:
             return UnseenValues.unknown(self.schema, f"training profile {profile_uri} unreadable: {exc}")
 
     def load_initial(self) -> None:
-        """KEIKO_MODEL_VERSION if set (a Kubernetes rollout pins it in the pod template), else production."""
+        """KEIKO_MODEL_VERSION if set (a Kubernetes rollout pins it in the pod template), else production; then
+        the canary KEIKO_CANARY_VERSION, _WEIGHT and _SALT name, if any (how a Kubernetes canary reaches pods)."""
         pinned = os.environ.get("KEIKO_MODEL_VERSION", "").strip()
         try:
             version = int(pinned) if pinned else self.registry.alias(self.definition.name, "production")
@@ -207,6 +279,16 @@ class ModelServer:
             source = f"KEIKO_MODEL_VERSION={pinned}" if pinned else "production"
             self.last_error = f"loading {source} failed: {exc}"
             log.error(self.last_error)
+            return
+        canary = os.environ.get("KEIKO_CANARY_VERSION", "").strip()
+        if canary:
+            try:
+                weight = float(os.environ.get("KEIKO_CANARY_WEIGHT", "0"))
+                self.set_split(TrafficSplit(int(canary), weight, os.environ.get("KEIKO_CANARY_SALT", "")))
+            except Exception as exc:  # not ready: a pod must not serve stable alone while its peers split
+                self.current = None
+                self.last_error = f"loading the canary KEIKO_CANARY_VERSION={canary} failed: {exc}"
+                log.error(self.last_error)
 
 
 def freeze_heap() -> None:
@@ -227,83 +309,102 @@ def _unfreeze_at_exit() -> None:
     atexit.register(gc.unfreeze)
 
 
-def encode_predictions(version: int, predictions: list[float]) -> bytes:
-    return msgspec.json.encode({"model_version": version, "predictions": predictions})
+def encode_predictions(version: int, predictions: list[float], variant: str = STABLE) -> bytes:
+    return msgspec.json.encode({"model_version": version, "variant": variant, "predictions": predictions})
 
 
 class MicroBatcher:
-    """Scores the rows of every request that reached it in one event-loop turn with one vectorised call.
+    """Scores the rows of every request that reached it in one event-loop turn with one vectorised call per model.
 
     The first request of a turn schedules the flush with call_soon, so it runs once the requests whose
     bodies arrived in the same turn have joined: no timer, no added wait when traffic is light, and
-    batches grow by themselves under load (requests queue while a batch is scored). All of a batch is
-    scored by the model serving when it runs, and each answer names that version.
+    batches grow by themselves under load (requests queue while a batch is scored). Each request is scored by
+    the model it was routed to when it arrived (the stable or the canary version), and its answer names it.
     """
 
     def __init__(self, server: ModelServer) -> None:
         self.server = server
-        self.pending: list[tuple[list[dict[str, Any]], asyncio.Future]] = []
+        self.pending: list[tuple[LoadedModel, list[dict[str, Any]], asyncio.Future]] = []
 
-    async def score(self, rows: list[dict[str, Any]]) -> tuple[int, list[float]]:
+    async def score(self, loaded: LoadedModel, rows: list[dict[str, Any]]) -> list[float]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if not self.pending:
             loop.call_soon(self.flush)
-        self.pending.append((rows, future))
+        self.pending.append((loaded, rows, future))
         return await future
 
     def flush(self) -> None:
-        batch, self.pending = self.pending, []
-        loaded = self.server.current
-        try:
-            batch_rows = [row for rows, _ in batch for row in rows]
-            loaded.unseen.count(batch_rows)
-            predictions = self.server.score_vectorised(loaded, batch_rows)
-        except Exception as exc:  # every request of the batch gets the error, none hangs
-            for _, future in batch:
-                future.set_exception(exc)
-            return
-        start = 0
-        for rows, future in batch:
-            future.set_result((loaded.version, predictions[start : start + len(rows)]))
-            start += len(rows)
+        pending, self.pending = self.pending, []
+        by_model: dict[int, list[tuple[LoadedModel, list[dict[str, Any]], asyncio.Future]]] = {}
+        for item in pending:
+            by_model.setdefault(id(item[0]), []).append(item)
+        for batch in by_model.values():
+            loaded = batch[0][0]
+            try:
+                batch_rows = [row for _, rows, _ in batch for row in rows]
+                loaded.unseen.count(batch_rows)
+                predictions = self.server.score_vectorised(loaded, batch_rows)
+            except Exception as exc:  # every request of the batch gets the error, none hangs
+                for _, _, future in batch:
+                    future.set_exception(exc)
+                continue
+            start = 0
+            for _, rows, future in batch:
+                future.set_result(predictions[start : start + len(rows)])
+                start += len(rows)
 
 
 class PredictEndpoint:
     """POST /predict as a bare ASGI app: the framework's Request/Response objects cost more than scoring."""
 
-    def __init__(self, server: ModelServer, metrics: RequestMetrics) -> None:
+    def __init__(self, server: ModelServer, metrics: RequestMetrics, admin_token: str = "") -> None:
         self.server = server
         self.metrics = metrics
         self.batcher = MicroBatcher(server)
+        self.admin_token = admin_token
 
-    async def respond(self, body: bytes) -> tuple[int, bytes]:
+    def asked_variant(self, scope: dict) -> str | None:
+        """The variant the request's X-Keiko-Variant header asks for (with the admin token, when one is set)."""
+        headers = dict(scope["headers"])
+        asked = headers.get(VARIANT_HEADER)
+        if asked is None or asked.decode() not in VARIANTS:
+            return None
+        if self.admin_token and not bearer_token_matches(headers.get(b"authorization", b"").decode(), self.admin_token):
+            return None
+        return asked.decode()
+
+    async def respond(self, scope: dict, body: bytes) -> tuple[int, bytes, str]:
         loaded, request, error = self.server.parse(body)
         if error is not None:
-            return error
+            return (*error, UNROUTED)
+        asked = self.asked_variant(scope) if self.server.canary is not None else None
+        loaded, variant = self.server.route(request, asked)
         rows = request["rows"]
         if loaded.scores_row_by_row(len(rows)):  # no batching: nothing to share between requests
-            version, predictions = loaded.version, self.server.score(loaded, rows)
+            predictions = self.server.score(loaded, rows)
         else:
             try:
-                version, predictions = await self.batcher.score(rows)
+                predictions = await self.batcher.score(loaded, rows)
             except Exception:
                 log.exception("scoring failed")
-                return 500, b'{"error":"scoring failed"}'
-        self.server.answered(request, version, predictions)
-        return 200, encode_predictions(version, predictions)
+                return 500, b'{"error":"scoring failed"}', variant
+        self.server.answered(request, loaded.version, predictions, variant)
+        return 200, encode_predictions(loaded.version, predictions, variant), variant
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         started = time.perf_counter()
         try:
-            status, body = await self.respond(await read_body(scope, receive, self.server.limits.max_body_bytes))
+            status, body, variant = await self.respond(
+                scope, await read_body(scope, receive, self.server.limits.max_body_bytes)
+            )
         except BodyTooLarge as exc:
             self.server.refused["body_too_large"] += 1
-            status, body = 413, exc.response()
+            status, body, variant = 413, exc.response(), UNROUTED
         headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        self.metrics.observe(status, time.perf_counter() - started)
+        self.metrics.observe(status, time.perf_counter() - started, variant)
 
 
 class ModelServerApp(Starlette):
@@ -319,6 +420,13 @@ class ModelServerApp(Starlette):
             await self.predict(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
+
+
+def describe_canary(canary: Canary | None) -> dict[str, Any] | None:
+    if canary is None:
+        return None
+    split = canary.split
+    return {"version": split.version, "weight": split.weight, "salt": split.salt, "loaded_at": canary.model.loaded_at}
 
 
 def bearer_token_matches(authorization: str, token: str) -> bool:
@@ -361,6 +469,7 @@ def create_app(model: str, *, load_production: bool = True, admin_token: str | N
                 "artifact_sha256": loaded.artifact_sha256 if loaded else None,
                 "loaded_at": loaded.loaded_at if loaded else None,
                 "unseen_values": loaded.unseen.describe() if loaded else None,
+                "canary": describe_canary(server.canary),
             }
         )
 
@@ -371,7 +480,7 @@ def create_app(model: str, *, load_production: bool = True, admin_token: str | N
         body, content_type = exposition(registry, request.headers.get("accept", ""))
         return Response(body, headers={"content-type": content_type})
 
-    async def admin_load(request: Request) -> Response:
+    async def admin_refusal(request: Request) -> Response | None:
         if token and not bearer_token_matches(request.headers.get("authorization", ""), token):
             return JSONResponse({"error": "admin endpoints need Authorization: Bearer $KEIKO_ADMIN_TOKEN"}, 401)
         # A browser sends a cross-origin POST as application/json only after a CORS preflight, which this
@@ -380,6 +489,12 @@ def create_app(model: str, *, load_production: bool = True, admin_token: str | N
         if media_type != "application/json":
             sent = f"not {media_type}" if media_type else "none was sent"
             return JSONResponse({"error": f"admin endpoints take Content-Type: application/json ({sent})"}, 415)
+        return None
+
+    async def admin_load(request: Request) -> Response:
+        refused = await admin_refusal(request)
+        if refused is not None:
+            return refused
         try:
             target = _ADMIN_LOAD.validate_json(
                 await read_body(request.scope, request.receive, server.limits.max_body_bytes)
@@ -404,6 +519,28 @@ def create_app(model: str, *, load_production: bool = True, admin_token: str | N
             }
         )
 
+    async def admin_split(request: Request) -> Response:
+        refused = await admin_refusal(request)
+        if refused is not None:
+            return refused
+        try:
+            raw = await read_body(request.scope, request.receive, server.limits.max_body_bytes)
+            body = _ADMIN_SPLIT.validate_json(raw)
+            split = None if body["version"] is None else TrafficSplit(body["version"], body["weight"], body["salt"])
+        except BodyTooLarge as exc:
+            return Response(exc.response(), status_code=413, media_type="application/json")
+        except ValidationError as exc:
+            expected = 'expected {"version": <integer> | null, "weight": <0..1>, "salt": <string>}'
+            return JSONResponse({"error": expected, "detail": describe_errors(exc.errors())}, 422)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, 422)
+        try:
+            canary = await run_in_threadpool(server.set_split, split)
+        except Exception as exc:
+            return JSONResponse({"error": f"{exc}", "canary": describe_canary(server.canary)}, status_code=409)
+        return JSONResponse({"version": server.current.version if server.current else None,
+                             "canary": describe_canary(canary)})  # fmt: skip
+
     @asynccontextmanager
     async def lifespan(_app: Starlette):
         if prediction_log is not None:
@@ -414,7 +551,7 @@ def create_app(model: str, *, load_production: bool = True, admin_token: str | N
         if prediction_log is not None:  # SIGTERM (uvicorn's graceful shutdown): write what is held
             await run_in_threadpool(prediction_log.close)
 
-    predict = PredictEndpoint(server, request_metrics)
+    predict = PredictEndpoint(server, request_metrics, token)
     app = ModelServerApp(
         predict,
         routes=[
@@ -424,6 +561,7 @@ def create_app(model: str, *, load_production: bool = True, admin_token: str | N
             Route("/version", version),
             Route("/metrics", metrics),
             Route("/admin/load", admin_load, methods=["POST"]),
+            Route("/admin/split", admin_split, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

@@ -36,16 +36,25 @@ class ModelServerClient:
     def ready(self) -> bool:
         return self._get("/readyz").status_code == 200
 
-    def load(self, version: int) -> dict[str, Any]:
+    def _admin(self, path: str, body: dict[str, Any], refused: str) -> dict[str, Any]:
         try:
-            response = self.http.post("/admin/load", json={"version": version})
+            response = self.http.post(path, json=body)
         except httpx.TransportError as exc:
             raise InfrastructureError(f"model server {self.base_url} unreachable: {exc}") from None
         if response.status_code != 200:
-            raise KeikoError(
-                f"{self.base_url} refused to load v{version}: {response.json().get('error', response.text)}"
-            )
+            raise KeikoError(f"{self.base_url} refused to {refused}: {response.json().get('error', response.text)}")
         return response.json()
+
+    def load(self, version: int) -> dict[str, Any]:
+        return self._admin("/admin/load", {"version": version}, f"load v{version}")
+
+    def set_split(self, version: int | None, weight: float = 0.0, salt: str = "") -> dict[str, Any]:
+        """Serve `version` beside the serving one to `weight` of the users; None: no canary."""
+        refused = f"serve v{version} as a canary at {weight:.0%}" if version else "end its canary"
+        return self._admin("/admin/split", {"version": version, "weight": weight, "salt": salt}, refused)
+
+    def metrics(self) -> str:
+        return self._get("/metrics").text
 
     def wait_until_serving(self, version: int, *, timeout: float = 60.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -57,8 +66,10 @@ class ModelServerClient:
             time.sleep(0.2)
         raise KeikoError(f"{self.base_url} did not serve v{version} within {timeout:.0f}s (it reports {status})")
 
-    def predict(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        response = self.http.post("/predict", json={"rows": rows})
+    def predict(self, rows: list[dict[str, Any]], variant: str | None = None) -> dict[str, Any]:
+        """`variant`: ask for the stable or the canary version (X-Keiko-Variant, with the admin token)."""
+        headers = {"x-keiko-variant": variant} if variant else {}
+        response = self.http.post("/predict", json={"rows": rows}, headers=headers)
         if response.status_code != 200:
             raise KeikoError(f"{self.base_url} /predict answered {response.status_code}: {response.text[:300]}")
         return response.json()

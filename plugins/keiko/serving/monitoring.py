@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+
+from keiko.contract import VariantCounts
 
 if TYPE_CHECKING:
     from keiko.serving.app import ModelServer
@@ -83,28 +86,35 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5
 
 
 class RequestMetrics:
-    """/predict's requests by HTTP status, and their latency."""
+    """/predict's requests by variant and HTTP status, and their latency by variant: what a canary's analysis
+    compares (`variant` is stable or canary, `unrouted` for a request refused before it was routed)."""
 
     def __init__(self, model: str, registry: CollectorRegistry) -> None:
         self.requests = Counter(
-            "keiko_serving_requests", "/predict requests by HTTP status", ["model", "status"], registry=registry
+            "keiko_serving_requests",
+            "/predict requests by variant and HTTP status",
+            ["model", "variant", "status"],
+            registry=registry,
         )
         self.latency = Histogram(
             "keiko_serving_request_seconds",
-            "/predict latency in the server, seconds",
-            ["model"],
+            "/predict latency in the server by variant, seconds",
+            ["model", "variant"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
-        ).labels(model)
+        )
         self.model = model
-        self._by_status: dict[int, Counter] = {}
+        self._children: dict[tuple[int, str], tuple[Counter, Histogram]] = {}
 
-    def observe(self, status: int, seconds: float) -> None:
-        counter = self._by_status.get(status)
-        if counter is None:  # labels() looks the child up under a lock: once per status, not per request
-            counter = self._by_status[status] = self.requests.labels(self.model, str(status))
-        counter.inc()
-        self.latency.observe(seconds)
+    def observe(self, status: int, seconds: float, variant: str) -> None:
+        children = self._children.get((status, variant))
+        if children is None:  # labels() looks the child up under a lock: once per status and variant, not per request
+            children = self._children[(status, variant)] = (
+                self.requests.labels(self.model, variant, str(status)),
+                self.latency.labels(self.model, variant),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 def metrics_registry(server: ModelServer) -> CollectorRegistry:
@@ -118,3 +128,39 @@ def exposition(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
     """The scrape body in the format the scraper's Accept header asks for, and its content type."""
     encode, content_type = choose_encoder(accept)
     return encode(registry), content_type
+
+
+def variant_counts(exposition_text: str) -> dict[str, VariantCounts]:
+    """One server's /predict counts by variant, from its /metrics text: requests, 5xx answers and the cumulative
+    latency buckets (what a canary's analysis compares)."""
+    requests: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    buckets: dict[str, dict[str, int]] = {}
+    for family in text_string_to_metric_families(exposition_text):
+        for sample in family.samples:
+            variant = sample.labels.get("variant")
+            if variant is None:
+                continue
+            if sample.name == "keiko_serving_requests_total":
+                requests[variant] = requests.get(variant, 0) + int(sample.value)
+                if sample.labels.get("status", "").startswith("5"):
+                    errors[variant] = errors.get(variant, 0) + int(sample.value)
+            elif sample.name == "keiko_serving_request_seconds_bucket":
+                buckets.setdefault(variant, {})[sample.labels["le"]] = int(sample.value)
+    return {
+        v: VariantCounts(requests=n, errors=errors.get(v, 0), latency_buckets=buckets.get(v, {}))
+        for v, n in requests.items()
+    }
+
+
+def summed(counts: list[dict[str, VariantCounts]]) -> dict[str, VariantCounts]:
+    """Several servers' counts as one."""
+    total: dict[str, VariantCounts] = {}
+    for server in counts:
+        for variant, c in server.items():
+            t = total.get(variant, VariantCounts())
+            buckets = {b: t.latency_buckets.get(b, 0) + n for b, n in c.latency_buckets.items()}
+            total[variant] = VariantCounts(
+                requests=t.requests + c.requests, errors=t.errors + c.errors, latency_buckets=buckets
+            )
+    return total

@@ -32,8 +32,19 @@ def run(ctx: StageContext) -> DeployResult:
     if ctx.deploy_mode == "skip":
         raise StageSkipped(f"{name} v{version} not deployed: the run asked deploy=skip; {stays}")
 
-    golden = ctx.store.read_table(ctx.result(EvaluateResult).golden_uri)
     path = ProductionPath(model=ctx.model, resources=ctx.resources, log=ctx.log)
+    strategy = ctx.params.deploy_strategy
+    if strategy != "rolling" and current in (None, version):
+        why = "there is no production version" if current is None else f"v{version} is production already"
+        ctx.log(f"deploy strategy {strategy}, but {why} to compare it with: rolling deploy")
+        strategy = "rolling"
+    if strategy != "rolling":
+        from keiko.stages import canary
+
+        ctx.log(f"{strategy} of {name} v{version} beside production v{current} ({', '.join(path.urls)})")
+        canary.start(ctx, path, version, current, strategy)
+        return DeployResult(version=version, previous_version=current, servers=path.urls, strategy=strategy)
+    golden = ctx.store.read_table(ctx.result(EvaluateResult).golden_uri)
     ctx.log(
         f"deploy {name} v{version} ({ctx.settings.deploy_backend}: {', '.join(path.urls)}) one replica at a time; "
         f"production is {version_name(current)}"
@@ -51,4 +62,7 @@ def run(ctx: StageContext) -> DeployResult:
         )
     )
     ctx.log(change.message)
-    return DeployResult(version=version, previous_version=change.from_version, servers=change.replicas)
+    return DeployResult(
+        version=version, previous_version=change.from_version, servers=change.replicas,
+        production_moved=change.alias_moved,
+    )  # fmt: skip

@@ -6,6 +6,8 @@ run did decides what it does:
 | this run's deploy                                   | rollback                                           |
 |-----------------------------------------------------|----------------------------------------------------|
 | moved production P -> V, then gate_serving failed   | back to P: servers (P's own known answers), alias  |
+| started a canary of V beside P, which did not end   | every user back on P (the canary ended)            |
+| started a canary that reverted or kept P itself     | nothing to do (skipped)                            |
 | failed, and put the servers it moved back itself    | nothing to do (skipped)                            |
 | failed otherwise, or its process died mid-rollout   | every server onto what the alias names             |
 | skipped, or never reached (an earlier step failed)  | nothing to do (skipped)                            |
@@ -17,7 +19,7 @@ since the deploy.
 
 from __future__ import annotations
 
-from keiko.contract import DeployResult, ProductionChange, RollbackResult
+from keiko.contract import CanaryRecord, DeployResult, ProductionChange, RollbackResult
 from keiko.errors import KeikoError, StageSkipped
 from keiko.rollout.known_answers import golden_rows, known_answers
 from keiko.rollout.production import Change, ProductionPath
@@ -37,6 +39,16 @@ def target(ctx: StageContext) -> tuple[int, int, str]:
         raise StageSkipped(f"this run of {name} {ctx.ds} did not deploy: nothing to roll back")
     if deploy is not None and deploy.outcome == "success":
         deployed = ctx.result(DeployResult)
+        canary = ctx.layout.find(ctx.layout.canary_record, CanaryRecord) if deployed.strategy != "rolling" else None
+        if canary is not None and canary.state in ("reverted", "kept stable"):
+            raise StageSkipped(f"the {canary.strategy} ended itself: {canary.message}")
+        if canary is not None and canary.state == "running":
+            stable = canary.stable_version
+            return (
+                stable,
+                stable,
+                f"{canary.strategy} of v{canary.version} did not finish: every user back on v{stable}",
+            )
         if deployed.previous_version in (None, deployed.version):
             raise KeikoError(f"no previous version to roll back to: v{deployed.version} keeps serving")
         return deployed.previous_version, deployed.version, f"gate_serving failed {ctx.ds}"
@@ -71,4 +83,7 @@ def run(ctx: StageContext) -> RollbackResult:
     )
     done = "replicas and production alias" if change.alias_moved else "replicas; the alias already named it"
     ctx.log(f"{change.message}: rolled back to v{version} ({done})")
-    return RollbackResult(version=version, previous_version=change.from_version, servers=change.replicas)
+    return RollbackResult(
+        version=version, previous_version=change.from_version, servers=change.replicas,
+        production_moved=change.alias_moved,
+    )  # fmt: skip

@@ -68,5 +68,5 @@ def test_a_conf_key_that_is_no_param_fails_the_task_at_once_without_retries():
     """Airflow validates declared params only: `window_day` (a typo) reaches the task, which must not retry it."""
     task = make(ScriptedOperator)
     task.script = "raise SystemExit('the stage must not start')"
-    with pytest.raises(AirflowFailException, match="unknown run parameter window_day; known: deploy, reason"):
+    with pytest.raises(AirflowFailException, match="unknown run parameter window_day; known: deploy, deploy_strategy,"):
         task.execute({"run_id": "r", "params": {"deploy": "auto", "window_day": 5}})

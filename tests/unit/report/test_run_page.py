@@ -212,8 +212,8 @@ def test_a_skipped_deploy_completes_the_run_and_says_why():
     run = recorded({task: "success" for task in UP_TO_REGISTER} | {"deploy": "skipped"}, {"deploy": skip})
     text = Page(render(page_data(RunFiles("ctr", DS, run)))).text
     assert "complete (skipped: deploy)" in text["header"]
-    # Airflow skips gate_serving unrun, and rollback (trigger rule one_failed: nothing failed).
-    assert text["steps"].endswith(f"deploy skipped 1.0 {skip} gate_serving skipped rollback skipped")
+    # Airflow skips gate_serving and canary unrun, and rollback (trigger rule one_failed: nothing failed).
+    assert text["steps"].endswith(f"deploy skipped 1.0 {skip} gate_serving skipped canary skipped rollback skipped")
     assert f"deploy skipped: {skip}" in text["deploy"]
     assert "gate_serving no verdict skipped: deploy was skipped" in text["gates"]
 

@@ -2,7 +2,8 @@
 Deployment controller (no cluster here): the Deployment of deploy/k8s/ctr-server.yaml is patched, the
 controller observes the new generation on a later status read and replaces pods one step per read
 (maxSurge 1, maxUnavailable 0); a version whose pods never get ready ends in ProgressDeadlineExceeded
-and goes back to the previous ReplicaSet's template."""
+and goes back to the previous ReplicaSet's template. A canary is a patch of the same template (the stable
+version pinned, the KEIKO_CANARY_* env beside it); `run` removes it with `$patch: delete` and null annotations."""
 
 import copy
 import json
@@ -16,10 +17,23 @@ from kubernetes.client.exceptions import ApiException
 
 from conftest import DS, run_step
 from keiko.config import settings
+from keiko.errors import KeikoError, LeaseLost
 from keiko.process import EXIT_USER_ERROR
 from keiko.registry import open_registry
 from keiko.rollout import RolloutFailed
-from keiko.rollout.kubernetes import CONTAINER, REVISION_ANNOTATION, VERSION_ANNOTATION, VERSION_ENV, KubernetesRollout
+from keiko.rollout.kubernetes import (
+    CANARY_ANNOTATIONS,
+    CANARY_ENVS,
+    CANARY_VERSION_ENV,
+    CANARY_WEIGHT_ENV,
+    CONTAINER,
+    REVISION_ANNOTATION,
+    VERSION_ANNOTATION,
+    VERSION_ENV,
+    KubernetesRollout,
+    template_canary,
+)
+from keiko.serving.split import TrafficSplit
 
 MANIFEST = Path(__file__).resolve().parents[3] / "deploy" / "k8s" / "ctr-server.yaml"
 NAME, NAMESPACE = "keiko-ctr-server", "keiko"
@@ -52,6 +66,26 @@ def env_value(template: dict) -> str | None:
     return next((e.get("value") for e in container(template)["env"] if e["name"] == VERSION_ENV), None)
 
 
+def env_of(template: dict) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in container(template)["env"]}
+
+
+def variant(template: dict) -> str | None:
+    """What a template's pods serve: the stable version's env value, `1+2@0.1` with a canary v2 at 10%."""
+    env = env_of(template)
+    if CANARY_VERSION_ENV in env:
+        return f"{env.get(VERSION_ENV)}+{env[CANARY_VERSION_ENV]}@{env.get(CANARY_WEIGHT_ENV)}"
+    return env.get(VERSION_ENV)
+
+
+def canary_left(template: dict) -> list[str]:
+    """Whatever of a canary a template still holds: KEIKO_CANARY_* env entries and canary annotations."""
+    annotations = template["metadata"].get("annotations") or {}
+    return [name for name in env_of(template) if name in CANARY_ENVS] + [
+        key for key in annotations if key in CANARY_ANNOTATIONS
+    ]
+
+
 def set_version(template: dict, version: int | None) -> None:
     value = "" if version is None else str(version)
     template["metadata"].setdefault("annotations", {})[VERSION_ANNOTATION] = value
@@ -64,21 +98,38 @@ def without_hash(template: dict) -> dict:
     return template
 
 
-def strategic_merge(live: dict, patch: dict) -> None:
-    """The strategic-merge-patch semantics the rollout relies on: maps merge key by key; `containers`
-    and `env` merge item by item on `name` (other lists are replaced)."""
+MERGE_KEYS = {"containers": "name", "env": "name"}  # patchMergeKey of the lists the rollout patches
+
+
+def strategic_merge(live: dict, patch: dict) -> dict:
+    """The strategic-merge-patch semantics of the API server, for what the rollout sends: maps merge key by key
+    and a null deletes the key (absent: nothing happens); `containers` and `env` merge item by item on `name`,
+    an item `{"name": ..., "$patch": "delete"}` removes the entry of that name (none: nothing happens); other
+    lists are replaced. What the patch adds is stripped of its nulls and directives, as the API server does."""
     for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(live.get(key), dict):
+        if value is None:
+            live.pop(key, None)
+        elif isinstance(value, dict):
+            if not isinstance(live.get(key), dict):
+                live[key] = {}
             strategic_merge(live[key], value)
-        elif key in ("containers", "env") and isinstance(live.get(key), list):
+        elif key in MERGE_KEYS and isinstance(value, list):
+            merge_key = MERGE_KEYS[key]
+            items = live[key] = list(live.get(key) or [])
             for item in value:
-                match = next((x for x in live[key] if x["name"] == item["name"]), None)
-                if match is None:
-                    live[key].append(copy.deepcopy(item))
+                directive = item.get("$patch")
+                assert directive in (None, "delete"), f"unsupported directive {directive!r}"  # replace, merge: unused
+                match = next((x for x in items if x[merge_key] == item[merge_key]), None)
+                if directive == "delete":
+                    if match is not None:
+                        items.remove(match)
+                elif match is None:
+                    items.append(strategic_merge({}, item))
                 else:
                     strategic_merge(match, item)
         else:
             live[key] = copy.deepcopy(value)
+    return live
 
 
 def not_found(kind: str, name: str) -> ApiException:
@@ -92,7 +143,8 @@ class FakeAppsV1Api:
 
     `version`: what the Deployment (and its only ReplicaSet, revision 1) serves at the start, rolled
     out (None: the manifest as written, naming no version). `broken_versions`: pods of a template naming
-    one of these never become ready (a version that fails to load: /readyz stays 503).
+    one of these, as the version or as the canary, never become ready (a version that fails to load:
+    /readyz stays 503).
     `deadline_reads`: status reads without progress before the controller sets Progressing=False,
     reason ProgressDeadlineExceeded. `controller_running=False`: the controller never observes anything.
     """
@@ -171,15 +223,16 @@ class FakeAppsV1Api:
         return self.deployment["spec"]["template"]
 
     def pods(self) -> dict[str | None, tuple[int, int]]:
-        """(available, total) pods per version, for the ReplicaSets that have pods."""
+        """(available, total) pods per variant (`2`, or `1+2@0.1` with a canary), for the ReplicaSets with pods."""
         return {
-            env_value(rs["spec"]["template"]): (rs["status"].get("availableReplicas", 0), rs["status"]["replicas"])
+            variant(rs["spec"]["template"]): (rs["status"].get("availableReplicas", 0), rs["status"]["replicas"])
             for rs in self.replica_sets
             if rs["status"].get("replicas")
         }
 
     def replica_set_of(self, version: int) -> dict:
-        return next(rs for rs in self.replica_sets if env_value(rs["spec"]["template"]) == str(version))
+        """The ReplicaSet of `version` alone (no canary beside it)."""
+        return next(rs for rs in self.replica_sets if variant(rs["spec"]["template"]) == str(version))
 
     def add_foreign_replica_set(self, version: int, image: str) -> None:
         """A ReplicaSet with the same labels, owned by another Deployment, with the newest revision."""
@@ -196,9 +249,10 @@ class FakeAppsV1Api:
         if (name, namespace) != (NAME, NAMESPACE):
             raise not_found("deployments.apps", name)
 
-    def _version(self, template: dict) -> int | None:
-        value = env_value(template)
-        return int(value) if value else None
+    def _versions(self, template: dict) -> set[int]:
+        """The versions a template's pods load: the one KEIKO_MODEL_VERSION names and the canary's."""
+        env = env_of(template)
+        return {int(env[name]) for name in (VERSION_ENV, CANARY_VERSION_ENV) if env.get(name)}
 
     def _owned(self) -> list[dict]:
         uid = self.deployment["metadata"]["uid"]
@@ -260,7 +314,7 @@ class FakeAppsV1Api:
         available = sum(rs["status"].get("availableReplicas", 0) for rs in self._owned())
         total = sum(rs["status"]["replicas"] for rs in self._owned())
         status = new["status"]
-        ready = self._version(new["spec"]["template"]) not in self.broken_versions
+        ready = not self._versions(new["spec"]["template"]) & self.broken_versions
         if ready and available_of(new) < status["replicas"]:  # a new pod passes its readiness probe
             status["availableReplicas"] = status["readyReplicas"] = available_of(new) + 1
             return True
@@ -384,6 +438,7 @@ def test_the_watch_waits_for_the_new_generation_and_the_old_pods():
 
 
 def test_the_patch_sets_the_annotation_and_the_env_by_strategic_merge():
+    """...and removes any canary's (a no-op when there is none: deleting what is not there changes nothing)."""
     api = FakeAppsV1Api(version=1)
     rollout_for(api).run(2, previous=1)
     assert api.patches == [
@@ -391,10 +446,24 @@ def test_the_patch_sets_the_annotation_and_the_env_by_strategic_merge():
             {
                 "spec": {
                     "template": {
-                        "metadata": {"annotations": {"keiko.io/model-version": "2"}},
+                        "metadata": {
+                            "annotations": {
+                                "keiko.io/model-version": "2",
+                                "keiko.io/canary-version": None,
+                                "keiko.io/canary-weight": None,
+                            }
+                        },
                         "spec": {
                             "containers": [
-                                {"name": "model-server", "env": [{"name": "KEIKO_MODEL_VERSION", "value": "2"}]}
+                                {
+                                    "name": "model-server",
+                                    "env": [
+                                        {"name": "KEIKO_MODEL_VERSION", "value": "2"},
+                                        {"name": "KEIKO_CANARY_VERSION", "$patch": "delete"},
+                                        {"name": "KEIKO_CANARY_WEIGHT", "$patch": "delete"},
+                                        {"name": "KEIKO_CANARY_SALT", "$patch": "delete"},
+                                    ],
+                                }
                             ]
                         },
                     }
@@ -403,6 +472,7 @@ def test_the_patch_sets_the_annotation_and_the_env_by_strategic_merge():
             STRATEGIC,
         )
     ]
+    assert canary_left(api.template) == []
 
 
 def test_a_deployment_already_on_the_version_is_left_alone():
@@ -495,6 +565,186 @@ def test_an_api_error_is_a_one_line_failure_and_changes_nothing():
         'Kubernetes API 404: deployments.apps "keiko-ctr-srv" not found; the Deployment was not changed'
     )
     assert api.patches == [] and env_value(api.template) == "1"
+
+
+CANARY = TrafficSplit(version=2, weight=0.1, salt="ctr-v2-canary")
+OTHER_ENV = ["KEIKO_REGISTRY_URL", "KEIKO_ARTIFACT_ROOT", "KEIKO_PREDICTION_LOG_URL", "KEIKO_ADMIN_TOKEN", "KEIKO_HOME"]
+
+
+def test_the_fake_merges_like_the_api_server():
+    """Nulls delete keys, `$patch: delete` removes an entry by name, deleting what is absent is a no-op, and
+    what the patch adds keeps none of its nulls or directives."""
+    live = {"a": {"keep": "1", "drop": "2"}, "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]}
+    patch = {
+        "a": {"drop": None, "absent": None},
+        "new": {"k": "v", "gone": None},
+        "env": [{"name": "Y", "$patch": "delete"}, {"name": "Z", "$patch": "delete"}, {"name": "W", "value": "3"}],
+    }
+    assert strategic_merge(live, patch) == {
+        "a": {"keep": "1"},
+        "new": {"k": "v"},
+        "env": [{"name": "X", "value": "1"}, {"name": "W", "value": "3"}],
+    }
+
+
+def test_a_split_pins_stable_adds_the_canary_env_and_waits_for_the_pods():
+    api, lines = FakeAppsV1Api(version=1), []
+    events = rollout_for(api, lines).split(CANARY, stable=1)
+    assert [(e.event, e.version, e.detail) for e in events] == [
+        ("canary", 2, "10% of users, stable v1, generation 2"),
+        ("ready", 2, "2/2 updated, 2/2 available"),
+    ]
+    assert api.patches == [
+        (
+            {
+                "spec": {
+                    "template": {
+                        "metadata": {
+                            "annotations": {
+                                "keiko.io/model-version": "1",
+                                "keiko.io/canary-version": "2",
+                                "keiko.io/canary-weight": "0.1",
+                            }
+                        },
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": "model-server",
+                                    "env": [
+                                        {"name": "KEIKO_MODEL_VERSION", "value": "1"},
+                                        {"name": "KEIKO_CANARY_VERSION", "value": "2"},
+                                        {"name": "KEIKO_CANARY_WEIGHT", "value": "0.1"},
+                                        {"name": "KEIKO_CANARY_SALT", "value": "ctr-v2-canary"},
+                                    ],
+                                }
+                            ]
+                        },
+                    }
+                }
+            },
+            STRATEGIC,
+        )
+    ]
+    # merged by name: the other env entries stay, the canary's come after them
+    assert list(env_of(api.template)) == [VERSION_ENV, *OTHER_ENV, *CANARY_ENVS]
+    assert template_canary(to_model(api.template, "V1PodTemplateSpec")) == CANARY
+    # every pod replaced (one new pod at a time, none lost) by one that holds both versions
+    assert api.pods() == {"1+2@0.1": (2, 2)}
+    assert "keiko-ctr-server: 1/2 updated, 2/2 available, 2 old pending termination" in lines
+
+
+def test_a_split_pins_the_stable_version_when_the_template_named_none():
+    """Pods of the manifest as written load `production`: the split's pods must keep that version, named."""
+    api = FakeAppsV1Api(version=None)
+    rollout_for(api).split(TrafficSplit(6, 0.25, "s"), stable=5)
+    assert env_value(api.template) == "5" and api.pods() == {"5+6@0.25": (2, 2)}
+
+
+def test_a_split_already_in_place_is_unchanged():
+    api = FakeAppsV1Api(version=1)
+    rollout_for(api).split(CANARY, stable=1)
+    patches, reads = len(api.patches), api.status_reads
+    events = rollout_for(api).split(CANARY, stable=1)
+    assert [(e.event, e.version) for e in events] == [("unchanged", 2)]
+    assert (len(api.patches), api.status_reads) == (patches, reads)
+    # another weight (or salt) is another split: a patch, and a pod rollout
+    events = rollout_for(api).split(TrafficSplit(2, 0.5, CANARY.salt), stable=1)
+    assert [e.event for e in events] == ["canary", "ready"] and api.pods() == {"1+2@0.5": (2, 2)}
+
+
+def test_run_of_the_stable_version_ends_the_canary():
+    """The template names the version but also a canary: no "unchanged" short-cut, every canary entry removed,
+    and the template is the one before the split again (its ReplicaSet reused, as the controller does)."""
+    api = FakeAppsV1Api(version=1)
+    before = without_hash(api.replica_set_of(1)["spec"]["template"])
+    rollout_for(api).split(CANARY, stable=1)
+    events = rollout_for(api).run(1, previous=1)
+    assert [(e.event, e.version) for e in events] == [("patched", 1), ("ready", 1)]
+    assert canary_left(api.template) == [] and env_value(api.template) == "1"
+    assert api.template == before
+    assert api.pods() == {"1": (2, 2)} and len(api.replica_sets) == 2
+
+
+def test_run_of_the_canary_version_promotes_it():
+    api = FakeAppsV1Api(version=1)
+    rollout_for(api).split(CANARY, stable=1)
+    events = rollout_for(api).run(2, previous=1)
+    assert [(e.event, e.version) for e in events] == [("patched", 2), ("ready", 2)]
+    assert canary_left(api.template) == []
+    assert env_value(api.template) == "2" and api.template["metadata"]["annotations"][VERSION_ANNOTATION] == "2"
+    assert list(env_of(api.template)) == [VERSION_ENV, *OTHER_ENV]
+    assert api.pods() == {"2": (2, 2)}
+
+
+def test_a_split_whose_pods_never_get_ready_goes_back_to_the_previous_template():
+    api = FakeAppsV1Api(version=1, broken_versions=(2,))  # the canary does not load: its pods are never ready
+    before = without_hash(api.replica_set_of(1)["spec"]["template"])
+    with pytest.raises(RolloutFailed) as failure:
+        rollout_for(api).split(CANARY, stable=1)
+    message = str(failure.value)
+    assert message.startswith("canary of v2 failed on deployment keiko/keiko-ctr-server: ProgressDeadlineExceeded")
+    assert message.endswith("; rolled back to v1") and failure.value.rolled_back is True
+    assert [(e.event, e.version) for e in failure.value.events] == [("canary", 2), ("failed", 2), ("rolled back", 1)]
+    assert api.template == before and canary_left(api.template) == []
+    assert api.pods() == {"1": (2, 2)}
+    assert api.patches[-1][1] == JSON_PATCH
+
+
+def test_a_failed_canary_step_puts_every_user_back_on_stable_not_on_the_step_before():
+    """10% rolled out, then 50% fails: the way back is v1 alone (Rollout.split's contract), not the 10% template,
+    although that one is the newest ReplicaSet naming v1."""
+    api = FakeAppsV1Api(version=1)
+    before = without_hash(api.replica_set_of(1)["spec"]["template"])
+    rollout_for(api).split(CANARY, stable=1)
+    api.broken_versions.add(2)  # e.g. the canary's artifact no longer loads: new pods never get ready
+    with pytest.raises(RolloutFailed) as failure:
+        rollout_for(api).split(TrafficSplit(2, 0.5, CANARY.salt), stable=1)
+    assert failure.value.rolled_back is True
+    assert api.template == before and api.pods() == {"1": (2, 2)}
+
+
+def test_canary_is_what_the_template_names():
+    api = FakeAppsV1Api(version=1)
+    rollout = rollout_for(api)
+    assert rollout.canary() is None
+    rollout.split(CANARY, stable=1)
+    assert rollout.canary() == 2
+    rollout.run(1, previous=1)
+    assert rollout.canary() is None
+    container(api.template)["env"].append({"name": CANARY_VERSION_ENV, "value": "2"})  # no weight, no salt
+    with pytest.raises(KeikoError, match="names a canary no server can load"):
+        rollout.canary()
+    with pytest.raises(KeikoError, match="Kubernetes API 404: "):
+        rollout_for(api, deployment="keiko-ctr-srv").canary()
+
+
+def test_template_canary_reads_only_a_canary_a_server_would_load():
+    def template_with(**env: str) -> Any:
+        template = copy.deepcopy(FakeAppsV1Api(version=1).template)
+        container(template)["env"] += [{"name": name, "value": value} for name, value in env.items()]
+        return to_model(template, "V1PodTemplateSpec")
+
+    assert template_canary(template_with()) is None
+    assert template_canary(template_with(KEIKO_CANARY_VERSION="")) is None
+    assert template_canary(template_with(KEIKO_CANARY_VERSION="2", KEIKO_CANARY_WEIGHT="0.1")) is None  # no salt
+    assert (
+        template_canary(template_with(KEIKO_CANARY_VERSION="2", KEIKO_CANARY_WEIGHT="2", KEIKO_CANARY_SALT="s")) is None
+    )
+    split = template_with(KEIKO_CANARY_VERSION="2", KEIKO_CANARY_WEIGHT="0.1", KEIKO_CANARY_SALT="ctr-v2-canary")
+    assert template_canary(split) == CANARY
+
+
+def test_a_split_after_a_lost_lease_touches_nothing():
+    api = FakeAppsV1Api(version=1)
+    template = copy.deepcopy(api.template)
+
+    def lost() -> None:
+        raise LeaseLost("ctr: the production lease was taken by someone else")
+
+    rollout = rollout_for(api, guard=lost)
+    with pytest.raises(LeaseLost):
+        rollout.split(CANARY, stable=1)
+    assert api.patches == [] and api.template == template and rollout.events == []
 
 
 def test_the_api_client_comes_from_the_airflow_connection(monkeypatch):

@@ -18,6 +18,7 @@ from keiko.resources import Resources
 from keiko.rollout import Rollout, RolloutEvent, RolloutFailed, SmokeTest
 from keiko.rollout import production as production_path
 from keiko.rollout.production import Change, ProductionChangeFailed, ProductionPath
+from keiko.serving.split import TrafficSplit
 
 
 class FakeServers(Rollout):
@@ -26,6 +27,16 @@ class FakeServers(Rollout):
     def __init__(self, serving: int | None, *, fail: bool = False, during=None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.serving, self.fail, self.during = serving, fail, during
+        self.split_now: TrafficSplit | None = None
+
+    def canary(self) -> int | None:
+        return self.split_now.version if self.split_now else None
+
+    def split(self, split: TrafficSplit, stable: int) -> list[RolloutEvent]:
+        self.guard()
+        self.split_now = split
+        self._record("http://a", "canary", split.version, f"{split.weight:.0%}")
+        return self.events
 
     def run(self, version: int, previous: int | None) -> list[RolloutEvent]:
         self.guard()
@@ -35,7 +46,7 @@ class FakeServers(Rollout):
         if self.fail:
             self._record("http://a", "failed", version, "load refused")
             raise RolloutFailed(f"rollout of v{version} failed on http://a", events=self.events, rolled_back=True)
-        self.serving = version
+        self.serving, self.split_now = version, None
         self._record("http://a", "ready", version)
         return self.events
 
@@ -146,3 +157,44 @@ def test_another_change_in_progress_is_waited_for_then_named(world, tmp_path):
     ):
         path.change(change(tmp_path, 2, expected=1))
     assert servers.serving == 1 and registry.alias("ctr") == 1
+
+
+def canary_change(tmp_path: Path, version: int, weight: float, expected_canary: int | None) -> Change:
+    return Change(
+        action="canary", version=version, expected=1, smoke=SmokeTest([], []), requested_by="test canary",
+        reason="test", note="test canary", record_uri=(tmp_path / "change.json").as_uri(),
+        split=TrafficSplit(version, weight, "salt"), expected_canary=expected_canary,
+    )  # fmt: skip
+
+
+def test_a_canary_change_splits_the_servers_and_leaves_the_alias(world, tmp_path):
+    path, servers, registry = world
+    written = path.change(canary_change(tmp_path, 2, 0.1, None))
+    assert servers.split_now == TrafficSplit(2, 0.1, "salt") and servers.serving == 1
+    assert registry.alias("ctr") == 1 and not written.alias_moved and written.canary_weight == 0.1
+    assert written.message == "v2 canary at 10% (salt salt) on 1 replica(s); production stays v1"
+    path.change(canary_change(tmp_path, 2, 0.5, 2))  # the next step expects the canary it saw
+    assert servers.split_now.weight == 0.5
+
+
+def test_a_canary_step_after_its_canary_was_ended_is_refused_and_changes_nothing(world, tmp_path):
+    path, servers, registry = world
+    path.change(canary_change(tmp_path, 2, 0.1, None))
+    path.change(change(tmp_path, 1, 1, "rollback"))  # `keiko rollback` meanwhile: every user back on v1
+    assert servers.split_now is None and servers.serving == 1
+    with pytest.raises(KeikoError, match="serve no canary, where this change expected canary v2"):
+        path.change(canary_change(tmp_path, 2, 0.5, 2))
+    assert servers.split_now is None and registry.alias("ctr") == 1
+
+
+def test_a_canary_needs_a_stable_version_and_says_what_it_expects():
+    with pytest.raises(ValueError, match="names the canary it expects"):
+        Change(
+            action="canary", version=2, expected=1, smoke=SmokeTest([], []), requested_by="t", reason="t", note="t",
+            record_uri="file:///x", split=TrafficSplit(2, 0.1, "s"),
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="carries its split"):
+        Change(
+            action="deploy", version=2, expected=1, smoke=SmokeTest([], []), requested_by="t", reason="t", note="t",
+            record_uri="file:///x", split=TrafficSplit(2, 0.1, "s"),
+        )  # fmt: skip

@@ -1,0 +1,180 @@
+"""Canaries judged on online signals, with `keiko traffic` feeding two live replicas.
+
+ctr v1 serves. A candidate is deployed as a canary (the run's deploy_strategy), the day is lived through the replicas,
+and the canary stage is called as the DAG's deferred task calls it. A good candidate is promoted through both steps;
+one trained on a world that has since moved (clicks 30% less likely on every day of its window, as under an ad format
+since withdrawn; back to usual on the day it serves) passes every offline gate and is reverted at the first step with enough outcomes, every request
+answered; thin traffic holds, and past the hold's bound fails in one line with stable serving.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import (
+    DS,
+    ROWS_PER_DAY,
+    UP_TO_REGISTER,
+    candidate_day,
+    register_variant,
+    run_step,
+    run_steps,
+    serve_replicas,
+    v1_bytes,
+)
+from keiko.cli import main
+from keiko.config import settings
+from keiko.contract import CanaryRecord, RunLayout
+from keiko.process import EXIT_GATE_FAILED
+from keiko.registry import open_registry
+from keiko.serving.client import ModelServerClient
+from keiko.storage import open_store
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+RUN_DAY = dt.date.fromisoformat(DS) + dt.timedelta(days=1)  # the candidate's run
+LIVE_DAY = RUN_DAY + dt.timedelta(days=1)  # the day it serves
+CANARY = {
+    "steps": [
+        {"weight": 0.25, "min_requests": 500, "min_outcomes": 1500},
+        {"weight": 0.5, "min_requests": 1000, "min_outcomes": 3000},
+    ],
+    "max_hold_minutes": 30,
+    "check_every_seconds": 1,
+}
+
+
+@pytest.fixture
+def live(run_home, project_copy, warehouse_dir, tmp_path, monkeypatch):
+    """ctr v1 in production on two replicas, over a private copy of the warehouse that the servers log into; ctr's
+    model.yaml with CANARY's steps (a canary of minutes at the demo's volume)."""
+    model_yaml = project_copy / "include" / "models" / "ctr" / "model.yaml"
+    config = yaml.safe_load(model_yaml.read_text())
+    config["deploy"]["canary"] = CANARY
+    model_yaml.write_text(yaml.safe_dump(config, sort_keys=False))
+    warehouse = shutil.copytree(warehouse_dir, tmp_path / "warehouse")
+    monkeypatch.setenv("KEIKO_WAREHOUSE_DIR", str(warehouse))
+    monkeypatch.setenv("KEIKO_PREDICTION_LOG_URL", (warehouse / "predictions").as_uri())
+    with serve_replicas(2) as (apps, urls):
+        monkeypatch.setenv("KEIKO_SERVING_URLS_CTR", ",".join(urls))
+        run_steps("deploy")  # v1: rolling, the first production
+        monkeypatch.setenv("KEIKO_RUN_PARAMS", json.dumps({"deploy_strategy": "canary"}))
+        yield apps, urls, warehouse
+
+
+def live_a_day(apps, day: dt.date, rows: int) -> None:
+    """`keiko traffic` for `day` (every request must be answered: it fails otherwise), then the replicas' logs
+    written, as their writer thread does every few seconds."""
+    assert main(["traffic", "--model", "ctr", "--day", day.isoformat(), "--rows", str(rows)]) == 0
+    for app in apps:
+        app.state.server.prediction_log.flush()
+
+
+def canary_record(ds: dt.date) -> CanaryRecord:
+    return RunLayout(open_store(settings()), "ctr", ds.isoformat()).find(
+        RunLayout(open_store(settings()), "ctr", ds.isoformat()).canary_record, CanaryRecord
+    )
+
+
+def serving(urls: list[str]) -> list[tuple[int, dict | None]]:
+    answers = []
+    for url in urls:
+        with ModelServerClient(url) as server:
+            status = server.version()
+        answers.append((status["version"], status["canary"] and status["canary"]["version"]))
+    return answers
+
+
+def test_a_good_candidate_is_promoted_through_every_step(live, capsys):
+    apps, urls, _warehouse = live
+    v2 = register_variant(v1_bytes(), window_start="2026-11-10")  # v1's weights: as good online as offline
+    ds = dt.date.fromisoformat(candidate_day(RUN_DAY.isoformat(), v2))
+    run_steps("deploy", ds=ds.isoformat())
+    assert serving(urls) == [(1, 2), (1, 2)]  # v2 beside v1 on both replicas
+    assert open_registry(settings().registry_url).alias("ctr") == 1
+
+    assert run_step("canary", ds=ds.isoformat()) == 0  # no traffic yet: holds
+    assert canary_record(ds).verdicts[-1].verdict == "hold"
+    live_a_day(apps, LIVE_DAY, 8_000)
+    assert run_step("canary", ds=ds.isoformat()) == 0  # step 1 passes: 50%
+    record = canary_record(ds)
+    assert (record.step, record.weight, record.state) == (2, 0.5, "running")
+    live_a_day(apps, LIVE_DAY + dt.timedelta(days=1), 8_000)
+    assert run_step("canary", ds=ds.isoformat()) == 0
+    out = capsys.readouterr().out
+
+    record = canary_record(ds)
+    assert record.state == "promoted" and [e.event for e in record.timeline] == ["started", "advanced", "promoted"]
+    assert [v.verdict for v in record.verdicts] == ["hold", "pass", "pass"]
+    assert open_registry(settings().registry_url).alias("ctr") == v2
+    assert serving(urls) == [(v2, None), (v2, None)]
+    assert "verdict: PASS: every check passed with its sample" in out and "online logloss" in out
+    step_1 = record.verdicts[1]
+    assert step_1.outcomes["canary"] >= 1500 and step_1.outcomes["stable"] > step_1.outcomes["canary"]
+
+
+def shift_the_window(warehouse: Path, click_rate: float) -> None:
+    """The candidate's window (RUN_DAY's 8 days) regenerated with every click `click_rate` more likely (-0.3: less)."""
+    from keiko.synth import World, WorldChange, daily_rows, generate_day, write_day
+
+    world = World.from_seed(7)
+    for offset in range(8):
+        day = RUN_DAY - dt.timedelta(days=offset)
+        tables = generate_day(world, day, daily_rows(day, ROWS_PER_DAY, 7), 7, WorldChange(click_rate=click_rate))
+        write_day(warehouse, day, tables)
+
+
+def test_a_candidate_worse_online_than_offline_is_reverted_at_the_first_step_with_enough_outcomes(live, capsys):
+    apps, urls, warehouse = live
+    shift_the_window(warehouse, click_rate=-0.3)
+    run_steps(*UP_TO_REGISTER, ds=RUN_DAY.isoformat())  # every offline gate passes: blessed against v1
+    capsys.readouterr()
+    run_steps("deploy", ds=RUN_DAY.isoformat())
+    record = canary_record(RUN_DAY)
+    assert (record.version, record.stable_version) == (2, 1)
+
+    live_a_day(apps, LIVE_DAY, 1_000)  # a few hundred canary answers: not enough to judge either way
+    assert run_step("canary", ds=RUN_DAY.isoformat()) == 0
+    assert canary_record(RUN_DAY).verdicts[-1].verdict == "hold"
+    live_a_day(apps, LIVE_DAY, 12_000)  # the world is back to usual (no shift recorded): clicks as ever
+    assert run_step("canary", ds=RUN_DAY.isoformat()) == EXIT_GATE_FAILED
+    out, err = capsys.readouterr()
+
+    record = canary_record(RUN_DAY)
+    verdict = record.verdicts[-1]
+    assert record.state == "reverted" and verdict.verdict == "breach" and record.step == 1
+    checks = {c.check: c for c in verdict.checks}
+    assert checks["calibration"].verdict == "breach" and checks["calibration"].canary < 0.8  # ~0.7: under-predicts
+    assert checks["error rate (5xx)"].verdict == "pass" and checks["error rate (5xx)"].canary == 0
+    assert "breached at step 1 (25%)" in err and "reverted, v1 serves every user" in err
+    assert "calibration" in out and "verdict: BREACH" in out
+    assert serving(urls) == [(1, None), (1, None)]
+    assert open_registry(settings().registry_url).alias("ctr") == 1
+
+
+def test_thin_traffic_holds_then_fails_in_one_line_with_stable_serving(live, project_copy, capsys):
+    apps, urls, _warehouse = live
+    model_yaml = project_copy / "include" / "models" / "ctr" / "model.yaml"
+    config = yaml.safe_load(model_yaml.read_text())
+    config["deploy"]["canary"]["max_hold_minutes"] = 0.05  # 3 s
+    model_yaml.write_text(yaml.safe_dump(config, sort_keys=False))
+    v2 = register_variant(v1_bytes(), window_start="2026-11-10")
+    ds = dt.date.fromisoformat(candidate_day(RUN_DAY.isoformat(), v2))
+    run_steps("deploy", ds=ds.isoformat())
+
+    live_a_day(apps, LIVE_DAY, 300)
+    assert run_step("canary", ds=ds.isoformat()) == 0
+    assert canary_record(ds).verdicts[-1].verdict == "hold"  # too little data is no breach
+    assert serving(urls) == [(1, v2), (1, v2)]
+    time.sleep(3.5)
+    assert run_step("canary", ds=ds.isoformat()) == EXIT_GATE_FAILED
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "held too long at step 1 (25%): not enough data after" in err and "canary outcomes" in err
+    assert err.endswith("reverted, v1 serves every user")
+    assert canary_record(ds).state == "reverted" and serving(urls) == [(1, None), (1, None)]
