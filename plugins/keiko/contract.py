@@ -609,7 +609,7 @@ class CanaryCheck(Record):
     stable: float | None
     canary: float | None
     allowed: str
-    verdict: Literal["pass", "breach", "not enough data"]
+    verdict: Literal["pass", "breach", "not enough data", "differs"]  # differs: an experiment's non-guard breach
     detail: str = ""
 
 

@@ -1,10 +1,12 @@
-"""Canaries judged on online signals, with `keiko traffic` feeding two live replicas.
+"""Canaries and A/B experiments judged on online signals, with `keiko traffic` feeding two live replicas.
 
 ctr v1 serves. A candidate is deployed as a canary (the run's deploy_strategy), the day is lived through the replicas,
-and the canary stage is called as the DAG's deferred task calls it. A good candidate is promoted through both steps;
-one trained on a world that has since moved (clicks 30% less likely on every day of its window, as under an ad format
-since withdrawn; back to usual on the day it serves) passes every offline gate and is reverted at the first step with enough outcomes, every request
-answered; thin traffic holds, and past the hold's bound fails in one line with stable serving.
+and the canary stage is called as the DAG's deferred task calls it. A good candidate is promoted through both steps.
+One trained on a world that has since moved (clicks 30% less likely on every day of its window, as under an ad format
+since withdrawn; back to usual on the day it serves) passes every offline gate and is reverted at the first step with
+enough outcomes, every request answered. Thin traffic holds, and past the hold's bound fails in one line with stable
+serving. An A/B experiment reports the better version when the gap is real, "no difference" when it is not, and
+promotes the winner only when model.yaml says so.
 """
 
 from __future__ import annotations
@@ -178,3 +180,105 @@ def test_thin_traffic_holds_then_fails_in_one_line_with_stable_serving(live, pro
     assert "held too long at step 1 (25%): not enough data after" in err and "canary outcomes" in err
     assert err.endswith("reverted, v1 serves every user")
     assert canary_record(ds).state == "reverted" and serving(urls) == [(1, None), (1, None)]
+
+
+def over_predicting(factor: float, window_start: str) -> int:
+    """A version of v1 whose every prediction is `factor` times the odds (its bias moved): as good at ranking,
+    worse online."""
+    import dataclasses
+    import math
+
+    from keiko.algorithms import load_model_bytes
+
+    v1 = load_model_bytes(v1_bytes())
+    return register_variant(
+        dataclasses.replace(v1, bias=v1.bias + math.log(factor)).to_bytes(), window_start=window_start
+    )
+
+
+def run_with_own_golden_set(version: int) -> dt.date:
+    """candidate_day for a version whose answers are not v1's: its golden set rescored by its own artifact."""
+    from keiko.contract import GOLDEN_EXPECTED, EvaluateResult
+    from keiko.modeldef import load_model
+    from keiko.rollout.known_answers import known_answers
+
+    ds = candidate_day(RUN_DAY.isoformat(), version)
+    store = open_store(settings())
+    layout = RunLayout(store, "ctr", ds)
+    golden = store.read_table(layout.golden)
+    entry = open_registry(settings().registry_url).get("ctr", version)
+    expected = known_answers(store, load_model("ctr"), entry, golden.drop_columns([GOLDEN_EXPECTED])).expected
+    column = golden.schema.get_field_index(GOLDEN_EXPECTED)
+    store.write_table(layout.golden, golden.set_column(column, GOLDEN_EXPECTED, [expected]))
+    layout.write_result(layout.read_result(EvaluateResult).model_copy(update={"golden_uri": layout.golden}))
+    return dt.date.fromisoformat(ds)
+
+
+@pytest.fixture
+def experiment(live, project_copy):
+    """model.yaml's A/B settings for a test: half the users each, decided once 3,000 rows of each have outcomes."""
+
+    def configure(apply: str) -> None:
+        model_yaml = project_copy / "include" / "models" / "ctr" / "model.yaml"
+        config = yaml.safe_load(model_yaml.read_text())
+        config["deploy"]["ab"] = {
+            "weight": 0.5, "hold_minutes": 0, "min_outcomes": 3000, "max_hold_minutes": 30, "check_every_seconds": 1,
+            "apply": apply,
+        }  # fmt: skip
+        model_yaml.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    return configure
+
+
+@pytest.mark.parametrize(
+    "factor, apply, verdict, state, serves",
+    [
+        (3.0, "report", "stable better", "kept stable", 1),  # a real gap: the new version loses
+        (1.0, "auto", "no difference", "kept stable", 1),  # the same answers: nothing to apply
+    ],
+)
+def test_an_ab_experiment_reports_the_better_version_or_no_difference(
+    live, experiment, monkeypatch, capsys, factor, apply, verdict, state, serves
+):
+    apps, urls, _warehouse = live
+    experiment(apply)
+    monkeypatch.setenv("KEIKO_RUN_PARAMS", json.dumps({"deploy_strategy": "ab"}))
+    v2 = (
+        over_predicting(factor, "2026-11-10")
+        if factor != 1.0
+        else register_variant(v1_bytes(), window_start="2026-11-10")
+    )
+    ds = run_with_own_golden_set(v2)
+    run_steps("deploy", ds=ds.isoformat())
+    assert serving(urls) == [(1, v2), (1, v2)]
+
+    live_a_day(apps, LIVE_DAY, 7_000)
+    assert run_step("canary", ds=ds.isoformat()) == 0  # an experiment's result is no failure, whichever wins
+    out = capsys.readouterr().out
+    record = canary_record(ds)
+    assert record.state == state and record.report.startswith(f"{verdict}: online logloss")
+    assert "Welch z-test, user-clustered" in record.report and "95% CI" in record.report
+    assert f"A/B v{v2} (canary) against v1 (stable): {verdict}" in out
+    assert serving(urls) == [(serves, None), (serves, None)]
+    if factor != 1.0:  # the guards held; the distribution differs, which an experiment reports, not reverts
+        checks = {c.check: c.verdict for c in record.verdicts[-1].checks}
+        assert checks["error rate (5xx)"] == "pass" and checks["predictions KL"] == "differs"
+
+
+def test_an_ab_experiment_set_to_apply_promotes_the_winner(live, experiment, monkeypatch):
+    apps, urls, _warehouse = live
+    experiment("auto")
+    monkeypatch.setenv("KEIKO_RUN_PARAMS", json.dumps({"deploy_strategy": "ab"}))
+    worse = over_predicting(3.0, "2026-11-10")
+    # Production is the over-predicting version; the candidate is v1's weights again.
+    main(["rollback", "ctr", "--to", str(worse), "--reason", "test: a worse production"])
+    assert serving(urls) == [(worse, None), (worse, None)]
+    better = register_variant(v1_bytes(), window_start="2026-11-11")
+    ds = dt.date.fromisoformat(candidate_day(RUN_DAY.isoformat(), better))
+    run_steps("deploy", ds=ds.isoformat())
+    live_a_day(apps, LIVE_DAY, 7_000)
+    assert run_step("canary", ds=ds.isoformat()) == 0
+    record = canary_record(ds)
+    assert record.state == "promoted" and record.report.startswith("canary better")
+    assert open_registry(settings().registry_url).alias("ctr") == better
+    assert serving(urls) == [(better, None), (better, None)]

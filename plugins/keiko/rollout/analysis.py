@@ -28,6 +28,9 @@ from keiko.modeldef import CanaryAnalysis, CanaryStep
 from keiko.rollout.online_stats import Comparison, compare_calibration, compare_logloss
 from keiko.serving.split import CANARY, STABLE, VARIANTS
 
+# An A/B experiment is decided by online logloss, not reverted for it: only these checks guard it (the others are shown,
+# a breach of theirs as "differs").
+EXPERIMENT_GUARDS = ("error rate (5xx)", "p95 latency (s)")
 PREDICTION_BINS = 10  # stable's deciles: KL noise at 1,000 rows a variant ~ 10 / (2 * 1,000) = 0.005
 MIN_PREDICTIONS = 1000  # answers per variant before their distributions are compared
 MIN_LATENCY_REQUESTS = 100  # requests per variant before a p95 means anything
@@ -183,10 +186,18 @@ def judge(
     held_minutes: float,
     max_hold_minutes: float,
     at: str,
+    experiment: bool = False,
 ) -> CanaryVerdict:
-    """The step's verdict: breach on any breached check; pass once every check has its sample and the step its
-    hold (time, canary requests, canary outcomes); timeout when it still has not after max_hold_minutes; else hold."""
+    """The step's verdict: breach on any breached check (an experiment's: on a guard's); pass once every check has its
+    sample and the step its hold (time, canary requests, canary outcomes); timeout when it still has not after
+    max_hold_minutes; else hold."""
     found = checks(data, step, analysis)
+    if experiment:
+        found = [
+            c.model_copy(update={"verdict": "differs"}) if c.verdict == "breach" and c.check not in EXPERIMENT_GUARDS
+            else c
+            for c in found
+        ]  # fmt: skip
     requests = {v: data.counts.get(v, VariantCounts()).requests for v in VARIANTS}
     outcomes = {v: int(np.sum(data.labelled & (data.variant == v))) for v in VARIANTS}
     positives = {v: int(np.sum(data.outcome[data.labelled & (data.variant == v)])) for v in VARIANTS}

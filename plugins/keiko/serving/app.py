@@ -365,14 +365,17 @@ class PredictEndpoint:
         self.admin_token = admin_token
 
     def asked_variant(self, scope: dict) -> str | None:
-        """The variant the request's X-Keiko-Variant header asks for (with the admin token, when one is set)."""
+        """The variant the request's X-Keiko-Variant header asks for (with the admin token, when one is set). Header
+        bytes are latin-1 (ASGI), never decoded as UTF-8: a stray byte is a header that asks nothing."""
         headers = dict(scope["headers"])
-        asked = headers.get(VARIANT_HEADER)
-        if asked is None or asked.decode() not in VARIANTS:
+        asked = headers.get(VARIANT_HEADER, b"").decode("latin-1")
+        if asked not in VARIANTS:
             return None
-        if self.admin_token and not bearer_token_matches(headers.get(b"authorization", b"").decode(), self.admin_token):
+        if self.admin_token and not bearer_token_matches(
+            headers.get(b"authorization", b"").decode("latin-1"), self.admin_token
+        ):
             return None
-        return asked.decode()
+        return asked
 
     async def respond(self, scope: dict, body: bytes) -> tuple[int, bytes, str]:
         loaded, request, error = self.server.parse(body)

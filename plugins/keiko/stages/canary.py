@@ -181,6 +181,7 @@ def run(ctx: StageContext) -> CanaryResult:
     verdict = judge(
         step_data(ctx, record, path.urls, started), step, plan.analysis, number=record.step,
         held_minutes=(moment - started).total_seconds() / 60, max_hold_minutes=plan.max_hold_minutes, at=stamp(moment),
+        experiment=plan.experiment is not None,
     )  # fmt: skip
     ctx.log(format_verdict(verdict))
     record = record.model_copy(update={"verdicts": with_verdict(record.verdicts, verdict)})
