@@ -234,7 +234,7 @@ def cmd_why(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from keiko.oncall.status import status
 
-    print(status(args.json))
+    print(status(args.json, args.models or None))
     return 0
 
 
@@ -366,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     why.set_defaults(func=cmd_why)
 
     status = sub.add_parser("status", help="each model: production version, its age, the last run's outcome")
+    status.add_argument("models", nargs="*", help="these models only (default: every model)")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
 

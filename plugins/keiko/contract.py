@@ -345,10 +345,11 @@ class DeployResult(StepResult):
 
 class CanaryResult(StepResult):
     """One analysis of a canary (or A/B experiment) step: `state` running means check again after
-    `next_check_seconds`; promoted, reverted and kept stable are ends."""
+    `next_check_seconds`; awaiting approval hands the decision to a person (approve_promotion, then promote);
+    promoted, reverted and kept stable are ends."""
 
     TASK: ClassVar[str] = "canary"
-    state: Literal["running", "promoted", "reverted", "kept stable"]
+    state: Literal["running", "awaiting approval", "promoted", "reverted", "kept stable"]
     version: int
     stable_version: int
     step: int
@@ -357,6 +358,18 @@ class CanaryResult(StepResult):
     summary: str
     next_check_seconds: float
     production_moved: bool = False  # this call promoted the canary
+    approval: str | None = None  # awaiting approval: why a person decides, and the evidence (approve_promotion's body)
+
+
+class PromoteResult(StepResult):
+    """What promote applied of a person's decision on a canary or A/B experiment."""
+
+    TASK: ClassVar[str] = "promote"
+    decision: str  # keiko.operators.approval's option
+    decided_by: str
+    state: Literal["promoted", "kept stable"]
+    version: int  # production now
+    production_moved: bool = False
 
 
 class RollbackResult(StepResult):
@@ -509,6 +522,7 @@ RESULTS: dict[str, type[StepResult]] = {
         DeployResult,
         ServingGateResult,
         CanaryResult,
+        PromoteResult,
         RollbackResult,
         JoinOutcomesResult,
         OnlineGateResult,
@@ -655,7 +669,7 @@ class CanaryRecord(Record):
     stable_version: int
     salt: str
     run_id: str | None
-    state: Literal["running", "promoted", "reverted", "kept stable"]
+    state: Literal["running", "awaiting approval", "promoted", "reverted", "kept stable"]
     step: int
     weight: float
     started_at: str
@@ -666,6 +680,7 @@ class CanaryRecord(Record):
     finished_at: str | None = None
     message: str = ""
     report: str | None = None  # an A/B experiment's decision, in words
+    approval: str | None = None  # awaiting approval: why a person decides; then who decided what
 
     @property
     def running(self) -> bool:

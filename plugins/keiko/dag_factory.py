@@ -29,16 +29,25 @@ from keiko.assets import production_alias
 from keiko.config import settings
 from keiko.errors import KeikoError, ModelConfigError
 from keiko.modeldef import ModelDefinition, load_model, model_names
+from keiko.operators.approval import PromotionApprovalOperator
 from keiko.operators.sensors import DataWindowSensor, partition_sensor
 from keiko.operators.stage import KeikoStageOperator
-from keiko.pipeline import ALL_SUCCESS, DATA_WAIT, MONITOR, PIPELINE, REPEATED, Step, upstream
-from keiko.process import RUN_TYPE_ENV
+from keiko.pipeline import ALL_SUCCESS, APPROVAL, APPROVED_STEP, DATA_WAIT, MONITOR, PIPELINE, REPEATED, Step, upstream
+from keiko.process import APPROVAL_ENV, APPROVED_BY_ENV, RUN_TYPE_ENV
 from keiko.run_params import RUN_PARAMS_ENV, param_specs
 
 STAGE_RETRIES = 2
 STAGE_TIMEOUT = dt.timedelta(hours=2)
+APPROVAL_DOES = (
+    "asks a person in the Airflow UI (Required Actions: Promote or Keep stable, the evidence in its body) when the "
+    "canary awaits a decision, for up to {hours:g} h, then keeps stable; skipped otherwise"
+)
+APPROVAL_TRIAGE = (
+    "the answer could not be recorded; the canary still serves at its weight: answer again by clearing the task, or "
+    "`keiko rollback <model>` to end it"
+)
 WAIT_DOES = "waits, deferred, for every partition the run's extract reads (up to {hours:g} h)"
-PRODUCTION_CHANGERS = ("deploy", "canary", "rollback")  # the tasks that may move production (keiko.assets)
+PRODUCTION_CHANGERS = ("deploy", "canary", "promote", "rollback")  # the tasks that may move production (keiko.assets)
 
 
 DOC_TEMPLATE = """\
@@ -119,10 +128,13 @@ def _chain(steps: tuple[Step, ...] = PIPELINE, first: tuple[str, ...] = (DATA_WA
     """The DAG's graph in words: the chain a good run follows (from the tasks `first`), then every other edge with
     its trigger rule."""
     main = [*first, *(step.task_id for step in steps if not step.on_failure_only)]
+    if APPROVED_STEP in main:
+        main.insert(main.index(APPROVED_STEP), APPROVAL)
     lines = textwrap.wrap(" >> ".join(main), width=96, break_on_hyphens=False, subsequent_indent="  ")
     for step in steps:
         inputs = upstream(step)
-        in_chain = step.task_id in main and inputs == (main[main.index(step.task_id) - 1],)
+        previous = main[main.index(step.task_id) - 1] if step.task_id in main else None
+        in_chain = step.task_id in main and (inputs == (previous,) or previous == APPROVAL)
         if inputs and not (in_chain and step.trigger_rule == ALL_SUCCESS):
             rule = "" if step.trigger_rule == ALL_SUCCESS else f"   (trigger rule {step.trigger_rule})"
             lines.append(f"{' & '.join(inputs)} >> {step.task_id}{rule}")
@@ -142,14 +154,29 @@ def doc_md(definition: ModelDefinition) -> str:
         wait=DATA_WAIT,
         wait_hours=config.run.wait_for_data_hours,
         deadline=config.run.deadline_hours,
-        steps=_steps_table(PIPELINE, **{DATA_WAIT: WAIT_DOES.format(hours=config.run.wait_for_data_hours)}),
-        triage="\n".join(f"- *{step.task_id} failed*: {step.triage}" for step in PIPELINE),
+        steps=_steps_table(
+            PIPELINE,
+            **{DATA_WAIT: WAIT_DOES.format(hours=config.run.wait_for_data_hours)},
+            after={APPROVED_STEP: (APPROVAL, APPROVAL_DOES.format(hours=config.deploy.approval_hours))},
+        ),
+        triage="\n".join(
+            [
+                *(f"- *{step.task_id} failed*: {step.triage}" for step in PIPELINE),
+                f"- *{APPROVAL} failed*: {APPROVAL_TRIAGE}",
+            ]
+        ),
     )
 
 
-def _steps_table(steps: tuple[Step, ...], **before: str) -> str:
-    """The steps as a Markdown table, after the tasks `before` (task id: what it does) that are no keiko step."""
-    rows = [*before.items(), *((step.task_id, step.does) for step in steps)]
+def _steps_table(steps: tuple[Step, ...], after: dict[str, tuple[str, str]] | None = None, **before: str) -> str:
+    """The steps as a Markdown table, after the tasks `before` (task id: what it does) that are no keiko step, and
+    with the one `after` names for a step (its task id and what it does) before that step."""
+    after = after or {}
+    rows = list(before.items())
+    for step in steps:
+        if step.task_id in after:
+            rows.append(after[step.task_id])
+        rows.append((step.task_id, step.does))
     return "\n".join(f"| `{task_id}` | {does} |" for task_id, does in rows).join(("| task | does |\n|---|---|\n", ""))
 
 
@@ -219,10 +246,25 @@ def build_dag(definition: ModelDefinition) -> DAG:
             retries=0,  # its timeout is the wait; a retry would only start it again
             execution_timeout=None,
         )
+        approval = PromotionApprovalOperator(
+            task_id=APPROVAL,
+            model=definition.name,
+            canary_task_id="canary",
+            response_timeout=dt.timedelta(hours=config.deploy.approval_hours),
+            retries=0,  # a person's answer, or the timeout's default: nothing to retry
+        )
+        answer = f"(ti.xcom_pull(task_ids='{APPROVAL}') or {{}})"  # the person's answer, when there was one
         tasks = _step_tasks(
             definition,
             PIPELINE,
+            before={APPROVED_STEP: approval},
             env={RUN_TYPE_ENV: "{{ dag_run.run_type }}", RUN_PARAMS_ENV: "{{ params | tojson }}"},
+            env_of={
+                APPROVED_STEP: {
+                    APPROVAL_ENV: f"{{{{ {answer}.get('chosen_options', [''])[0] }}}}",
+                    APPROVED_BY_ENV: f"{{{{ ({answer}.get('responded_by_user') or {{}}).get('name', '') }}}}",
+                }
+            },
         )
         wait >> tasks[PIPELINE[0].task_id]
         for task_id in PRODUCTION_CHANGERS:
@@ -253,8 +295,18 @@ def _in_dags_test() -> bool:
     return sys.argv[1:3] == ["dags", "test"]
 
 
-def _step_tasks(definition: ModelDefinition, steps: tuple[Step, ...], **common: Any) -> dict[str, BaseOperator]:
-    """One task per step, `keiko stage|gate <name>` as KEIKO_STAGE_RUNNER runs it, linked to its upstream steps."""
+def _step_tasks(
+    definition: ModelDefinition,
+    steps: tuple[Step, ...],
+    *,
+    env: dict[str, str],
+    before: dict[str, BaseOperator] | None = None,
+    env_of: dict[str, dict[str, str]] | None = None,
+    **common: Any,
+) -> dict[str, BaseOperator]:
+    """One task per step, `keiko stage|gate <name>` as KEIKO_STAGE_RUNNER runs it, with `env` (and the step's own
+    in `env_of`), linked to its upstream steps (through the Airflow-only task `before` names for it, if any)."""
+    before, env_of = before or {}, env_of or {}
     make_task = _task_builder(definition)
     tasks: dict[str, BaseOperator] = {}
     for step in steps:
@@ -268,10 +320,14 @@ def _step_tasks(definition: ModelDefinition, steps: tuple[Step, ...], **common: 
             **({"retries": 0} if step.kind == "gate" else {}),
             # A repeated step's own plan bounds it (a canary's steps and holds), not the stage timeout.
             **({"repeat": True, "execution_timeout": None} if step.task_id in REPEATED else {}),
+            env={**env, **env_of.get(step.task_id, {})},
             **common,
         )
         for upstream_id in upstream(step):
-            tasks[upstream_id] >> tasks[step.task_id]
+            if step.task_id in before:
+                tasks[upstream_id] >> before[step.task_id] >> tasks[step.task_id]
+            else:
+                tasks[upstream_id] >> tasks[step.task_id]
     return tasks
 
 

@@ -394,8 +394,10 @@ class ABTest(_Strict):
     min_relative_gain: float = Field(default=0.0, ge=0, description="a smaller logloss gain is `no difference`")
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     min_positives: int = Field(default=30, ge=1)
-    apply: Literal["auto", "report"] = Field(
-        default="report", description="auto: promote a better new version; report: write the report, stable serves"
+    apply: Literal["auto", "approve", "report"] = Field(
+        default="approve",
+        description="a better new version: auto promotes it; approve asks a person in Airflow (approve_promotion); "
+        "report only writes the report, stable serves",
     )
 
 
@@ -418,6 +420,9 @@ class Deploy(_Strict):
     )
     canary: Canary | None = None
     ab: ABTest | None = None
+    approval_hours: float = Field(
+        default=24, gt=0, description="approve_promotion waits this long for a person, then keeps stable"
+    )
 
     def plan(self, strategy: str) -> RolloutPlan:
         if strategy == "canary" and self.canary is not None:

@@ -20,6 +20,11 @@ MODEL_DAG, MONITOR_DAG = "model", "monitor"  # which of a model's DAGs a step be
 # Steps whose command is called again while its result says `running`, after `next_check_seconds`: Airflow defers
 # between the calls (keiko.operators.stage.RepeatingStageOperator), `keiko run` sleeps.
 REPEATED = ("canary",)
+# Between canary and promote in the model DAG: Airflow's human-in-the-loop task (keiko.operators.approval), skipped
+# unless the canary's result awaits a person's decision; no `keiko` command. `keiko run` has no such task: its
+# promote then says how to decide.
+APPROVAL = "approve_promotion"
+APPROVED_STEP = "promote"  # the step after it
 # The model DAG's first task, before its steps: a sensor (keiko.operators.sensors), no `keiko` command. It records a
 # failure in the run record as the steps do, so that the run page, `keiko why` and `keiko status` name it.
 DATA_WAIT = "wait_for_data"
@@ -33,6 +38,9 @@ class Step:
     after: tuple[str, ...] = ()  # upstream task ids; empty: the step before it
     trigger_rule: str = ALL_SUCCESS
     dag: str = MODEL_DAG
+    # Runs only when a step before it asks for it (promote: when a person's decision is awaited); a good run may end
+    # before it, and then Airflow skips it without running it, so it records nothing.
+    optional: bool = False
 
     @property
     def kind(self) -> str:
@@ -127,11 +135,19 @@ PIPELINE = (
         "outcomes: every user is back on stable already; `keiko status` shows the timeline",
     ),
     Step(
+        "promote",
+        f"only after {APPROVAL} (an A/B winner, a canary's thin margin or a forced deploy): promotes the canary or "
+        "keeps stable, as the person chose",
+        "the choice could not be applied (production moved since, or a server refused): every user is on stable; "
+        "`keiko status`",
+        optional=True,
+    ),
+    Step(
         "rollback",
         "only after a failure: takes the deployed version out of production through the production path",
         "production could not be reverted (no previous version, or it moved since): `keiko status`, then "
         "`keiko rollback <model> --to V`",
-        after=("gate_serving", "canary"),
+        after=("gate_serving", "canary", "promote"),
         trigger_rule=ONE_FAILED,
     ),
 )

@@ -25,6 +25,10 @@ RESULT_PREFIX = "keiko-result: "
 RESULT_FILE_ENV = "KEIKO_RESULT_FILE"  # in a pod: where KubernetesPodOperator's XCom sidecar reads the result
 RUN_ID_ENV = "KEIKO_RUN_ID"  # the Airflow run id; empty when run by hand
 RUN_TYPE_ENV = "KEIKO_RUN_TYPE"  # Airflow's dag_run.run_type: scheduled, manual, backfill, ...
+# approve_promotion (keiko.operators.approval) to promote: the person's choice, one of APPROVAL_OPTIONS, and who.
+APPROVAL_ENV, APPROVED_BY_ENV = "KEIKO_APPROVAL", "KEIKO_APPROVED_BY"
+PROMOTE, KEEP_STABLE = "Promote", "Keep stable"
+APPROVAL_OPTIONS = (PROMOTE, KEEP_STABLE)
 RETRIES_LEFT_ENV = "KEIKO_RETRIES_LEFT"  # tries Airflow has left after this one: a failure to retry is "retrying"
 
 

@@ -17,7 +17,7 @@ from keiko.storage import ArtifactStore
 
 OUTCOMES = ("success", "failed", "skipped", "retrying")  # retrying: failed, and Airflow tries it again
 # The steps every run that goes well reaches; the others run only after a failure (rollback).
-MAIN_TASK_IDS = tuple(step.task_id for step in PIPELINE if not step.on_failure_only)
+MAIN_TASK_IDS = tuple(step.task_id for step in PIPELINE if not (step.on_failure_only or step.optional))
 
 
 def one_line(text: str, limit: int = 300) -> str:

@@ -81,7 +81,8 @@ def test_dag_shape_and_policy(dagbag, model):
         chain.append(nxt)
     assert [t.task_id for t in chain] == [
         "wait_for_data", "extract", "gate_raw", "features", "gate_features", "train", "gate_training",
-        "evaluate", "gate_evaluation", "register", "deploy", "gate_serving", "canary", "rollback",
+        "evaluate", "gate_evaluation", "register", "deploy", "gate_serving", "canary", "approve_promotion", "promote",
+        "rollback",
     ]  # fmt: skip
     assert len(dag.tasks) == len(chain)
     # The data first, deferred: its timeout is model.yaml's, and a timeout is final (no retries).
@@ -92,7 +93,7 @@ def test_dag_shape_and_policy(dagbag, model):
     assert deadline.interval == dt.timedelta(hours=config.run.deadline_hours)
     assert deadline.callback.path == "keiko.alerts.on_deadline_missed" and deadline.callback.kwargs == {"model": model}
     # What may move production publishes the model's Asset through an alias, when it moved it (keiko.assets).
-    assert [t.task_id for t in dag.tasks if t.outlets] == ["deploy", "canary", "rollback"]
+    assert [t.task_id for t in dag.tasks if t.outlets] == ["deploy", "canary", "promote", "rollback"]
     assert all(t.outlets == [AssetAlias(f"keiko-{model}-production-moves")] for t in dag.tasks if t.outlets)
     # A canary waits between its analyses deferred; its plan, not the stage timeout, bounds it.
     canary = dag.get_task("canary")
@@ -104,7 +105,13 @@ def test_dag_shape_and_policy(dagbag, model):
     # rollback reverts production after a failed gate_serving: a visible task, not a side effect of the check.
     rollback = dag.get_task("rollback")
     assert rollback.trigger_rule == "one_failed" and rollback.is_teardown  # gate_serving decides the run's state
-    assert {t.task_id for t in rollback.upstream_list} == {"gate_serving", "canary"}
+    assert {t.task_id for t in rollback.upstream_list} == {"gate_serving", "canary", "promote"}
+    # A promotion a person decides: Airflow's human-in-the-loop task, Keep stable when nobody answers in time.
+    approval = dag.get_task("approve_promotion")
+    assert approval.options == ["Promote", "Keep stable"] and approval.defaults == ["Keep stable"]
+    assert approval.response_timeout == dt.timedelta(hours=config.deploy.approval_hours)
+    assert [t.task_id for t in approval.upstream_list] == ["canary"]
+    assert [t.task_id for t in dag.get_task("promote").upstream_list] == ["approve_promotion"]
     assert "keiko" in dag.tags and f"model:{model}" in dag.tags
     assert dag.doc_md and "Triage" in dag.doc_md and config.owner in dag.doc_md
     for task in dag.tasks:  # the doc's step table and triage list name every task
@@ -112,7 +119,7 @@ def test_dag_shape_and_policy(dagbag, model):
     assert dag.max_active_runs == 1 and not dag.catchup
     for task in dag.tasks:
         assert task.owner == config.owner
-        if task is wait or task is canary:
+        if task is wait or task is canary or task is approval:
             continue
         assert task.execution_timeout is not None
         if task.task_id.startswith("gate_"):
@@ -127,12 +134,17 @@ def test_every_templated_field_renders(dagbag, model):
     params = {**dag.params.dump(), "deploy": "skip", "reason": 'it\'s <late> & "quoted"'}
     # The run type as a task's context has it: the SDK's enum, which renders as "DagRunType.BACKFILL".
     run = SimpleNamespace(run_type=DagRunType.BACKFILL)
-    context = {"ds": "2026-11-21", "dag_run": run, "params": params}
+    answer = {"chosen_options": ["Keep stable"], "responded_by_user": {"id": "7", "name": "alice"}}
+    ti = SimpleNamespace(xcom_pull=lambda task_ids: answer if task_ids == "approve_promotion" else None)
+    context = {"ds": "2026-11-21", "dag_run": run, "params": params, "ti": ti}
     for task in dag.tasks:
         task.render_template_fields(context)
-        assert task.ds == "2026-11-21" and task.model == model
-        if task.task_id == "wait_for_data":
+        assert task.model == model
+        if task.task_id in ("wait_for_data", "approve_promotion"):
             continue
+        assert task.ds == "2026-11-21"
+        if task.task_id == "promote":  # the person's answer, as approve_promotion's XCom has it
+            assert (task.env.pop("KEIKO_APPROVAL"), task.env.pop("KEIKO_APPROVED_BY")) == ("Keep stable", "alice")
         assert task.env.keys() == {"KEIKO_RUN_TYPE", "KEIKO_RUN_PARAMS"}
         assert _run_type(task.env["KEIKO_RUN_TYPE"]) == "backfill"  # what the stage makes of it
         assert json.loads(task.env["KEIKO_RUN_PARAMS"]) == params  # what the stage validates again

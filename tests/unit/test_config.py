@@ -22,6 +22,7 @@ def test_every_variable_the_code_reads_is_a_listed_setting():
     listed = {s.env for s in SETTINGS}
     # Set by the operators for one run, not configuration.
     per_run = {"KEIKO_RUN_ID", "KEIKO_RUN_TYPE", "KEIKO_RUN_PARAMS", "KEIKO_RESULT_FILE", "KEIKO_RETRIES_LEFT"}
+    per_run |= {"KEIKO_APPROVAL", "KEIKO_APPROVED_BY"}  # promote's: a person's answer to approve_promotion
     assert keiko_variables_read_by_the_code() - per_run == listed
 
 

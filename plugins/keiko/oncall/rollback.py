@@ -8,16 +8,25 @@ since the target was chosen. Each replica's smoke test is the target's own known
 (keiko.rollout.known_answers). A replica that fails makes the rollout put the moved ones back, and the
 alias stays. Every attempt that touched a replica is recorded under the model's rollback records
 (keiko.contract.ModelLayout.rollback_record) with its per-replica events.
+
+During a canary (or A/B experiment) the default is not the version before production: it is ending the canary,
+every user back on production, which a canary never moved (a rollback change to production itself: the backend ends
+the split; the alias stays). That is the case when the model's CanaryPointer names a running CanaryRecord, or any
+server reports a canary. `--to` production does the same; `--to` another version keeps the rollback above, which
+ends any canary too. The canary stage's next analysis then finds no canary on the servers and fails in one line; the
+stage owns the CanaryRecord, this command never writes it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import getpass
+from dataclasses import dataclass
 
 from keiko.contract import ModelLayout
 from keiko.errors import KeikoError
-from keiko.modeldef import load_model
+from keiko.modeldef import ModelDefinition, load_model
+from keiko.oncall.status import latest_canary, probe_servers
 from keiko.registry import ModelVersion, Registry
 from keiko.resources import Resources
 from keiko.rollout.known_answers import golden_rows, known_answers
@@ -69,11 +78,76 @@ def requested_by() -> str:
         return "unknown"
 
 
+@dataclass(frozen=True)
+class RunningCanary:
+    version: int
+    days: list[str]  # the rollout's run day, whose golden rows may smoke-test production too
+    on_servers: bool  # a server reported it; else only its record says it runs (ended since by another change)
+
+
+def canary_to_end(resources: Resources, model: str, urls: list[str]) -> RunningCanary | None:
+    """The canary to end, when one runs: the model's CanaryPointer names a running CanaryRecord, or a server reports
+    a canary (started outside a run, or its record lost); None otherwise."""
+    pointer, record, _error = latest_canary(resources.store, model)  # unreadable: the servers say
+    days = [pointer.ds] if pointer else []
+    serving = next((s.canary["version"] for s in probe_servers(urls) if s.canary), None)
+    if serving is not None:
+        return RunningCanary(serving, days, on_servers=True)
+    if record is not None and record.running:
+        return RunningCanary(record.version, days, on_servers=False)
+    return None
+
+
+def end_canary(
+    definition: ModelDefinition, resources: Resources, path: ProductionPath, running: RunningCanary, reason: str
+) -> str:
+    """Every user back on production through the production path: a rollback change to production itself."""
+    model, registry, canary = definition.name, resources.registry, running.version
+    current = registry.alias(model)
+    if current is None:
+        raise KeikoError(f"{model} has no production version yet: a canary of v{canary} has no stable to go back to")
+    production = registry.get(model, current)
+    rows = golden_rows(resources.store, model, [production.ds, *running.days])
+    smoke = known_answers(resources.store, definition, production, rows)
+    by = requested_by()
+    print(
+        f"end the canary of {model} v{canary}: every user back on production v{current} "
+        f"({resources.settings.deploy_backend}: {', '.join(path.urls)})" + (f"; reason: {reason}" if reason else ""),
+        flush=True,
+    )
+    record_uri = ModelLayout(resources.store, model).rollback_record(dt.datetime.now(dt.UTC))
+    try:
+        path.change(
+            Change(
+                action="rollback",
+                version=current,
+                expected=current,
+                smoke=smoke,
+                requested_by=f"`keiko rollback {model}` by {by}",
+                reason=reason or f"end the canary of v{canary}",
+                note=f"{NOTE} {by}: ended the canary of v{canary}" + (f": {reason}" if reason else ""),
+                record_uri=record_uri,
+            )
+        )
+    except ProductionChangeFailed as exc:
+        raise KeikoError(f"{exc}; record: {record_uri}") from None
+    done = (
+        f"ended the canary of v{canary}"
+        if running.on_servers
+        else f"no server carried the canary of v{canary} any more (its record still says running)"
+    )
+    return f"{done}: every user on v{current} on {len(path.urls)} replica(s); record: {record_uri}"
+
+
 def rollback(model: str, to: int | None, reason: str) -> str:
-    """Roll `model` back; what `keiko rollback` prints last (the per-replica steps are logged as they happen).
-    Refusals, and failures naming what stays in production, are KeikoErrors."""
+    """Roll `model` back, or end its canary; what `keiko rollback` prints last (the per-replica steps are logged
+    as they happen). Refusals, and failures naming what stays in production, are KeikoErrors."""
     definition, resources = load_model(model), Resources()
     registry = resources.registry
+    if to is None or to == registry.alias(model):
+        path = ProductionPath(model=definition, resources=resources)
+        if canary := canary_to_end(resources, model, path.urls):
+            return end_canary(definition, resources, path, canary, reason)
     current, target = choose_target(registry, model, to)
     rows = golden_rows(resources.store, model, (target.ds, registry.get(model, current).ds))
     smoke = known_answers(resources.store, definition, target, rows)

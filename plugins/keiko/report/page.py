@@ -12,6 +12,7 @@ Every link is a path relative to the run directory: the page is served over HTTP
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import dataclass, field
 from functools import cache
@@ -26,6 +27,8 @@ from keiko.contract import (
     RESULTS,
     ROC_PLOT,
     Blessing,
+    CanaryRecord,
+    CanaryVerdict,
     Evaluation,
     GateResult,
     ProductionChange,
@@ -55,6 +58,7 @@ class RunFiles:
     blessing: Blessing | None = None
     deploy: ProductionChange | None = None
     rollback: ProductionChange | None = None  # the rollback task's change
+    canary: CanaryRecord | None = None  # the canary or A/B experiment this run's deploy started
     plots: frozenset[str] = frozenset()  # the plots this run drew, relative to the run directory
     version: dict | None = None  # this run's registry entry (ModelVersion.to_dict())
     production: dict | None = None  # the version the `production` alias points at now
@@ -88,6 +92,10 @@ def read_run(store: ArtifactStore, model: str, ds: str, registry_url: str | None
         record = read(uri, ProductionChange) if task in ended else None
         if record and record.started_since(steps[task].started_at):  # not an earlier run's
             setattr(files, task, record)
+    canary = read(layout.canary_record, CanaryRecord) if "deploy" in ended else None
+    # Its times are in whole seconds: one started in the second the deploy did is this run's.
+    if canary and _moment(canary.started_at) >= _moment(steps["deploy"].started_at).replace(microsecond=0):
+        files.canary = canary
     # evaluate draws its plots near its end; gate_features deletes its chart first, so a failed one shows its own.
     ours = {
         ROC_PLOT: "evaluate" in succeeded,
@@ -435,8 +443,94 @@ def deploy_section(files: RunFiles) -> dict[str, Any]:
     return {"missing": missing, "changes": changes, "rollback_note": rollback_note}
 
 
+ROLLOUT_STATES = {"running": "incomplete", "promoted": "passed", "reverted": "failed", "kept stable": "absent"}
+STRATEGIES = {"canary": "canary", "ab": "A/B experiment"}
+
+
+def _moment(iso: str) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(iso)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _at(iso: str) -> str:
+    """A rollout's moment as a reader scans a timeline: 2026-11-22 17:31:05 (UTC)."""
+    return iso.replace("T", " ")[:19]
+
+
+def _pair(counts: dict[str, int], extra: dict[str, int] | None = None) -> str:
+    """canary / stable, as the canary stage logs them; `extra` in parentheses (positives)."""
+    text = f"{counts.get('canary', 0):,} / {counts.get('stable', 0):,}"
+    return text + (f" ({extra.get('canary', 0):,} / {extra.get('stable', 0):,})" if extra is not None else "")
+
+
+def _verdict_row(verdict: CanaryVerdict) -> dict[str, Any]:
+    return {
+        "kind": "verdict",
+        "at": _at(verdict.at),
+        "step": str(verdict.step),
+        "weight": f"{verdict.weight:.0%}",
+        "what": f"verdict {verdict.verdict}",
+        "state": {"pass": "passed", "breach": "failed", "timeout": "failed"}.get(verdict.verdict, ""),
+        "held": f"{verdict.held_minutes:.1f}",
+        "requests": _pair(verdict.requests),
+        "outcomes": _pair(verdict.outcomes, verdict.positives),
+        "detail": verdict.summary,
+        "checks": [
+            {
+                "check": c.check,
+                "stable": _number(c.stable, ".4g"),
+                "canary": _number(c.canary, ".4g"),
+                "allowed": c.allowed,
+                "verdict": c.verdict,
+                "detail": c.detail,
+            }
+            for c in verdict.checks
+        ],
+    }
+
+
+def rollout_section(files: RunFiles) -> dict[str, Any] | None:
+    """The canary (or A/B experiment) this run's deploy started: its split, end, and timeline (events and each
+    analysis's verdict, in time order); None for a run that started none."""
+    record = files.canary
+    if record is None:
+        return None
+    rows = [
+        ("strategy", STRATEGIES[record.strategy]),
+        ("canary", f"v{record.version}"),
+        ("stable", f"v{record.stable_version} (production while it runs)"),
+        ("salt", record.salt),
+        ("state", record.state + (f" at step {record.step}, {record.weight:.0%} of users" if record.running else "")),
+        ("started", _at(record.started_at)),
+    ]
+    if record.finished_at:
+        rows.append(("finished", _at(record.finished_at)))
+    if record.message:
+        rows.append(("message", record.message))
+    if record.report:
+        rows.append(("experiment", record.report))
+    timeline = [
+        (
+            _moment(event.at),
+            0 if event.event == "started" else 2,  # at one moment: the start, then verdicts, then what they did
+            {
+                "kind": "event", "at": _at(event.at), "step": str(event.step), "weight": f"{event.weight:.0%}",
+                "what": event.event, "state": ROLLOUT_STATES.get(event.event, ""), "held": "", "requests": "",
+                "outcomes": "", "detail": event.detail, "checks": [],
+            },
+        )
+        for event in record.timeline
+    ]  # fmt: skip
+    timeline += [(_moment(v.at), 1, _verdict_row(v)) for v in record.verdicts]
+    return {
+        "state": ROLLOUT_STATES[record.state],
+        "rows": rows,
+        "timeline": [row for _at_, _order, row in sorted(timeline, key=lambda item: item[:2])],
+    }
+
+
 def page_data(files: RunFiles) -> dict[str, Any]:
-    """Everything the template shows, sections in page order."""
+    """Everything the template shows, sections in page order (the rollout's only for a run that started one)."""
     return {
         "header": header_section(files),
         "steps": step_rows(files),
@@ -447,6 +541,7 @@ def page_data(files: RunFiles) -> dict[str, Any]:
         "plots": plot_section(files),
         "lineage": lineage_section(files),
         "deploy": deploy_section(files),
+        "rollout": rollout_section(files),
     }
 
 

@@ -193,11 +193,47 @@ def run(ctx: StageContext) -> CanaryResult:
         raise GateFailed(record.message)
     if record.step < len(plan.steps):
         return result(advance(ctx, path, record, plan), plan, verdict.summary)
-    if plan.experiment is None:
-        record = promote(ctx, path, record, f"passed all {len(plan.steps)} steps")
-    else:
+    if plan.experiment is not None:
         record = decide(ctx, path, record, plan)
+    elif (why := needs_a_person(ctx, verdict, plan)) is not None:
+        record = await_approval(ctx, record, f"passed all {len(plan.steps)} steps, but {why}", verdict)
+    else:
+        record = promote(ctx, path, record, f"passed all {len(plan.steps)} steps")
     return result(record, plan, verdict.summary, promoted_now=record.state == "promoted")
+
+
+def needs_a_person(ctx: StageContext, verdict: CanaryVerdict, plan: RolloutPlan) -> str | None:
+    """Why a canary that passed every step is promoted only by a person: a forced deploy, or a thin margin (its
+    online logloss worse than stable's by more than half of what a step allows, though not significantly)."""
+    if ctx.params.deploy == "force":
+        return "the run asked deploy=force"
+    allowed = plan.analysis.max_logloss_increase
+    logloss = next((c for c in verdict.checks if c.check == "online logloss"), None)
+    if logloss is not None and logloss.stable and logloss.canary is not None:
+        worse = logloss.canary / logloss.stable - 1
+        if worse > allowed / 2:
+            return (
+                f"its margin is thin: online logloss {logloss.canary:.4f} against stable's {logloss.stable:.4f} "
+                f"({worse:+.1%}; a step allows up to {allowed:+.1%})"
+            )
+    return None
+
+
+def await_approval(ctx: StageContext, record: CanaryRecord, why: str, verdict: CanaryVerdict | None) -> CanaryRecord:
+    """The split stays as it is; approve_promotion asks a person, with this evidence, and promote applies it."""
+    evidence = f"\n\n```\n{format_verdict(verdict)}\n```" if verdict else ""
+    text = (
+        f"{record.strategy} of {ctx.model.name} v{record.version} beside production v{record.stable_version}: {why}. "
+        f"Promote: v{record.version} serves every user; Keep stable: v{record.stable_version} does.{evidence}"
+    )
+    at = stamp(now())
+    event = CanaryEvent(at=at, step=record.step, weight=record.weight, event="awaiting approval", detail=why)
+    record = record.model_copy(
+        update={"state": "awaiting approval", "approval": text, "timeline": [*record.timeline, event]}
+    )
+    save(ctx, record)
+    ctx.log(f"{record.strategy} of {ctx.model.name} v{record.version} awaits a person's decision: {why}")
+    return record
 
 
 def with_verdict(verdicts: list[CanaryVerdict], verdict: CanaryVerdict) -> list[CanaryVerdict]:
@@ -213,7 +249,7 @@ def result(record: CanaryRecord, plan: RolloutPlan, summary: str, *, promoted_no
     return CanaryResult(
         state=record.state, version=record.version, stable_version=record.stable_version, step=record.step,
         weight=record.weight, verdict=last, summary=summary, next_check_seconds=plan.check_every_seconds,
-        production_moved=promoted_now,
+        production_moved=promoted_now, approval=record.approval if record.state == "awaiting approval" else None,
     )  # fmt: skip
 
 
@@ -258,26 +294,30 @@ def promote(ctx: StageContext, path: ProductionPath, record: CanaryRecord, why: 
     return finish(ctx, record, "promoted", message)
 
 
-def revert(
-    ctx: StageContext, path: ProductionPath, record: CanaryRecord, verdict: CanaryVerdict | None
-) -> CanaryRecord:
+def back_to_stable(ctx: StageContext, path: ProductionPath, record: CanaryRecord, why: str) -> None:
     """Every user back on stable, through the production path (stable's own known answers checked)."""
     stable = ctx.registry.get(ctx.model.name, record.stable_version)
     rows = golden_rows(ctx.store, ctx.model.name, (ctx.ds.isoformat(), stable.ds))
-    why = verdict.summary if verdict else "the experiment kept stable"
     change = path.change(
         _change(ctx, record, "reverted", action="rollback", version=record.stable_version,
                 smoke=known_answers(ctx.store, ctx.model, stable, rows), reason=why)
     )  # fmt: skip
     ctx.log(change.message)
-    if verdict is None:
-        return finish(ctx, record, "kept stable", f"{record.report}; v{record.stable_version} serves every user")
+
+
+def revert(ctx: StageContext, path: ProductionPath, record: CanaryRecord, verdict: CanaryVerdict) -> CanaryRecord:
+    back_to_stable(ctx, path, record, verdict.summary)
     what = "breached" if verdict.verdict == "breach" else "held too long"
     message = (
         f"{record.strategy} of {ctx.model.name} v{record.version} {what} at step {record.step} "
         f"({record.weight:.0%}): {verdict.summary}; reverted, v{record.stable_version} serves every user"
     )
     return finish(ctx, record, "reverted", message)
+
+
+def keep_stable(ctx: StageContext, path: ProductionPath, record: CanaryRecord, why: str) -> CanaryRecord:
+    back_to_stable(ctx, path, record, why)
+    return finish(ctx, record, "kept stable", f"{why}; v{record.stable_version} serves every user")
 
 
 def decide(ctx: StageContext, path: ProductionPath, record: CanaryRecord, plan: RolloutPlan) -> CanaryRecord:
@@ -294,7 +334,9 @@ def decide(ctx: StageContext, path: ProductionPath, record: CanaryRecord, plan: 
     record = record.model_copy(update={"report": decision.summary})
     if decision.winner == CANARY and ab.apply == "auto":
         return promote(ctx, path, record, f"won the A/B experiment ({decision.verdict})")
-    return revert(ctx, path, record, None)
+    if decision.winner == CANARY and ab.apply == "approve":
+        return await_approval(ctx, record, f"it won the A/B experiment: {decision.summary}", None)
+    return keep_stable(ctx, path, record, decision.summary)
 
 
 def finish(ctx: StageContext, record: CanaryRecord, state: str, message: str) -> CanaryRecord:

@@ -30,7 +30,9 @@ def pod_dags(monkeypatch):
 
 def render(task) -> dict:
     """The pod the task would create for the run of DS, as the API server would receive it."""
-    ti = SimpleNamespace(dag_id=task.dag_id, task_id=task.task_id, map_index=-1, try_number=1, max_tries=3)
+    ti = SimpleNamespace(
+        dag_id=task.dag_id, task_id=task.task_id, map_index=-1, try_number=1, max_tries=3, xcom_pull=lambda **_: None
+    )
     context = {
         "ds": DS,
         "run_id": RUN_ID,

@@ -6,6 +6,7 @@ each test checks what a reader of that run would see.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -18,12 +19,24 @@ import pytest
 
 from conftest import DS, UP_TO_REGISTER, run_step, run_steps, serve_replicas
 from keiko.config import settings
-from keiko.contract import CALIBRATION_PLOT, DRIFT_PLOT, ROC_PLOT, ProductionChange, RolloutEvent
+from keiko.contract import (
+    CALIBRATION_PLOT,
+    DRIFT_PLOT,
+    ROC_PLOT,
+    CanaryCheck,
+    CanaryEvent,
+    CanaryRecord,
+    CanaryVerdict,
+    ProductionChange,
+    RolloutEvent,
+    RunLayout,
+)
 from keiko.pipeline import TASK_IDS
 from keiko.process import EXIT_GATE_FAILED
 from keiko.registry import open_registry
-from keiko.report.page import RunFiles, page_data, render
-from keiko.runs import RunRecord, StepRecord
+from keiko.report.page import RunFiles, page_data, read_run, render, run_page
+from keiko.runs import RunRecord, StepRecord, write_step
+from keiko.storage import open_store
 
 SECTIONS = ("header", "steps", "gates", "volume", "drift", "metrics", "plots", "lineage", "deploy")
 
@@ -213,7 +226,9 @@ def test_a_skipped_deploy_completes_the_run_and_says_why():
     text = Page(render(page_data(RunFiles("ctr", DS, run)))).text
     assert "complete (skipped: deploy)" in text["header"]
     # Airflow skips gate_serving and canary unrun, and rollback (trigger rule one_failed: nothing failed).
-    assert text["steps"].endswith(f"deploy skipped 1.0 {skip} gate_serving skipped canary skipped rollback skipped")
+    assert text["steps"].endswith(
+        f"deploy skipped 1.0 {skip} gate_serving skipped canary skipped promote skipped rollback skipped"
+    )
     assert f"deploy skipped: {skip}" in text["deploy"]
     assert "gate_serving no verdict skipped: deploy was skipped" in text["gates"]
 
@@ -279,3 +294,83 @@ def test_the_page_renders_in_a_browser_with_its_plots(run_home, tmp_path):
     # The plots' own colours (the page's CSS uses neither): the browser loaded the PNGs.
     for name, colour in (("drift chart's green bars", (44, 160, 44)), ("ROC's candidate curve", (31, 119, 180))):
         assert (np.abs(pixels - colour).max(axis=2) <= 2).sum() > 200, f"the {name} are not on the screenshot"
+
+
+def canary_run(**fields) -> CanaryRecord:
+    """A canary that held, passed step 1 (advanced to 50%), then breached step 2 and was reverted; at 17:00:1x."""
+    at = "2026-11-22T17:{:02d}:00+00:00".format
+    checks = [
+        CanaryCheck(check="error rate (5xx)", stable=0.0, canary=0.0, allowed="<= +0.001", verdict="pass"),
+        CanaryCheck(check="online logloss", stable=0.1211, canary=0.1385, allowed="<= +2%", verdict="breach",
+                    detail="+14.4% [+9.1%, +19.6%]"),
+    ]  # fmt: skip
+
+    def verdict(minute: int, step: int, weight: float, kind: str, summary: str, found: list) -> CanaryVerdict:
+        return CanaryVerdict(
+            at=at(minute), step=step, weight=weight, held_minutes=minute - (10 if step == 1 else 20) + 0.25,
+            verdict=kind, requests={"canary": 100 * minute, "stable": 900 * minute},
+            outcomes={"canary": 50 * minute, "stable": 450 * minute},
+            positives={"canary": minute, "stable": 9 * minute}, checks=found, summary=summary,
+        )  # fmt: skip
+
+    message = "canary of ctr v2 breached at step 2 (50%): online logloss +14.4%; reverted, v1 serves every user"
+    record = dict(
+        model="ctr", strategy="canary", version=2, stable_version=1, salt="ctr-v2-scheduled__1", run_id="scheduled__1",
+        state="reverted", step=2, weight=0.5, started_at=at(10), step_started_at=at(20), baseline={},
+        timeline=[
+            CanaryEvent(at=at(10), step=1, weight=0.1, event="started", detail="v2 canary at 10% on 2 replica(s)"),
+            CanaryEvent(at=at(20), step=2, weight=0.5, event="advanced", detail="v2 canary at 50% on 2 replica(s)"),
+            CanaryEvent(at=at(31), step=2, weight=0.5, event="reverted", detail=message),
+        ],
+        verdicts=[
+            verdict(12, 1, 0.1, "hold", "holding: online logloss <not enough data>", checks[:1]),
+            verdict(20, 1, 0.1, "pass", "every check passed with its sample", checks[:1]),
+            verdict(31, 2, 0.5, "breach", "online logloss +14.4% [+9.1%, +19.6%] > +2%", checks),
+        ],
+        finished_at=at(31), message=message,
+    )  # fmt: skip
+    return CanaryRecord(**record | fields)
+
+
+def test_a_canary_run_shows_its_rollout_events_and_verdicts_in_time_order():
+    run = recorded({task: "success" for task in (*UP_TO_REGISTER, "deploy", "gate_serving")} | {"canary": "failed"}, {})
+    page = Page(render(page_data(RunFiles("ctr", DS, run, canary=canary_run()))))
+    assert tuple(page.text) == (*SECTIONS, "rollout")  # after the deploy, only for a run that started one
+    text = page.text["rollout"]
+    assert text.startswith(
+        "9. Rollout strategy canary canary v2 stable v1 (production while it runs) salt ctr-v2-scheduled__1 "
+        "state reverted started 2026-11-22 17:10:00 finished 2026-11-22 17:31:00 message canary of ctr v2 breached"
+    ), text
+    timeline = text.split("Timeline", 1)[1]
+    rows = [
+        "2026-11-22 17:10:00 1 10% started v2 canary at 10% on 2 replica(s)",
+        "2026-11-22 17:12:00 1 10% verdict hold 2.2 1,200 / 10,800 600 / 5,400 (12 / 108) "
+        "holding: online logloss <not enough data> 1 check",
+        "2026-11-22 17:20:00 1 10% verdict pass 10.2 2,000 / 18,000 1,000 / 9,000 (20 / 180) "
+        "every check passed with its sample 1 check check stable canary allowed verdict detail "
+        "error rate (5xx) 0 0 <= +0.001 pass",
+        "2026-11-22 17:20:00 2 50% advanced v2 canary at 50% on 2 replica(s)",  # the verdict, then what it did
+        "2026-11-22 17:31:00 2 50% verdict breach 11.2 3,100 / 27,900",
+        "online logloss 0.1211 0.1385 <= +2% breach +14.4% [+9.1%, +19.6%]",
+        "2026-11-22 17:31:00 2 50% reverted canary of ctr v2 breached at step 2",
+    ]
+    positions = [timeline.index(row) for row in rows]
+    assert positions == sorted(positions), timeline
+    assert "<not enough data>" not in page.html and "&lt;not enough data&gt;" in page.html  # escaped
+
+
+def test_the_rollout_is_read_from_this_runs_deploy_only(keiko_home):
+    store = open_store(settings())
+    layout = RunLayout(store, "ctr", DS)
+    deploy = StepRecord("deploy", "success", "v2 canary at 10%", "scheduled__1", "2026-11-22T17:10:00.400+00:00",
+                        "2026-11-22T17:10:01.000+00:00", 0.6)  # fmt: skip
+    write_step(layout, deploy)
+    record = canary_run(state="running", finished_at=None, message="", timeline=canary_run().timeline[:1])
+    layout.write(layout.canary_record, record)  # started in the deploy's second (whole seconds): this run's
+    assert read_run(store, "ctr", DS, None).canary == record
+    assert "rollout" in Page(run_page(store, "ctr", DS)).text
+    later = dataclasses.replace(deploy, run_id="scheduled__2", started_at="2026-11-23T09:00:00.000+00:00",
+                                finished_at="2026-11-23T09:00:01.000+00:00")  # fmt: skip
+    write_step(layout, later)  # a rerun's deploy: the canary.json on disk is the earlier run's
+    assert read_run(store, "ctr", DS, None).canary is None
+    assert "rollout" not in Page(run_page(store, "ctr", DS)).text
