@@ -16,7 +16,7 @@ DEMO_ROWS ?= 300000
 PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 
-.PHONY: install chromium demo test test-fast lint lock bench bench-serving serve airflow backfill backfill-cancel clean \
+.PHONY: install chromium demo canary test test-fast lint lock bench bench-serving serve airflow backfill backfill-cancel clean \
 	stack-packages stack stack-down stack-status
 
 # --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on CI machines) every process would otherwise
@@ -76,6 +76,11 @@ stack-packages:
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# After `make demo`: ctr retrained on the next day and deployed as a two-step canary under `airflow dags test`, with
+# `keiko traffic` living days through the replicas meanwhile (README, "A canary, step by step").
+canary: install
+	DEMO_DATE=$(DEMO_DATE) scripts/canary.sh
 
 serve: install
 	$(BIN)/keiko serve --model $(or $(MODEL),ctr) $(if $(PORT),--port $(PORT)) $(if $(REPLICAS),--replicas $(REPLICAS))

@@ -34,7 +34,7 @@ from conftest import (
 from keiko.cli import main
 from keiko.config import settings
 from keiko.contract import CanaryRecord, RunLayout
-from keiko.process import EXIT_GATE_FAILED
+from keiko.process import EXIT_GATE_FAILED, EXIT_SKIPPED, EXIT_USER_ERROR
 from keiko.registry import open_registry
 from keiko.serving.client import ModelServerClient
 from keiko.storage import open_store
@@ -119,6 +119,8 @@ def test_a_good_candidate_is_promoted_through_every_step(live, capsys):
     assert "verdict: PASS: every check passed with its sample" in out and "online logloss" in out
     step_1 = record.verdicts[1]
     assert step_1.outcomes["canary"] >= 1500 and step_1.outcomes["stable"] > step_1.outcomes["canary"]
+    assert main(["why", "ctr", ds.isoformat()]) == 0
+    assert "canary on 2 replica(s), steps 25%, 50%: promoted" in capsys.readouterr().out
 
 
 def shift_the_window(warehouse: Path, click_rate: float) -> None:
@@ -158,6 +160,8 @@ def test_a_candidate_worse_online_than_offline_is_reverted_at_the_first_step_wit
     assert "calibration" in out and "verdict: BREACH" in out
     assert serving(urls) == [(1, None), (1, None)]
     assert open_registry(settings().registry_url).alias("ctr") == 1
+    assert main(["why", "ctr", RUN_DAY.isoformat()]) == 0
+    assert "NOT promoted: canary failed" in capsys.readouterr().out
 
 
 def test_thin_traffic_holds_then_fails_in_one_line_with_stable_serving(live, project_copy, capsys):
@@ -282,3 +286,32 @@ def test_an_ab_experiment_set_to_apply_promotes_the_winner(live, experiment, mon
     assert record.state == "promoted" and record.report.startswith("canary better")
     assert open_registry(settings().registry_url).alias("ctr") == better
     assert serving(urls) == [(better, None), (better, None)]
+
+
+def test_an_ab_winner_set_to_approve_waits_for_a_person_whose_choice_promote_applies(live, experiment, monkeypatch):
+    apps, urls, _warehouse = live
+    experiment("approve")
+    monkeypatch.setenv("KEIKO_RUN_PARAMS", json.dumps({"deploy_strategy": "ab"}))
+    worse = over_predicting(3.0, "2026-11-10")
+    main(["rollback", "ctr", "--to", str(worse), "--reason", "test: a worse production"])
+    better = register_variant(v1_bytes(), window_start="2026-11-11")
+    ds = dt.date.fromisoformat(candidate_day(RUN_DAY.isoformat(), better))
+    run_steps("deploy", ds=ds.isoformat())
+    live_a_day(apps, LIVE_DAY, 7_000)
+    assert run_step("canary", ds=ds.isoformat()) == 0
+    record = canary_record(ds)
+    assert record.state == "awaiting approval" and "it won the A/B experiment: canary better" in record.approval
+    assert serving(urls) == [(worse, better), (worse, better)]  # the split stays while a person decides
+
+    # `keiko run` has no person to ask: promote says how to answer, and changes nothing.
+    assert run_step("promote", ds=ds.isoformat()) == EXIT_USER_ERROR
+    assert serving(urls) == [(worse, better), (worse, better)]
+    # What approve_promotion hands promote when alice picks Promote in the Airflow UI.
+    monkeypatch.setenv("KEIKO_APPROVAL", "Promote")
+    monkeypatch.setenv("KEIKO_APPROVED_BY", "alice")
+    assert run_step("promote", ds=ds.isoformat()) == 0
+    record = canary_record(ds)
+    assert record.state == "promoted" and record.approval.endswith("alice chose Promote.")
+    assert open_registry(settings().registry_url).alias("ctr") == better
+    assert serving(urls) == [(better, None), (better, None)]
+    assert run_step("promote", ds=ds.isoformat()) == EXIT_SKIPPED  # decided: nothing awaits any more

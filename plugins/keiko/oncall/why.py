@@ -14,7 +14,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from keiko.contract import RESULTS, Blessing, GateResult, ProductionChange, RegisterResult, RunLayout
+from keiko.contract import RESULTS, Blessing, CanaryRecord, GateResult, ProductionChange, RegisterResult, RunLayout
 from keiko.errors import KeikoError
 from keiko.oncall import when
 from keiko.pipeline import TASK_IDS
@@ -40,6 +40,7 @@ class RunFacts:
     version: ModelVersion | None = None  # what register recorded
     deploy: ProductionChange | None = None  # the deploy's record
     rollback: ProductionChange | None = None  # the rollback task's record
+    canary: CanaryRecord | None = None  # the deploy's canary or A/B experiment, if it started one
 
 
 def gather(store: ArtifactStore, registry: Registry, model: str, ds: str) -> RunFacts:
@@ -72,6 +73,7 @@ def gather(store: ArtifactStore, registry: Registry, model: str, ds: str) -> Run
         version=registry.get(model, registered.version) if registered else None,
         deploy=artifact("deploy", layout.deploy_record, ProductionChange, ("success", "failed")),
         rollback=artifact("rollback", layout.rollback_record, ProductionChange, ("success", "failed")),
+        canary=artifact("deploy", layout.canary_record, CanaryRecord, ("success",)),
     )
 
 
@@ -104,6 +106,8 @@ def _verdict(facts: RunFacts) -> tuple[str, list[str]]:
     deploy = run.steps.get("deploy")
     if deploy and deploy.outcome == "skipped":
         return _not_deployed(facts, deploy.message)
+    if deploy and deploy.outcome == "success" and (canary := facts.canary) is not None and canary.state != "promoted":
+        return _canary_not_promoted(canary)
     if deploy and deploy.outcome == "success":
         return _promoted(facts)
     reached = run.last_step
@@ -112,6 +116,20 @@ def _verdict(facts: RunFacts) -> tuple[str, list[str]]:
         f"not finished: reached {reached.task_id} ({reached.outcome} at {when(reached.finished_at)})",
         [f"  next: {following[0] if following else '-'}: still running, or stopped (check the DAG run)"],
     )
+
+
+def _canary_not_promoted(canary: CanaryRecord) -> tuple[str, list[str]]:
+    """A canary or A/B experiment still going, awaiting a person, or ended with stable serving."""
+    last = canary.verdicts[-1] if canary.verdicts else None
+    seen = f"  last verdict: {last.verdict} at step {last.step}: {last.summary}" if last else "  no analysis yet"
+    if canary.state in ("running", "awaiting approval"):
+        what = "is judged" if canary.state == "running" else "awaits a person's decision (approve_promotion)"
+        return (
+            f"not yet: v{canary.version} serves {canary.weight:.0%} of the users beside v{canary.stable_version} and "
+            f"{what}",
+            [seen],
+        )
+    return f"NOT promoted: the {canary.strategy} ended {canary.state}", [f"  {canary.message}", seen]
 
 
 def _rolled_back(facts: RunFacts) -> str:
@@ -231,9 +249,12 @@ def _promoted(facts: RunFacts) -> tuple[str, list[str]]:
         details.append(f"  blessing: {'; '.join(facts.blessing.reasons)}")
     serving = facts.run.steps.get("gate_serving")
     replicas = len(record.replicas) if record else 0
+    how = f"rolled out to {replicas} replica(s)"
+    if facts.canary is not None:
+        steps = ", ".join(f"{e.weight:.0%}" for e in facts.canary.timeline if e.event in ("started", "advanced"))
+        how = f"{facts.canary.strategy} on {replicas} replica(s), steps {steps}: {facts.canary.state}"
     details.append(
-        f"  rolled out to {replicas} replica(s); "
-        + ("gate_serving passed on the live replicas" if serving else "gate_serving has not run yet")
+        f"  {how}; " + ("gate_serving passed on the live replicas" if serving else "gate_serving has not run yet")
     )
     if facts.production != version:
         later = facts.history[-1] if facts.history else {}
