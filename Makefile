@@ -58,10 +58,10 @@ test: install chromium stack-packages
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 # The inner loop: ruff, then every test that needs no pipeline run, moto server, model server or browser
-# (pytest -m fast; the tiers are in pyproject.toml and tests/conftest.py).
+# (pytest -m fast on the same two workers; the tiers are in pyproject.toml and tests/conftest.py).
 test-fast: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m fast $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m fast -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 # The run page's test opens report.html in headless Chromium, from Debian's packages.
 chromium:

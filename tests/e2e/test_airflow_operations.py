@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from airflow_shapes import operations_env, reachable_root, stack
 
 from conftest import AIRFLOW, DS, END_DATE, ROOT, ROWS_PER_DAY, webhook_receiver
@@ -97,6 +98,12 @@ with DAG("follows_ctr_production", schedule=Asset("keiko://ctr/production"), sta
 '''
 # Waits short enough for a run past the data to end in a minute or two: (run.wait_for_data_hours, .deadline_hours).
 RUN_POLICY = {"ctr": (0.02, 10), "cvr": (0.03, 0.01)}
+# ctr's canary here: one step, judged on a few thousand requests of `keiko traffic`.
+CANARY = {
+    "steps": [{"weight": 0.5, "min_requests": 300, "min_outcomes": 800}],
+    "max_hold_minutes": 10,
+    "check_every_seconds": 3,
+}
 
 
 def project(folder: Path) -> dict[str, str]:
@@ -107,6 +114,10 @@ def project(folder: Path) -> dict[str, str]:
         path = folder / "include" / "models" / model / "model.yaml"
         text = re.sub(r"wait_for_data_hours: [0-9.]+", f"wait_for_data_hours: {wait}", path.read_text())
         path.write_text(re.sub(r"deadline_hours: [0-9.]+", f"deadline_hours: {deadline}", text))
+    ctr = folder / "include" / "models" / "ctr" / "model.yaml"
+    config = yaml.safe_load(ctr.read_text())
+    config["deploy"]["canary"] = CANARY
+    ctr.write_text(yaml.safe_dump(config, sort_keys=False))
     (folder / "dags" / "follows_ctr_production.py").write_text(FOLLOWER)
     return {"KEIKO_PROJECT_DIR": str(folder), "AIRFLOW__CORE__DAGS_FOLDER": str(folder / "dags")}
 
@@ -441,3 +452,55 @@ def test_a_deploy_publishes_the_production_asset_a_dag_scheduled_on_it_runs_and_
     for url in airflow.env["KEIKO_SERVING_URLS_CTR"].split(","):
         with ModelServerClient(url) as server:
             assert server.version()["version"] == served[0]
+
+
+def test_a_canary_a_person_approves_in_the_airflow_ui_is_promoted(airflow):
+    """A forced deploy as a canary: after its step passes, approve_promotion (Airflow's HITLOperator) waits for a
+    person; the answer given through the REST API (what the UI's Required actions sends) is what promote applies."""
+    import threading
+
+    store = registry(airflow)
+    before = store.alias("ctr")
+    stop = threading.Event()
+
+    def traffic() -> None:  # days of traffic through the replicas, once they serve the canary
+        url = airflow.env["KEIKO_SERVING_URLS_CTR"].split(",")[0]
+        while not stop.is_set() and httpx.get(f"{url}/version").json()["canary"] is None:
+            time.sleep(1)
+        day = END_DATE + dt.timedelta(days=1)
+        while not stop.is_set():
+            command = [str(Path(AIRFLOW).parent / "keiko"), "traffic", "--model", "ctr", "--day", day.isoformat()]
+            subprocess.run([*command, "--rows", "3000"], env=airflow.env, capture_output=True, timeout=300)
+            day += dt.timedelta(days=1)
+
+    feeding = threading.Thread(target=traffic, daemon=True)
+    feeding.start()
+    # DS with model.yaml's params: the version the Asset test deployed second, which its rollback took out again.
+    conf = {"deploy_strategy": "canary", "deploy": "force", "reason": "approval drill"}
+    run_id = trigger(airflow, "keiko_ctr", f"{DS}T05:00:00Z", conf)
+    details = f"/api/v2/dags/keiko_ctr/dagRuns/{run_id}/taskInstances/approve_promotion/-1/hitlDetails"
+    deadline = time.monotonic() + RUN_TIMEOUT
+    try:
+        while (asked := airflow.client.get(details)).status_code != 200:
+            states = airflow.task_states(run_id)
+            assert "failed" not in states.values() and time.monotonic() < deadline, states
+            time.sleep(2)
+    finally:
+        stop.set()
+    asked = asked.json()
+    candidate = registry(airflow).get("ctr", int(re.search(r"promote v(\d+)", asked["subject"])[1]))
+    assert asked["subject"] == f"ctr: promote v{candidate.version} over v{before}?" and candidate.version != before
+    assert asked["options"] == ["Promote", "Keep stable"] and "the run asked deploy=force" in asked["body"]
+    assert "verdict: PASS" in asked["body"] and asked["response_received"] is False
+    assert store.alias("ctr") == before  # nothing moves while a person decides
+
+    answered = airflow.client.patch(details, json={"chosen_options": ["Promote"]})
+    assert answered.status_code == 200, answered.text
+    assert airflow.wait(run_id)["state"] == "success", airflow.task_states(run_id)
+    states = airflow.task_states(run_id)
+    assert (states["canary"], states["approve_promotion"], states["promote"]) == ("success",) * 3
+    assert store.alias("ctr") == candidate.version
+    why = subprocess.run(
+        [str(Path(AIRFLOW).parent / "keiko"), "why", "ctr", DS], env=airflow.env, capture_output=True, text=True
+    ).stdout
+    assert f"PROMOTED: v{candidate.version} became production" in why, why
