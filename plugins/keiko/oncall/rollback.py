@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 from keiko.contract import ModelLayout
 from keiko.errors import KeikoError
-from keiko.modeldef import ModelDefinition, load_model
+from keiko.modeldef import load_model
 from keiko.oncall.status import latest_canary, probe_servers
 from keiko.registry import ModelVersion, Registry
 from keiko.resources import Resources
+from keiko.rollout import SmokeTest
 from keiko.rollout.known_answers import golden_rows, known_answers
 from keiko.rollout.production import Change, ProductionChangeFailed, ProductionPath
 
@@ -98,39 +99,53 @@ def canary_to_end(resources: Resources, model: str, urls: list[str]) -> RunningC
     return None
 
 
-def end_canary(
-    definition: ModelDefinition, resources: Resources, path: ProductionPath, running: RunningCanary, reason: str
-) -> str:
-    """Every user back on production through the production path: a rollback change to production itself."""
-    model, registry, canary = definition.name, resources.registry, running.version
-    current = registry.alias(model)
-    if current is None:
-        raise KeikoError(f"{model} has no production version yet: a canary of v{canary} has no stable to go back to")
-    production = registry.get(model, current)
-    rows = golden_rows(resources.store, model, [production.ds, *running.days])
-    smoke = known_answers(resources.store, definition, production, rows)
-    by = requested_by()
-    print(
-        f"end the canary of {model} v{canary}: every user back on production v{current} "
-        f"({resources.settings.deploy_backend}: {', '.join(path.urls)})" + (f"; reason: {reason}" if reason else ""),
-        flush=True,
-    )
+def smoke_test(resources: Resources, path: ProductionPath, target: ModelVersion, days) -> SmokeTest:
+    """`target`'s own known answers on the golden rows of the first of `days` that has them (refused before anything
+    is touched when its artifact does not load or match its sha256)."""
+    return known_answers(resources.store, path.model, target, golden_rows(resources.store, target.model, days))
+
+
+def move(
+    path: ProductionPath, resources: Resources, target: ModelVersion, expected: int, smoke: SmokeTest, reason: str,
+    note: str,
+) -> tuple[str, str]:  # fmt: skip
+    """Production onto `target` through the production path; (the change's message, its record's URI)."""
+    model = target.model
     record_uri = ModelLayout(resources.store, model).rollback_record(dt.datetime.now(dt.UTC))
+    by = requested_by()
     try:
-        path.change(
+        change = path.change(
             Change(
                 action="rollback",
-                version=current,
-                expected=current,
+                version=target.version,
+                expected=expected,
                 smoke=smoke,
                 requested_by=f"`keiko rollback {model}` by {by}",
-                reason=reason or f"end the canary of v{canary}",
-                note=f"{NOTE} {by}: ended the canary of v{canary}" + (f": {reason}" if reason else ""),
+                reason=reason,
+                note=f"{NOTE} {by}: {note}" if note else f"{NOTE} {by}",
                 record_uri=record_uri,
             )
         )
     except ProductionChangeFailed as exc:
         raise KeikoError(f"{exc}; record: {record_uri}") from None
+    return change.message, record_uri
+
+
+def end_canary(resources: Resources, path: ProductionPath, running: RunningCanary, reason: str) -> str:
+    """Every user back on production through the production path: a rollback change to production itself."""
+    model, canary = path.model.name, running.version
+    current = resources.registry.alias(model)
+    if current is None:
+        raise KeikoError(f"{model} has no production version yet: a canary of v{canary} has no stable to go back to")
+    production = resources.registry.get(model, current)
+    smoke = smoke_test(resources, path, production, [production.ds, *running.days])
+    print(
+        f"end the canary of {model} v{canary}: every user back on production v{current} "
+        f"({resources.settings.deploy_backend}: {', '.join(path.urls)})" + (f"; reason: {reason}" if reason else ""),
+        flush=True,
+    )
+    note = f"ended the canary of v{canary}" + (f": {reason}" if reason else "")
+    _, record_uri = move(path, resources, production, current, smoke, reason or f"end the canary of v{canary}", note)
     done = (
         f"ended the canary of v{canary}"
         if running.on_servers
@@ -144,34 +159,15 @@ def rollback(model: str, to: int | None, reason: str) -> str:
     as they happen). Refusals, and failures naming what stays in production, are KeikoErrors."""
     definition, resources = load_model(model), Resources()
     registry = resources.registry
-    if to is None or to == registry.alias(model):
-        path = ProductionPath(model=definition, resources=resources)
-        if canary := canary_to_end(resources, model, path.urls):
-            return end_canary(definition, resources, path, canary, reason)
-    current, target = choose_target(registry, model, to)
-    rows = golden_rows(resources.store, model, (target.ds, registry.get(model, current).ds))
-    smoke = known_answers(resources.store, definition, target, rows)
     path = ProductionPath(model=definition, resources=resources)
-    by = requested_by()
+    if (to is None or to == registry.alias(model)) and (canary := canary_to_end(resources, model, path.urls)):
+        return end_canary(resources, path, canary, reason)
+    current, target = choose_target(registry, model, to)
+    smoke = smoke_test(resources, path, target, (target.ds, registry.get(model, current).ds))
     print(
         f"roll back {model} v{current} -> v{target.version} ({resources.settings.deploy_backend}: "
         f"{', '.join(path.urls)}) one replica at a time" + (f"; reason: {reason}" if reason else ""),
         flush=True,
     )
-    record_uri = ModelLayout(resources.store, model).rollback_record(dt.datetime.now(dt.UTC))
-    try:
-        change = path.change(
-            Change(
-                action="rollback",
-                version=target.version,
-                expected=current,
-                smoke=smoke,
-                requested_by=f"`keiko rollback {model}` by {by}",
-                reason=reason,
-                note=f"{NOTE} {by}" + (f": {reason}" if reason else ""),
-                record_uri=record_uri,
-            )
-        )
-    except ProductionChangeFailed as exc:
-        raise KeikoError(f"{exc}; record: {record_uri}") from None
-    return f"{change.message}; record: {record_uri}"
+    message, record_uri = move(path, resources, target, current, smoke, reason, reason)
+    return f"{message}; record: {record_uri}"

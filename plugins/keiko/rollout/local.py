@@ -87,7 +87,12 @@ class LocalRollout(Rollout):
                     self._record(url, "failed", version, str(exc))
                     rolled_back = self.roll_back(previous, touched)
                     raise self._failed(
-                        url, f"rollout of v{version}", exc, rolled_back, touched, f"v{previous}"
+                        url,
+                        f"rollout of v{version}",
+                        exc,
+                        rolled_back,
+                        touched,
+                        f"rolled back {{n}} replica(s) to v{previous}",
                     ) from None
         return self.events
 
@@ -120,24 +125,16 @@ class LocalRollout(Rollout):
                     self._record(url, "smoke passed", split.version, f"{len(self.smoke.rows)} known answers")
                 except KeikoError as exc:
                     self._record(url, "failed", split.version, str(exc))
-                    rolled_back = self._end_split(touched, stable)
+                    rolled_back = self.roll_back(stable, touched)  # serving stable: it ends their canary
                     raise self._failed(
-                        url, f"canary of v{split.version}", exc, rolled_back, touched, f"v{stable} alone"
+                        url,
+                        f"canary of v{split.version}",
+                        exc,
+                        rolled_back,
+                        touched,
+                        "ended the canary on {n} replica(s)",
                     ) from None
         return self.events
-
-    def _end_split(self, urls: list[str], stable: int) -> bool:
-        ok = True
-        for url in reversed(urls):
-            self.guard()
-            with ModelServerClient(url) as server:
-                try:
-                    server.set_split(None)
-                    self._record(url, "canary ended", stable)
-                except KeikoError as exc:
-                    ok = False
-                    self._record(url, "rollback failed", stable, str(exc))
-        return ok
 
     def roll_back(self, previous: int | None, urls: list[str] | None = None) -> bool:
         """Put `urls` (default: every replica) back on `previous`, last moved first; False if any could
