@@ -625,6 +625,8 @@ class CanaryCheck(Record):
     allowed: str
     verdict: Literal["pass", "breach", "not enough data", "differs"]  # differs: an experiment's non-guard breach
     detail: str = ""
+    low: float | None = None  # a tested check's interval of canary - stable
+    high: float | None = None
 
 
 class CanaryVerdict(Record):

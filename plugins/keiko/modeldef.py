@@ -371,6 +371,11 @@ class Canary(_Strict):
     )
     check_every_seconds: float = Field(default=60, gt=0, description="between the analyses of a step")
     analysis: CanaryAnalysis = Field(default_factory=CanaryAnalysis)
+    approve_thin_margin: bool = Field(
+        default=True,
+        description="a canary significantly worse online than stable, though within the allowance, is promoted "
+        "only by a person (approve_promotion); false: promoted",
+    )
 
     @model_validator(mode="after")
     def _rising(self) -> Canary:
@@ -412,6 +417,7 @@ class RolloutPlan(_Strict):
     check_every_seconds: float
     analysis: CanaryAnalysis
     experiment: ABTest | None = None
+    approve_thin_margin: bool = True
 
 
 class Deploy(_Strict):
@@ -429,7 +435,7 @@ class Deploy(_Strict):
             c = self.canary
             return RolloutPlan(
                 steps=c.steps, max_hold_minutes=c.max_hold_minutes, check_every_seconds=c.check_every_seconds,
-                analysis=c.analysis,
+                analysis=c.analysis, approve_thin_margin=c.approve_thin_margin,
             )  # fmt: skip
         if strategy == "ab" and self.ab is not None:
             ab = self.ab

@@ -102,9 +102,10 @@ def _compared(check: str, comparison: Comparison, margin: float, allowed: str) -
         if comparison.enough
         else f"needs {comparison.min_rows:,} rows and {comparison.min_positives} positives a variant"
     )
-    return _check(
+    found = _check(
         check, comparison.stable, comparison.canary, allowed, comparison.enough, comparison.worse(margin), interval
     )
+    return found.model_copy(update={"low": comparison.low, "high": comparison.high})
 
 
 def checks(data: StepData, step: CanaryStep, analysis: CanaryAnalysis) -> list[CanaryCheck]:

@@ -203,19 +203,21 @@ def run(ctx: StageContext) -> CanaryResult:
 
 
 def needs_a_person(ctx: StageContext, verdict: CanaryVerdict, plan: RolloutPlan) -> str | None:
-    """Why a canary that passed every step is promoted only by a person: a forced deploy, or a thin margin (its
-    online logloss worse than stable's by more than half of what a step allows, though not significantly)."""
+    """Why a canary that passed every step is promoted only by a person: a forced deploy, or a thin margin: its
+    online logloss significantly worse than stable's (the interval above 0), though within what a step allows. On a
+    point estimate alone, noise would ask a person about one canary in three at these sample sizes; this asks about
+    one equal canary in 40 (alpha / 2)."""
     if ctx.params.deploy == "force":
         return "the run asked deploy=force"
-    allowed = plan.analysis.max_logloss_increase
     logloss = next((c for c in verdict.checks if c.check == "online logloss"), None)
-    if logloss is not None and logloss.stable and logloss.canary is not None:
-        worse = logloss.canary / logloss.stable - 1
-        if worse > allowed / 2:
-            return (
-                f"its margin is thin: online logloss {logloss.canary:.4f} against stable's {logloss.stable:.4f} "
-                f"({worse:+.1%}; a step allows up to {allowed:+.1%})"
-            )
+    if not plan.approve_thin_margin or logloss is None:
+        return None
+    if logloss.low is not None and logloss.low > 0 and logloss.stable:
+        return (
+            f"its margin is thin: online logloss {logloss.canary:.4f} against stable's {logloss.stable:.4f} "
+            f"({logloss.canary / logloss.stable - 1:+.1%}, significantly worse; a step allows up to "
+            f"{plan.analysis.max_logloss_increase:+.1%})"
+        )
     return None
 
 
