@@ -182,6 +182,7 @@ def test_a_manual_trigger_runs_with_its_params_and_the_registry_keeps_them(airfl
     assert entry.trigger == {
         "run_type": "manual",
         "deploy": "skip",
+        "deploy_strategy": "rolling",
         "reason": conf["reason"],
         "window_days": 9,
         "algorithm": {"max_epochs": 5, "eta0": 1.0, "alpha": 1e-6},
@@ -422,26 +423,35 @@ def test_a_deploy_publishes_the_production_asset_a_dag_scheduled_on_it_runs_and_
     from keiko.serving.client import ModelServerClient
 
     store, served = registry(airflow), []
-    # The manual run's version, now deployed, then DS retrained with model.yaml's params: a new version, deployed as a
-    # scheduled run deploys it. (The backfill's days are registered as history, which never serves.) 02:00 of DS has
-    # its run already, hence 03:00 and 04:00.
+
+    def published() -> list[dict]:
+        events = airflow.client.get("/api/v2/assets/events", params={"source_dag_id": "keiko_ctr"}).json()
+        return sorted(events["asset_events"], key=lambda event: event["timestamp"])
+
+    before = len(published())
+    # The manual run's version, now deployed (unless an earlier test's run deployed it already: then nothing moves),
+    # then DS retrained with model.yaml's params: a new version, deployed as a scheduled run deploys it. (The
+    # backfill's days are registered as history, which never serves.) 02:00 of DS has its run already, hence 03:00
+    # and 04:00.
     again = {**manual_run[0], "deploy": "force"}
+    previous = store.alias("ctr")
     for logical_date, conf in ((f"{DS}T03:00:00Z", again), (f"{DS}T04:00:00Z", {"reason": "operations drill"})):
         run_id = trigger(airflow, "keiko_ctr", logical_date, conf)
         assert airflow.wait(run_id)["state"] == "success", airflow.task_states(run_id)
         served.append(store.alias("ctr"))
     assert served[0] != served[1]
 
-    events = airflow.client.get("/api/v2/assets/events", params={"source_dag_id": "keiko_ctr"}).json()["asset_events"]
-    published = sorted(events, key=lambda event: event["timestamp"])[-2:]
-    assert [e["uri"] for e in published] == ["keiko://ctr/production"] * 2
-    assert [e["extra"]["version"] for e in published] == served  # each deploy's result is its event's extra
-    assert published[-1]["extra"]["previous_version"] == served[0]
+    # An event for each move of production, and none for a deploy that moved nothing.
+    moves = [v for v, last in zip(served, [previous, *served], strict=False) if v != last]
+    events = published()[before:]
+    assert [e["uri"] for e in events] == ["keiko://ctr/production"] * len(moves)
+    assert [e["extra"]["version"] for e in events] == moves  # each deploy's result is its event's extra
+    assert events[-1]["extra"]["previous_version"] == served[0]
 
     # The DAG scheduled on it has the events queued: its run starts on the scheduler's next loop where the schedule is
     # on (here it is off, `[scheduler] use_job_schedule = False`, which holds asset-triggered runs back as well).
     queued = airflow.client.get("/api/v2/dags/follows_ctr_production/assets/queuedEvents").json()["queued_events"]
-    assert [event["asset_id"] for event in queued] == [published[-1]["asset_id"]], queued
+    assert [event["asset_id"] for event in queued] == [events[-1]["asset_id"]], queued
 
     rollback = subprocess.run(
         [str(Path(AIRFLOW).parent / "keiko"), "rollback", "ctr", "--reason", "operations drill"],
@@ -454,12 +464,19 @@ def test_a_deploy_publishes_the_production_asset_a_dag_scheduled_on_it_runs_and_
             assert server.version()["version"] == served[0]
 
 
-def test_a_canary_a_person_approves_in_the_airflow_ui_is_promoted(airflow):
+def test_a_canary_a_person_approves_in_the_airflow_ui_is_promoted(airflow, manual_run):
     """A forced deploy as a canary: after its step passes, approve_promotion (Airflow's HITLOperator) waits for a
     person; the answer given through the REST API (what the UI's Required actions sends) is what promote applies."""
     import threading
 
     store = registry(airflow)
+    # Production the manual run's version (window 9, 5 epochs), whatever the tests before left; the canary is DS
+    # retrained with model.yaml's params, another version.
+    (manual,) = [v for v in store.list("ctr") if v.trigger.get("reason") == manual_run[0]["reason"]]
+    if store.alias("ctr") != manual.version:
+        keiko = str(Path(AIRFLOW).parent / "keiko")
+        back = [keiko, "rollback", "ctr", "--to", str(manual.version), "--reason", "approval drill"]
+        assert subprocess.run(back, env=airflow.env, capture_output=True, timeout=300).returncode == 0
     before = store.alias("ctr")
     stop = threading.Event()
 
@@ -475,7 +492,6 @@ def test_a_canary_a_person_approves_in_the_airflow_ui_is_promoted(airflow):
 
     feeding = threading.Thread(target=traffic, daemon=True)
     feeding.start()
-    # DS with model.yaml's params: the version the Asset test deployed second, which its rollback took out again.
     conf = {"deploy_strategy": "canary", "deploy": "force", "reason": "approval drill"}
     run_id = trigger(airflow, "keiko_ctr", f"{DS}T05:00:00Z", conf)
     details = f"/api/v2/dags/keiko_ctr/dagRuns/{run_id}/taskInstances/approve_promotion/-1/hitlDetails"

@@ -110,7 +110,7 @@ def test_make_backfill_waits_out_the_half_made_backfill_a_lock_left_behind(tmp_p
 def test_make_backfill_gives_up_on_a_lasting_lock_and_on_any_other_error_at_once(tmp_path):
     locked = "(sqlite3.OperationalError) database is locked"
     script = fake_airflow_checkout(tmp_path / "locked", [locked] * 1000)
-    result = run_fake_backfill(script, LOCKED_RETRY_DEADLINE="1", LOCKED_RETRY_SECONDS="0.2")
+    result = run_fake_backfill(script, LOCKED_RETRY_DEADLINE="5", LOCKED_RETRY_SECONDS="0.2")
     assert result.returncode == 1
     assert 1 < len(create_calls(tmp_path / "locked")) < 1000
     assert "'airflow backfill create' failed (above)" in result.stderr
