@@ -223,13 +223,13 @@ def run_with_own_golden_set(version: int) -> dt.date:
 
 @pytest.fixture
 def experiment(live, project_copy):
-    """model.yaml's A/B settings for a test: half the users each, decided once 3,000 rows of each have outcomes."""
+    """model.yaml's A/B settings for a test: half the users each, decided once 3,500 rows of each have outcomes."""
 
     def configure(apply: str) -> None:
         model_yaml = project_copy / "include" / "models" / "ctr" / "model.yaml"
         config = yaml.safe_load(model_yaml.read_text())
         config["deploy"]["ab"] = {
-            "weight": 0.5, "hold_minutes": 0, "min_outcomes": 3000, "max_hold_minutes": 30, "check_every_seconds": 1,
+            "weight": 0.5, "hold_minutes": 0, "min_outcomes": 3500, "max_hold_minutes": 30, "check_every_seconds": 1,
             "apply": apply,
         }  # fmt: skip
         model_yaml.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -240,7 +240,7 @@ def experiment(live, project_copy):
 @pytest.mark.parametrize(
     "factor, apply, verdict, state, serves",
     [
-        (3.0, "report", "stable better", "kept stable", 1),  # a real gap: the new version loses
+        (6.0, "report", "stable better", "kept stable", 1),  # a real gap (~+70% logloss): the new version loses
         (1.0, "auto", "no difference", "kept stable", 1),  # the same answers: nothing to apply
     ],
 )
@@ -259,7 +259,7 @@ def test_an_ab_experiment_reports_the_better_version_or_no_difference(
     run_steps("deploy", ds=ds.isoformat())
     assert serving(urls) == [(1, v2), (1, v2)]
 
-    live_a_day(apps, LIVE_DAY, 7_000)
+    live_a_day(apps, LIVE_DAY, 8_000)
     assert run_step("canary", ds=ds.isoformat()) == 0  # an experiment's result is no failure, whichever wins
     out = capsys.readouterr().out
     record = canary_record(ds)
@@ -276,14 +276,14 @@ def test_an_ab_experiment_set_to_apply_promotes_the_winner(live, experiment, mon
     apps, urls, _warehouse = live
     experiment("auto")
     monkeypatch.setenv("KEIKO_RUN_PARAMS", json.dumps({"deploy_strategy": "ab"}))
-    worse = over_predicting(3.0, "2026-11-10")
+    worse = over_predicting(6.0, "2026-11-10")
     # Production is the over-predicting version; the candidate is v1's weights again.
     main(["rollback", "ctr", "--to", str(worse), "--reason", "test: a worse production"])
     assert serving(urls) == [(worse, None), (worse, None)]
     better = register_variant(v1_bytes(), window_start="2026-11-11")
     ds = dt.date.fromisoformat(candidate_day(RUN_DAY.isoformat(), better))
     run_steps("deploy", ds=ds.isoformat())
-    live_a_day(apps, LIVE_DAY, 7_000)
+    live_a_day(apps, LIVE_DAY, 8_000)
     assert run_step("canary", ds=ds.isoformat()) == 0
     record = canary_record(ds)
     assert record.state == "promoted" and record.report.startswith("canary better")
@@ -295,12 +295,12 @@ def test_an_ab_winner_set_to_approve_waits_for_a_person_whose_choice_promote_app
     apps, urls, _warehouse = live
     experiment("approve")
     monkeypatch.setenv("KEIKO_RUN_PARAMS", json.dumps({"deploy_strategy": "ab"}))
-    worse = over_predicting(3.0, "2026-11-10")
+    worse = over_predicting(6.0, "2026-11-10")
     main(["rollback", "ctr", "--to", str(worse), "--reason", "test: a worse production"])
     better = register_variant(v1_bytes(), window_start="2026-11-11")
     ds = dt.date.fromisoformat(candidate_day(RUN_DAY.isoformat(), better))
     run_steps("deploy", ds=ds.isoformat())
-    live_a_day(apps, LIVE_DAY, 7_000)
+    live_a_day(apps, LIVE_DAY, 8_000)
     assert run_step("canary", ds=ds.isoformat()) == 0
     record = canary_record(ds)
     assert record.state == "awaiting approval" and "it won the A/B experiment: canary better" in record.approval

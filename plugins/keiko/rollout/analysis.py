@@ -100,7 +100,8 @@ def _compared(check: str, comparison: Comparison, margin: float, allowed: str) -
         f"canary - stable {comparison.difference:+.4g}, {1 - comparison.alpha:.0%} CI {comparison.low:+.4g}.."
         f"{comparison.high:+.4g}"
         if comparison.enough
-        else f"needs {comparison.min_rows:,} rows and {comparison.min_positives} positives a variant"
+        else f"needs {f'{comparison.min_rows:,} rows and ' if comparison.min_rows else ''}"
+        f"{comparison.min_positives} positives a variant"
     )
     found = _check(
         check, comparison.stable, comparison.canary, allowed, comparison.enough, comparison.worse(margin), interval
