@@ -239,6 +239,18 @@ def serve_replicas(count: int, model: str = "ctr"):
         yield apps, [stack.enter_context(serve_in_thread(app)) for app in apps]
 
 
+def serving(urls: list[str]) -> list[tuple[int, int | None]]:
+    """(version, canary version or None) each model server at `urls` reports."""
+    from keiko.serving.client import ModelServerClient
+
+    answers = []
+    for url in urls:
+        with ModelServerClient(url) as server:
+            status = server.version()
+        answers.append((status["version"], status["canary"] and status["canary"]["version"]))
+    return answers
+
+
 def v1_bytes() -> bytes:
     """The artifact of ctr v1 in the current KEIKO_HOME."""
     from keiko.config import settings

@@ -29,6 +29,7 @@ from conftest import (
     run_step,
     run_steps,
     serve_replicas,
+    serving,
     v1_bytes,
 )
 from keiko.cli import main
@@ -36,7 +37,6 @@ from keiko.config import settings
 from keiko.contract import CanaryRecord, RunLayout
 from keiko.process import EXIT_GATE_FAILED, EXIT_SKIPPED, EXIT_USER_ERROR
 from keiko.registry import open_registry
-from keiko.serving.client import ModelServerClient
 from keiko.storage import open_store
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -85,15 +85,6 @@ def canary_record(ds: dt.date) -> CanaryRecord:
     return RunLayout(open_store(settings()), "ctr", ds.isoformat()).find(
         RunLayout(open_store(settings()), "ctr", ds.isoformat()).canary_record, CanaryRecord
     )
-
-
-def serving(urls: list[str]) -> list[tuple[int, dict | None]]:
-    answers = []
-    for url in urls:
-        with ModelServerClient(url) as server:
-            status = server.version()
-        answers.append((status["version"], status["canary"] and status["canary"]["version"]))
-    return answers
 
 
 def test_a_good_candidate_is_promoted_through_every_step(live, capsys):

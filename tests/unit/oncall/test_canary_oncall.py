@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DS, free_port, register_variant, serve_replicas, v1_bytes
+from conftest import DS, free_port, register_variant, serve_replicas, serving, v1_bytes
 from keiko.cli import main
 from keiko.config import settings
 from keiko.contract import (
@@ -79,15 +79,6 @@ def split(urls: list[str], version: int | None, weight: float = 0.0) -> None:
     for url in urls:
         with ModelServerClient(url) as server:
             server.set_split(version, weight, SALT if version else "")
-
-
-def serving(urls: list[str]) -> list[tuple[int, int | None]]:
-    answers = []
-    for url in urls:
-        with ModelServerClient(url) as server:
-            status = server.version()
-        answers.append((status["version"], status["canary"] and status["canary"]["version"]))
-    return answers
 
 
 @pytest.fixture
