@@ -16,7 +16,7 @@ DEMO_ROWS ?= 300000
 PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 
-.PHONY: install chromium demo canary test test-fast lint lock bench bench-serving serve airflow backfill backfill-cancel clean \
+.PHONY: install chromium demo canary test test-fast lint lock protos bench bench-serving serve airflow backfill backfill-cancel clean \
 	stack-packages stack stack-down stack-status
 
 # --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on CI machines) every process would otherwise
@@ -114,10 +114,18 @@ backfill-cancel: install
 bench: install
 	$(BIN)/python bench/pipeline.py
 
-# The load generator is wrk, from Debian's packages.
+# The load generators are wrk and h2load (gRPC), from Debian's packages; MLServer installs into a virtualenv of its own
+# (bench/mlserver_peer), never into the project's.
 bench-serving: install
-	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	command -v wrk >/dev/null && command -v h2load >/dev/null \
+		|| { apt-get update -qq && apt-get install -y -qq wrk nghttp2-client; }
 	$(BIN)/python bench/serving.py
+
+# The inference protocol's proto (KServe's, in plugins/keiko/serving/protos) compiled into the descriptor set keiko
+# loads; tests/unit/serving/test_protos.py fails until it is current.
+protos: install
+	$(BIN)/python -m grpc_tools.protoc -I plugins --descriptor_set_out=plugins/keiko/serving/protos/open_inference_grpc.binpb \
+		keiko/serving/protos/open_inference_grpc.proto
 
 # Re-resolve requirements.in into the fully pinned requirements.txt.
 lock: install

@@ -5,6 +5,8 @@
 * `naive_app()`: the model server most teams write first: FastAPI with pydantic request models, a pandas
   DataFrame per request, the feature code, a one-hot sparse matrix and scikit-learn's `predict_proba`
   on an SGDClassifier holding the same weights. KEIKO_BENCH_MODEL is the model artifact to serve.
+* `keiko_app()`: keiko's own server, for running it under plain uvicorn (`--http httptools`: two socket writes
+  a response) beside `keiko serve` (one: keiko.serving.http_write).
 * `unbatched_app()`: keiko's own server for KEIKO_BENCH_MODEL_NAME (cvr) with micro-batching switched off:
   each request scored by its own vectorised call, as if requests were handled one at a time. What
   micro-batching gains is keiko's cvr row against this one.
@@ -69,14 +71,19 @@ def naive_app():
     return app
 
 
-def unbatched_app():
-    from keiko.serving.app import PredictEndpoint, create_app
+def keiko_app():
+    """keiko's own server of KEIKO_BENCH_MODEL_NAME, under whichever uvicorn HTTP protocol the command line picks."""
+    from keiko.serving.app import create_app
 
-    async def respond(self, body: bytes) -> tuple[int, bytes]:
-        return self.server.predict_json(body)
-
-    PredictEndpoint.respond = respond
     return create_app(os.environ["KEIKO_BENCH_MODEL_NAME"])
+
+
+def unbatched_app():
+    from keiko.serving.app import create_app
+
+    app = create_app(os.environ["KEIKO_BENCH_MODEL_NAME"])
+    app.state.server.micro_batching = False  # each request scored by its own vectorised call
+    return app
 
 
 def uncounted_app():

@@ -1,31 +1,37 @@
-"""Benchmark of the model server: single-auction /predict requests from wrk, side by side with baselines.
+"""Benchmark of the model server: keiko's /predict and the Open Inference Protocol beside MLServer and baselines.
 
-What it measures, in one run on this machine:
+What it measures, in one run on this machine, the servers interleaved (`--rounds` turns of the compared ones):
 
-* six servers, each as two single-process replicas on two ports (one process per core, as
-  `keiko serve --replicas 2` runs them; on Kubernetes, pods with one CPU behind the Service), all under
-  the same uvicorn setup (uvloop, httptools, no access log):
-  - `keiko`: `keiko serve` with the production ctr model (hashed LR: per-row weight lookups);
-  - `ctr-unlogged`: `keiko serve` again, with model.yaml's `serving.prediction_log.enabled: false` (a copy of
-    include/ with that one change): what the prediction log costs, measured in alternating rounds with `keiko`
-    (`--rounds`; the median of each back-to-back pair's ratio);
-  - `ctr-uncounted`: the same with the counting of values training never saw switched off: what it costs;
-  - `naive`: FastAPI + pydantic + pandas + scikit-learn `predict_proba` per request (bench/baseline_servers.py);
-  - `ceiling`: a bare ASGI app answering a fixed body: the most any Python server does here;
-  - `keiko-cvr`: `keiko serve` with the production cvr model (CatBoost: micro-batched requests);
-  - `cvr-unbatched`: the same server and model with micro-batching off (one CatBoost call per request);
+* servers, each as two single-process replicas on two ports (one process per core, as `keiko serve --replicas 2`
+  runs them; on Kubernetes, pods with one CPU behind the Service):
+  - `keiko`: `keiko serve` with the production ctr model (hashed LR: per-row weight lookups), POST /predict;
+  - `keiko-two-writes`: the same app under plain uvicorn (`--http httptools`): a response's head and body as two
+    socket writes, which keiko.serving.http_write makes one: what that change gains;
+  - `keiko-v2-rest`, `keiko-v2-grpc`: `keiko serve` answering the Open Inference Protocol, over REST (JSON
+    tensors) and over gRPC (h2load, bench/grpc_load.py);
+  - `mlserver`: MLServer 1.7.1 with keiko's own model and feature code as its custom runtime, tuned
+    (bench/mlserver_peer: its own virtualenv, never the project's), over its OIP REST;
+  - `ctr-unlogged`: `keiko serve` with model.yaml's `serving.prediction_log.enabled: false` (a copy of
+    include/ with that one change): what the prediction log costs;
+  - `ceiling`: a bare ASGI app answering a fixed body under keiko's own uvicorn setup (one write a response):
+    the most any Python server does here;
+  and once each: `naive` (FastAPI + pydantic + pandas + scikit-learn per request, bench/baseline_servers.py),
+  `ctr-uncounted` (counting of values training never saw off), `keiko-8-rows` (requests of 8 rows),
+  `keiko-ctr+cvr` (one process hosting both models, each request asking both: /models/ctr+cvr/predict),
+  `keiko-cvr` (CatBoost, micro-batched) and `cvr-unbatched`;
 * load: one wrk process per replica (1 thread, --connections each), both at once, after a warm-up, with a
   Lua script cycling through the test day's golden rows (one row per request, each a different auction);
-  req/s is the sum, p50/p95/p99 the worse replica's, errors are wrk's socket errors and timeouts plus non-2xx answers;
-* before load, every server answers the golden rows and must agree with the offline predictions within
-  1e-6 (the ceiling excepted): a fast wrong server is no result.
+  h2load for gRPC (one body: the same row every request). req/s is the sum, p50/p95/p99 the worse replica's,
+  errors are socket errors and timeouts plus non-2xx answers; server CPU us a request from /proc;
+* before load, every server answers golden rows and must agree with the offline predictions within 1e-6 (the
+  ceiling excepted): a fast wrong server is no result.
 
-Targets (on this 2-core machine with the load generator beside it): ctr >= 9,000 req/s at p95 <= 10 ms and
->= 5x the naive baseline; cvr >= 5,000 req/s at p95 <= 10 ms; the prediction log costs <= 10% of ctr's
-req/s. Results go to the `## Serving` section of bench/RESULTS.md.
+Targets, as ratios in the same run (ratios hold across machines; absolute figures move ~3x): keiko /predict >= 5x
+MLServer's req/s and >= 70% of the ceiling, p95 <= 10 ms; >= 5x the naive baseline; the prediction log <= 10% of
+ctr's req/s. Results go to the `## Serving` section of bench/RESULTS.md.
 
-    .venv/bin/python bench/serving.py                 # ~6 minutes, half of it building the models
-    .venv/bin/python bench/serving.py --seconds 5 --no-write
+    .venv/bin/python bench/serving.py                 # ~25 minutes, a fifth of it building the models
+    .venv/bin/python bench/serving.py --seconds 5 --rounds 1 --no-write
 """
 
 from __future__ import annotations
@@ -41,10 +47,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import grpc_load
 import httpx
+import mlserver_peer
+import numpy as np
 from pipeline import REPO, child_env, machine, run_child, write_section
 
 MODELS = ("ctr", "cvr")
@@ -55,24 +66,17 @@ PIPELINE = (
 )  # fmt: skip
 # 14 days (cvr's window) x 100k impressions: ~2,800 clicks a day for cvr.
 SYNTH = ("synth", "--end-date", DS.isoformat(), "--days", "14", "--rows-per-day", "100000")
-# ctr-uncounted right after keiko: the pair whose difference is measured runs back to back.
-SERVERS = {
-    "keiko": "ctr", "ctr-unlogged": "ctr", "ctr-uncounted": "ctr", "naive": "ctr", "ceiling": "ctr",
-    "keiko-cvr": "cvr", "cvr-unbatched": "cvr",
-}  # fmt: skip
-ALTERNATING = ("keiko", "ctr-unlogged")  # measured in turns, --rounds times each: their medians are compared
-TARGET_RPS, TARGET_P95_MS, TARGET_SPEEDUP = 9000, 10.0, 5.0
-TARGET_CVR_RPS = 5000
+TARGET_MLSERVER, TARGET_CEILING, TARGET_P95_MS, TARGET_SPEEDUP = 5.0, 0.70, 10.0, 5.0
 TARGET_LOG_OVERHEAD = 0.10
 WRK_LINE = re.compile(r"keiko-wrk (.*)$", re.MULTILINE)
-UVICORN = ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"]
+UVICORN = ["--loop", "uvloop", "--log-level", "warning", "--no-access-log"]
 WRK_SCRIPT = """\
 local bodies = {}
 for line in io.lines("%(bodies)s") do bodies[#bodies + 1] = line end
 local requests, n = {}, 0
 init = function(args)
   for i, body in ipairs(bodies) do
-    requests[i] = wrk.format("POST", "/predict", {["Content-Type"] = "application/json"}, body)
+    requests[i] = wrk.format("POST", "%(path)s", {["Content-Type"] = "application/json"}, body)
   end
 end
 request = function()
@@ -88,15 +92,42 @@ end
 """
 
 
+@dataclass(frozen=True)
+class Server:
+    label: str
+    model: str  # whose golden rows it is sent
+    kind: str  # how it is started: see replicas()
+    request: str = "predict"  # what it is sent: predict, predict-8, group, v2-rest, v2-grpc
+    rounds: bool = False  # measured in each of the --rounds turns (else once, after them)
+
+
+SERVERS = {
+    "keiko": Server("ctr: keiko serve, POST /predict", "ctr", "keiko", rounds=True),
+    "keiko-two-writes": Server("ctr: the same, head and body as two writes", "ctr", "keiko-two-writes", rounds=True),
+    "ctr-unlogged": Server("ctr: keiko serve, prediction log off", "ctr", "keiko-unlogged", rounds=True),
+    "keiko-v2-rest": Server("ctr: keiko serve, inference protocol REST", "ctr", "keiko", "v2-rest", rounds=True),
+    "keiko-v2-grpc": Server("ctr: keiko serve, inference protocol gRPC", "ctr", "keiko", "v2-grpc", rounds=True),
+    "mlserver": Server("ctr: MLServer 1.7.1, keiko's code as its runtime, REST", "ctr", "mlserver", "v2-rest",
+                       rounds=True),
+    "ceiling": Server("ceiling: bare ASGI, fixed answer", "ctr", "ceiling", rounds=True),
+    "naive": Server("ctr: naive FastAPI + pydantic + sklearn predict_proba", "ctr", "naive"),
+    "ctr-uncounted": Server("ctr: keiko serve, unseen-value counting off", "ctr", "uncounted"),
+    "keiko-8-rows": Server("ctr: keiko serve, 8 rows a request", "ctr", "keiko", "predict-8"),
+    "keiko-ctr+cvr": Server("ctr and cvr in one process, both asked each request", "ctr", "keiko-ctr+cvr", "group"),
+    "keiko-cvr": Server("cvr: keiko serve (CatBoost, micro-batched)", "cvr", "keiko-cvr"),
+    "cvr-unbatched": Server("cvr: keiko serve, micro-batching off", "cvr", "unbatched"),
+}  # fmt: skip
+PATHS = {"predict": "/predict", "predict-8": "/predict", "group": "/models/ctr+cvr/predict",
+         "v2-rest": "/v2/models/{model}/infer"}  # fmt: skip
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=20, help="measured seconds per server (default 20)")
     parser.add_argument("--warmup", type=int, default=4, help="unmeasured seconds first (default 4)")
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections per replica (default 16)")
-    parser.add_argument("--port", type=int, default=8701, help="first port; each server takes two (default 8701)")
-    parser.add_argument(
-        "--rounds", type=int, default=5, help=f"turns of {' and '.join(ALTERNATING)}, alternating (default 5)"
-    )
+    parser.add_argument("--connections", type=int, default=16, help="connections per replica (default 16)")
+    parser.add_argument("--port", type=int, default=8701, help="first port; each server takes four (default 8701)")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of the compared servers, interleaved (default 3)")
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "RESULTS.md", help="markdown file to update")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     return parser.parse_args(argv)
@@ -125,66 +156,103 @@ def build_models(home: Path) -> dict[str, tuple[Path, Path]]:
     return built
 
 
-def golden_requests(golden: Path, path: Path) -> tuple[list[dict], list[float], Path]:
-    """Single-row request bodies of the golden set (one JSON per line at `path`, for wrk), and their answers."""
+@dataclass(frozen=True)
+class Golden:
+    rows: list[dict]  # request rows of the test day, with the prediction log's ids
+    expected: list[float]  # the offline predictions
+
+
+def read_golden(path: Path) -> Golden:
     import pyarrow.parquet as pq
 
     from keiko.rollout import json_rows
 
-    table = pq.read_table(golden)
-    rows = json_rows(table.drop_columns(["impression_id", "expected_prediction"]))
-    path.write_text("".join(json.dumps({"rows": [row]}, separators=(",", ":")) + "\n" for row in rows))
-    return rows, table["expected_prediction"].to_pylist(), path
+    table = pq.read_table(path)
+    rows = json_rows(table.drop_columns(["expected_prediction"]))
+    for i, row in enumerate(rows):  # a bidder knows its user: the id a canary routes by and the log keeps
+        row["user_id"] = 1_000_000 + i
+    return Golden(rows, table["expected_prediction"].to_pylist())
+
+
+def schema_of(model: str) -> dict[str, str]:
+    from keiko.modeldef import load_model
+
+    return load_model(model).features.INPUT_SCHEMA
+
+
+IDS = {"user_id": "int"}  # what a bidder sends beside the features over the inference protocol (canary routing)
+
+
+def request_body(request: str, model: str, rows: list[dict]) -> dict:
+    """The JSON body of `rows` for a kind of request."""
+    if request == "v2-rest":
+        return mlserver_peer.oip_body(model, rows, schema_of(model), IDS)
+    return {"rows": rows}
+
+
+def write_bodies(request: str, model: str, data: Golden, path: Path) -> Path:
+    """One body per line for wrk (a golden row each, 8 for predict-8: each request different auctions); for gRPC
+    the one message h2load sends (the first row)."""
+    if request == "v2-grpc":
+        return grpc_load.write_body(grpc_load.infer_request(model, data.rows[:1], schema_of(model), IDS), path)
+    size = 8 if request == "predict-8" else 1
+    chunks = [data.rows[i : i + size] for i in range(0, len(data.rows) - size + 1, size)]
+    path.write_text("".join(json.dumps(request_body(request, model, c), separators=(",", ":")) + "\n" for c in chunks))
+    return path
+
+
+Command = Callable[[int, int, int], tuple[list[str], dict[str, str]]]  # (port, grpc port, replica) -> argv, env
+
+
+def commands(kind: str, home: Path, artifacts: dict[str, Path]) -> Command:
+    """How one replica of a server kind starts."""
+    python = sys.executable
+
+    def keiko_serve(*models: str) -> Command:
+        flags = [item for model in models for item in ("--model", model)]
+        return lambda port, grpc, _i: (
+            [python, "-m", "keiko", "serve", *flags, "--port", str(port), "--grpc-port", str(grpc), "--replicas", "1"],
+            {},
+        )
+
+    def uvicorn_app(app: str, *options: str) -> Command:
+        return lambda port, _grpc, _i: (
+            [python, "-m", "uvicorn", *options, app, "--app-dir", str(REPO / "bench"), "--port", str(port), *UVICORN],
+            {},
+        )
+
+    def mlserver(port: int, grpc: int, i: int) -> tuple[list[str], dict[str, str]]:
+        workdir = home / f"mlserver-{i}"
+        workdir.mkdir(exist_ok=True)
+        return mlserver_peer.command("ctr", artifacts["ctr"], port, workdir, grpc_port=grpc)
+
+    one_write = ("--http", "keiko.serving.http_write:OneWriteHttpToolsProtocol")  # what `keiko serve` runs
+    return {
+        "keiko": keiko_serve("ctr"),
+        "keiko-unlogged": keiko_serve("ctr"),  # with KEIKO_PROJECT_DIR at unlogged_project(): see main()
+        "keiko-two-writes": uvicorn_app("baseline_servers:keiko_app", "--factory", "--http", "httptools"),
+        "keiko-ctr+cvr": keiko_serve("ctr", "cvr"),
+        "keiko-cvr": keiko_serve("cvr"),
+        "mlserver": mlserver,
+        "naive": uvicorn_app("baseline_servers:naive_app", "--factory", "--http", "httptools"),
+        "ceiling": uvicorn_app("baseline_servers:ceiling", *one_write),
+        "unbatched": uvicorn_app("baseline_servers:unbatched_app", "--factory", *one_write),
+        "uncounted": uvicorn_app("baseline_servers:uncounted_app", "--factory", *one_write),
+    }[kind]
 
 
 @contextmanager
-def replicas(name: str, ports: list[int], env: dict[str, str], log: Path):
-    """Two server processes of kind `name`; stopped on exit."""
-
-    def keiko_serve(model: str):
-        return lambda port: [
-            sys.executable,
-            "-m",
-            "keiko",
-            "serve",
-            "--model",
-            model,
-            "--port",
-            str(port),
-            "--replicas",
-            "1",
-        ]
-
-    def uvicorn_app(app: str, *factory: str):
-        return lambda port: [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            *factory,
-            app,
-            "--app-dir",
-            str(REPO / "bench"),
-            "--port",
-            str(port),
-            *UVICORN,
-        ]
-
-    commands = {
-        "keiko": keiko_serve("ctr"),
-        "naive": uvicorn_app("baseline_servers:naive_app", "--factory"),
-        "ceiling": uvicorn_app("baseline_servers:ceiling"),
-        "keiko-cvr": keiko_serve("cvr"),
-        "cvr-unbatched": uvicorn_app("baseline_servers:unbatched_app", "--factory"),
-        "ctr-uncounted": uvicorn_app("baseline_servers:uncounted_app", "--factory"),
-        "ctr-unlogged": keiko_serve("ctr"),  # with KEIKO_PROJECT_DIR at unlogged_project(): see main()
-    }  # fmt: skip
+def replicas(command: Command, ports: list[tuple[int, int]], env: dict[str, str], log: Path):
+    """Two server processes; stopped on exit. Yields their pids."""
+    processes = []
     with log.open("a") as output:
-        processes = [
-            subprocess.Popen(commands[name](port), env=env, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
-            for port in ports
-        ]
+        for i, (port, grpc) in enumerate(ports):
+            argv, extra = command(port, grpc, i)
+            processes.append(
+                subprocess.Popen(argv, env={**env, **extra}, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
+            )
     try:
-        yield [f"http://127.0.0.1:{port}" for port in ports], [process.pid for process in processes]
+        yield [process.pid for process in processes]
     finally:
         for process in processes:
             process.terminate()
@@ -192,36 +260,56 @@ def replicas(name: str, ports: list[int], env: dict[str, str], log: Path):
             process.wait(timeout=30)
 
 
-def wait_and_check(name: str, urls: list[str], rows: list[dict], expected: list[float]) -> None:
+def answer(server: Server, port: int, grpc: int, rows: list[dict]) -> list[float] | None:
+    """The server's predictions for `rows`; None while it is not up yet."""
+    if server.request == "v2-grpc":
+        request = grpc_load.infer_request(server.model, rows, schema_of(server.model), IDS)
+        try:
+            response = grpc_load.wait_ready("127.0.0.1", grpc, request, seconds=1)
+        except SystemExit:
+            return None
+        return np.frombuffer(response.raw_output_contents[0], "<f8").tolist()
+    path = PATHS[server.request].format(model=server.model)
+    try:
+        reply = httpx.post(f"http://127.0.0.1:{port}{path}", json=request_body(server.request, server.model, rows))
+    except httpx.TransportError:
+        return None
+    if reply.status_code != 200:
+        return None
+    body = reply.json()
+    if server.request == "v2-rest":
+        return body["outputs"][0]["data"]
+    if server.request == "group":
+        assert set(body["models"]) == set(MODELS), body
+        return body["models"][server.model]["predictions"]
+    return body["predictions"]
+
+
+def wait_and_check(name: str, server: Server, ports: list[tuple[int, int]], data: Golden) -> None:
     """Every replica answers; all but the ceiling answer the golden rows as offline (|diff| <= 1e-6)."""
-    deadline = time.monotonic() + 120
-    for url in urls:
-        while True:
-            try:
-                answer = httpx.post(f"{url}/predict", json={"rows": rows[:50]}, timeout=30)
-                if answer.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+    deadline = time.monotonic() + 180
+    for port, grpc in ports:
+        while (got := answer(server, port, grpc, data.rows[:50])) is None:
             if time.monotonic() > deadline:
-                raise SystemExit(f"{name} at {url} did not answer within 120 s; see the server log")
+                raise SystemExit(f"{name} on port {port} did not answer within 180 s; see the server log")
             time.sleep(0.5)
         if name != "ceiling":
-            worst = max(abs(a - b) for a, b in zip(answer.json()["predictions"], expected[:50], strict=True))
+            worst = max(abs(a - b) for a, b in zip(got, data.expected[:50], strict=True))
             if not worst <= 1e-6:
-                raise SystemExit(f"{name} at {url} differs from the offline predictions by {worst:.3g}")
+                raise SystemExit(f"{name} on port {port} differs from the offline predictions by {worst:.3g}")
 
 
-def drive(urls: list[str], script: Path, seconds: int, connections: int) -> list[dict[str, float]]:
+def wrk(ports: list[int], script: Path, seconds: int, connections: int) -> list[dict[str, float]]:
     """One wrk per replica, all at once; each one's summary."""
     runs = [
         subprocess.Popen(
-            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "2s", "-s", str(script), f"{url}/"],
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "2s", "-s", str(script),
+             f"http://127.0.0.1:{port}/"],
             stdout=subprocess.PIPE,
             text=True,
         )
-        for url in urls
-    ]
+        for port in ports
+    ]  # fmt: skip
     summaries = []
     for run in runs:
         out, _ = run.communicate()
@@ -230,6 +318,13 @@ def drive(urls: list[str], script: Path, seconds: int, connections: int) -> list
             raise SystemExit(f"wrk failed:\n{out}")
         summaries.append({k: float(v) for k, v in (item.split("=") for item in match.group(1).split())})
     return summaries
+
+
+def drive(server: Server, ports: list[tuple[int, int]], load: Path, seconds: int, connections: int) -> list[dict]:
+    if server.request == "v2-grpc":
+        targets = [("127.0.0.1", grpc) for _, grpc in ports]
+        return grpc_load.drive(targets, load, seconds, connections, streams=1)
+    return wrk([port for port, _ in ports], load, seconds, connections)
 
 
 def unlogged_project(home: Path) -> Path:
@@ -273,17 +368,19 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def measure(name: str, urls: list[str], pids: list[int], script: Path, args: argparse.Namespace) -> dict[str, float]:
-    print(f"{name}: warm-up {args.warmup:g} s, then {args.seconds:g} s on {len(urls)} replicas", flush=True)
-    drive(urls, script, args.warmup, args.connections)
+def measure(name: str, server: Server, ports, pids: list[int], load: Path, args: argparse.Namespace) -> dict:
+    print(f"{name}: warm-up {args.warmup:g} s, then {args.seconds:g} s on {len(ports)} replicas", flush=True)
+    drive(server, ports, load, args.warmup, args.connections)
     cpu_before = cpu_seconds(pids)
-    runs = drive(urls, script, args.seconds, args.connections)
+    runs = drive(server, ports, load, args.seconds, args.connections)
     requests = sum(r["requests"] for r in runs)
+    rps = sum(r["requests"] / r["seconds"] for r in runs)
     result = {
-        "rps": sum(r["requests"] / r["seconds"] for r in runs),
+        "rps": rps,
+        "rows": rps * (8 if server.request == "predict-8" else 1),
         "errors": sum(r["errors"] for r in runs),
         # The servers' own CPU per request: what a request costs, less moved by the shared machine's speed
-        # than req/s (wrk's CPU is not in it).
+        # than req/s (the load generator's CPU is not in it).
         "cpu_us": (cpu_seconds(pids) - cpu_before) / max(requests, 1) * 1e6,
         **{p: max(r[f"{p}_ms"] for r in runs) for p in ("p50", "p95", "p99")},
     }
@@ -292,116 +389,135 @@ def measure(name: str, urls: list[str], pids: list[int], script: Path, args: arg
     return result
 
 
-LABELS = {
-    "keiko": "ctr: keiko serve (hashed LR, row scorer)",
-    "ctr-unlogged": "ctr: keiko serve, prediction log off",
-    "ctr-uncounted": "ctr: keiko serve, unseen-value counting off",
-    "naive": "ctr: naive FastAPI + pydantic + sklearn predict_proba",
-    "ceiling": "ceiling: bare ASGI, fixed answer",
-    "keiko-cvr": "cvr: keiko serve (CatBoost, micro-batched)",
-    "cvr-unbatched": "cvr: keiko serve, micro-batching off",
-}
+def paired(results: dict[str, dict], a: str, b: str) -> tuple[float, str]:
+    """The median over rounds of a's req/s over b's, each pair from one round (the machine's drift between rounds,
+    +-30% here, cancels in the ratio), and the rounds' figures."""
+    pairs = list(zip(results[a]["rounds"], results[b]["rounds"], strict=True))
+    return statistics.median(x / y for x, y in pairs), ", ".join(f"{x:,.0f}/{y:,.0f}" for x, y in pairs)
 
 
-def report(results: dict[str, dict[str, float]], args: argparse.Namespace, info: dict[str, str]) -> str:
-    keiko, naive, cvr = results["keiko"], results["naive"], results["keiko-cvr"]
-    speedup = keiko["rps"] / naive["rps"]
-    # Each round's pair ran back to back: the machine's drift between rounds (+-20% here) cancels in the ratio.
-    pairs = list(zip(keiko["rounds"], results["ctr-unlogged"]["rounds"], strict=True))
-    log_overhead = 1 - statistics.median(logged / unlogged for logged, unlogged in pairs)
-    rounds_text = ", ".join(f"{a:,.0f}/{b:,.0f}" for a, b in pairs)
-    cpu_pairs = list(zip(keiko["cpu_rounds"], results["ctr-unlogged"]["cpu_rounds"], strict=True))
-    cpu_overhead = statistics.median(logged / unlogged for logged, unlogged in cpu_pairs) - 1
-    cpu_text = ", ".join(f"{a:.0f}/{b:.0f}" for a, b in cpu_pairs)
+def verdict(met: bool) -> str:
+    return "**met**" if met else "**not met**"
+
+
+def report(results: dict[str, dict], args: argparse.Namespace, info: dict[str, str], tools: str) -> str:
+    keiko = results["keiko"]
+    vs_mlserver, mlserver_rounds = paired(results, "keiko", "mlserver")
+    vs_ceiling, ceiling_rounds = paired(results, "keiko", "ceiling")
+    one_write, write_rounds = paired(results, "keiko", "keiko-two-writes")
+    logged, log_rounds = paired(results, "keiko", "ctr-unlogged")
+    rest, rest_rounds = paired(results, "keiko-v2-rest", "keiko")
+    grpc, grpc_rounds = paired(results, "keiko-v2-grpc", "keiko")
+    speedup = keiko["rps"] / results["naive"]["rps"]
+    eight = results["keiko-8-rows"]
     lines = [
         "## Serving",
         "",
         f"`.venv/bin/python bench/serving.py --seconds {args.seconds:g} --connections {args.connections} "
-        f"--rounds {args.rounds}` "
-        f"({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; {info['nproc']} cores, {info['cpu']}, load {info['load']}; "
-        f"{subprocess.run(['wrk', '--version'], capture_output=True, text=True).stdout.split(' Copyright')[0]}).",
+        f"--rounds {args.rounds}` ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; {info['nproc']} cores, "
+        f"{info['cpu']}, load {info['load']}; {tools}).",
         "",
-        "Single-auction POST /predict (one golden row of the test day per request, 500 distinct rows cycled), "
-        f"two replicas per server, one wrk (1 thread, {args.connections} connections) per replica at once; "
-        "p50/p95/p99 are the worse replica's. Models built from 14 days x 100k synthetic impressions.",
+        "Single-auction requests (one golden row of the test day each, 500 distinct rows cycled; gRPC: h2load sends "
+        f"one row over and over), two replicas per server, one load generator (1 thread, {args.connections} "
+        "connections) per replica at once; p50/p95/p99 are the worse replica's. The compared servers ran in "
+        f"{args.rounds} interleaved rounds (the table shows each one's median round); the others once. Models "
+        "built from 14 days x 100k synthetic impressions.",
         "",
-        "| server | req/s | server CPU us/request | p50 ms | p95 ms | p99 ms | errors | vs its baseline |",
+        "| server | req/s | rows/s | server CPU us/request | p50 ms | p95 ms | p99 ms | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    baselines = {"keiko": "naive", "keiko-cvr": "cvr-unbatched"}
-    for name, label in LABELS.items():
+    for name, server in SERVERS.items():
         r = results[name]
-        versus = f"{r['rps'] / results[baselines[name]]['rps']:.1f}x" if name in baselines else ""
         lines.append(
-            f"| {label} | {r['rps']:,.0f} | {r['cpu_us']:.0f} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} "
-            f"| {r['errors']:.0f} "
-            f"| {versus} |"
+            f"| {server.label} | {r['rps']:,.0f} | {r['rows']:,.0f} | {r['cpu_us']:.0f} | {r['p50']:.2f} "
+            f"| {r['p95']:.2f} | {r['p99']:.2f} | {r['errors']:.0f} |"
         )
-    met = keiko["rps"] >= TARGET_RPS and keiko["p95"] <= TARGET_P95_MS
-    cvr_met = cvr["rps"] >= TARGET_CVR_RPS and cvr["p95"] <= TARGET_P95_MS
     lines += [
         "",
-        f"- ctr target >= {TARGET_RPS:,} req/s at p95 <= {TARGET_P95_MS:g} ms: **{'met' if met else 'not met'}** "
-        f"({keiko['rps']:,.0f} req/s, p95 {keiko['p95']:.2f} ms).",
-        f"- ctr target >= {TARGET_SPEEDUP:g}x the naive baseline: "
-        f"**{'met' if speedup >= TARGET_SPEEDUP else 'not met'}** ({speedup:.1f}x).",
-        f"- cvr target >= {TARGET_CVR_RPS:,} req/s at p95 <= {TARGET_P95_MS:g} ms: "
-        f"**{'met' if cvr_met else 'not met'}** ({cvr['rps']:,.0f} req/s, p95 {cvr['p95']:.2f} ms); "
-        f"micro-batching gives {cvr['rps'] / results['cvr-unbatched']['rps']:.1f}x the unbatched server.",
-        f"- the prediction log costs ctr {log_overhead:.1%} of its req/s (the median over {args.rounds} alternating "
-        f"rounds of logged / unlogged req/s, each pair back to back: {rounds_text}; median rounds' p95 "
-        f"{keiko['p95']:.2f} vs {results['ctr-unlogged']['p95']:.2f} ms): target <= {TARGET_LOG_OVERHEAD:.0%} "
-        f"**{'met' if log_overhead <= TARGET_LOG_OVERHEAD else 'not met'}**; {keiko['logged']:,.0f} rows "
-        f"logged by keiko's replicas in its median round, {keiko['dropped']:,.0f} dropped (buffer full). In server "
-        f"CPU per request (the replicas' own, from /proc) the log costs {cpu_overhead:+.1%} (median of the pairs' "
-        f"ratios; us a request, logged/unlogged: {cpu_text}).",
+        "Ratios are medians of each round's pair (both measured in the same round); `rounds` lists each pair.",
+        "",
+        f"- keiko /predict >= {TARGET_MLSERVER:g}x MLServer's req/s: {verdict(vs_mlserver >= TARGET_MLSERVER)} "
+        f"({vs_mlserver:.2f}x; rounds {mlserver_rounds}). Server CPU a request: keiko {keiko['cpu_us']:.0f} us, "
+        f"MLServer {results['mlserver']['cpu_us']:.0f} us.",
+        f"- keiko /predict >= {TARGET_CEILING:.0%} of the ceiling: {verdict(vs_ceiling >= TARGET_CEILING)} "
+        f"({vs_ceiling:.0%}; rounds {ceiling_rounds}); p95 <= {TARGET_P95_MS:g} ms: "
+        f"{verdict(keiko['p95'] <= TARGET_P95_MS)} ({keiko['p95']:.2f} ms).",
+        f"- keiko /predict >= {TARGET_SPEEDUP:g}x the naive baseline: {verdict(speedup >= TARGET_SPEEDUP)} "
+        f"({speedup:.1f}x).",
+        f"- one write a response (keiko.serving.http_write) against uvicorn's two: {one_write - 1:+.1%} req/s "
+        f"(rounds {write_rounds}).",
+        f"- the inference protocol against /predict, same server: REST {rest:.0%} of /predict's req/s (rounds "
+        f"{rest_rounds}), gRPC {grpc:.0%} (rounds {grpc_rounds}; one row repeated, h2load).",
+        f"- 8 rows a request: {eight['rows']:,.0f} rows/s, {eight['rows'] / keiko['rps']:.1f}x the rows of "
+        "single-row requests.",
+        f"- ctr and cvr in one process, both asked each request: {results['keiko-ctr+cvr']['rps']:,.0f} req/s "
+        f"(each one answer of each model), against {keiko['rps']:,.0f} for ctr alone and "
+        f"{results['keiko-cvr']['rps']:,.0f} for cvr alone.",
+        f"- the prediction log costs ctr {1 - logged:.1%} of its req/s (rounds {log_rounds}): target <= "
+        f"{TARGET_LOG_OVERHEAD:.0%} {verdict(1 - logged <= TARGET_LOG_OVERHEAD)}; {keiko['logged']:,.0f} rows logged "
+        f"by keiko's replicas in its median round, {keiko['dropped']:,.0f} dropped (buffer full).",
         f"- counting the values training never saw costs ctr {1 - keiko['rps'] / results['ctr-uncounted']['rps']:.1%} "
-        f"of its req/s (p50 {keiko['p50']:.2f} vs {results['ctr-uncounted']['p50']:.2f} ms without it).",
-        f"- keiko's ctr server reaches {keiko['rps'] / results['ceiling']['rps']:.0%} of the ceiling, a server that "
-        "does no work at all: the ceiling is what uvicorn's HTTP handling, the kernel's loopback TCP and wrk "
-        "itself cost on these two cores, and bounds any Python server here.",
+        "of its req/s (measured once, not paired: read it as a direction).",
+        f"- cvr: micro-batching gives {results['keiko-cvr']['rps'] / results['cvr-unbatched']['rps']:.1f}x the "
+        "unbatched server.",
     ]
     return "\n".join(lines)
 
 
+def tool_versions() -> str:
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split(" Copyright")[0]
+    h2load_version = subprocess.run(["h2load", "--version"], capture_output=True, text=True).stdout.strip()
+    return f"{wrk_version}; {h2load_version}; MLServer {mlserver_peer.MLSERVER_VERSION}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: `apt-get install wrk` (`make bench-serving` does it)")
+    for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed: `apt-get install {package}` (`make bench-serving` does it)")
     info = machine()
+    mlserver_peer.ensure_env()
     home = Path(tempfile.mkdtemp(prefix="keiko-bench-serving-"))
     try:
         print(f"building the {' and '.join(MODELS)} models in {home}", flush=True)
         built = build_models(home)
-        requests = {}
-        for model, (_, golden) in built.items():
-            rows, expected, bodies = golden_requests(golden, home / f"{model}-bodies.jsonl")
-            script = home / f"{model}.lua"
-            script.write_text(WRK_SCRIPT % {"bodies": bodies})
-            requests[model] = rows, expected, script
-        turns = [(name, model) for name, model in SERVERS.items() if name not in ALTERNATING]
-        alternating = [(name, SERVERS[name]) for _ in range(args.rounds) for name in ALTERNATING]
-        measured: dict[str, list[dict[str, float]]] = {}
+        artifacts = {model: artifact for model, (artifact, _) in built.items()}
+        data = {model: read_golden(golden) for model, (_, golden) in built.items()}
+        loads = {}
+        for name, server in SERVERS.items():
+            load = write_bodies(server.request, server.model, data[server.model], home / f"{name}.bodies")
+            if server.request != "v2-grpc":
+                script = home / f"{name}.lua"
+                path = PATHS[server.request].format(model=server.model)
+                script.write_text(WRK_SCRIPT % {"bodies": load, "path": path})
+                load = script
+            loads[name] = load
+        compared = [name for name, server in SERVERS.items() if server.rounds]
+        order = [name for _ in range(args.rounds) for name in compared]
+        order += [name for name, server in SERVERS.items() if not server.rounds]
+        measured: dict[str, list[dict]] = {}
         unlogged = unlogged_project(home)
-        for name, model in [*alternating, *turns]:
-            env = {**child_env(home), "KEIKO_BENCH_MODEL": str(built[model][0]), "KEIKO_BENCH_MODEL_NAME": model}
-            if name == "ctr-unlogged":
+        for name in order:
+            server = SERVERS[name]
+            env = {**child_env(home), "KEIKO_BENCH_MODEL": str(artifacts[server.model]),
+                   "KEIKO_BENCH_MODEL_NAME": server.model}  # fmt: skip
+            if server.kind == "keiko-unlogged":
                 env["KEIKO_PROJECT_DIR"] = str(unlogged)
-            rows, expected, script = requests[model]
             offset = list(SERVERS).index(name)
-            ports = [args.port + 2 * offset, args.port + 2 * offset + 1]
+            ports = [(args.port + 4 * offset + i, args.port + 4 * offset + 2 + i) for i in range(2)]
             log = home / f"{name}.log"
-            with replicas(name, ports, env, log) as (urls, pids):
+            with replicas(commands(server.kind, home, artifacts), ports, env, log) as pids:
                 try:
-                    wait_and_check(name, urls, rows, expected)
+                    wait_and_check(name, server, ports, data[server.model])
                 except SystemExit:
                     print(f"{name}'s log:\n{log.read_text()[-3000:]}", flush=True)
                     raise
-                result = measure(name, urls, pids, script, args)
-                result.update(prediction_log_counts(urls))
+                result = measure(name, server, ports, pids, loads[name], args)
+                logged = server.kind.startswith("keiko") and server.kind != "keiko-two-writes"
+                result.update(prediction_log_counts([f"http://127.0.0.1:{p}" for p, _ in ports]) if logged else {})
             measured.setdefault(name, []).append(result)
         results = {name: median_result(runs) for name, runs in measured.items()}
-        section = report(results, args, info)
+        section = report(results, args, info, tool_versions())
         print("\n" + section, flush=True)
         if not args.no_write:
             write_section(args.results, "serving", section)

@@ -205,6 +205,18 @@ def serve_in_thread(app, **config):
         thread.join(timeout=10)
 
 
+def schemathesis_run(url: str, max_examples: int = 25) -> subprocess.CompletedProcess:
+    """schemathesis' every check against the live server at `url`, from its own /openapi.json (the checks, their
+    exceptions and why, in tests/integration/schemathesis.toml); its output is the failure message."""
+    config = ROOT / "tests" / "integration" / "schemathesis.toml"
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(config), "run",
+         f"{url}/openapi.json", "--max-examples", str(max_examples), "--workers", "1",
+         "--seed", "7"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
 @contextlib.contextmanager
 def webhook_receiver():
     """A loopback HTTP server that keeps the JSON body of every POST; yields (its URL, the bodies)."""
@@ -251,29 +263,29 @@ def serving(urls: list[str]) -> list[tuple[int, int | None]]:
     return answers
 
 
-def v1_bytes() -> bytes:
-    """The artifact of ctr v1 in the current KEIKO_HOME."""
+def v1_bytes(model: str = "ctr") -> bytes:
+    """The artifact of `model`'s v1 in the current KEIKO_HOME."""
     from keiko.config import settings
     from keiko.registry import open_registry
     from keiko.storage import open_store
 
-    v1 = open_registry(settings().registry_url).get("ctr", 1)
+    v1 = open_registry(settings().registry_url).get(model, 1)
     return open_store(settings()).read_bytes(v1.artifact_uri)
 
 
-def register_variant(artifact: bytes, *, sha256: str | None = None, window_start: str) -> int:
-    """Another version of ctr whose artifact is `artifact` (and, to break it, a sha256 that is not its own)."""
+def register_variant(artifact: bytes, *, sha256: str | None = None, window_start: str, model: str = "ctr") -> int:
+    """Another version of `model` whose artifact is `artifact` (and, to break it, a sha256 that is not its own)."""
     from keiko.config import settings
     from keiko.registry import open_registry
 
     registry = open_registry(settings().registry_url)
-    v1 = registry.get("ctr", 1)
-    path = settings().home / "artifacts" / "ctr" / "variants" / f"{window_start}.npz"
+    v1 = registry.get(model, 1)
+    path = settings().home / "artifacts" / model / "variants" / f"{window_start}.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(artifact)
     fields = {k: getattr(v1, k) for k in ("ds", "window_end", "code_version", "config_sha256", "features_sha256")}
     registration = registry.register(
-        model="ctr",
+        model=model,
         window_start=window_start,
         artifact_uri=path.as_uri(),
         artifact_sha256=sha256 or hashlib.sha256(artifact).hexdigest(),

@@ -167,13 +167,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_replicas(args: argparse.Namespace, port: int, replicas: int) -> int:
+def _serve_replicas(args: argparse.Namespace, port: int, grpc_port: int | None, replicas: int) -> int:
     """One `keiko serve` process per replica on consecutive ports; stops them all when stopped."""
     import signal
     import subprocess
 
-    command = [sys.executable, "-m", "keiko", "serve", "--model", args.model, "--host", args.host, "--replicas", "1"]
-    children = [subprocess.Popen([*command, "--port", str(port + i)]) for i in range(replicas)]
+    models = [item for model in args.model for item in ("--model", model)]
+    command = [sys.executable, "-m", "keiko", "serve", *models, "--host", args.host, "--replicas", "1"]
+    children = [
+        subprocess.Popen(
+            [*command, "--port", str(port + i), *(["--grpc-port", str(grpc_port + i)] if grpc_port else ["--no-grpc"])]
+        )
+        for i in range(replicas)
+    ]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # -> finally: stop the replicas too
     try:
         while all(child.poll() is None for child in children):
@@ -192,25 +198,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from keiko.modeldef import load_model
 
     if args.host not in LOOPBACK_HOSTS and not os.environ.get("KEIKO_ADMIN_TOKEN"):
-        raise KeikoError(f"--host {args.host} is reachable beyond this machine: set KEIKO_ADMIN_TOKEN for /admin/load")
-    serving = load_model(args.model).config.serving
+        raise KeikoError(f"--host {args.host} is reachable beyond this machine: set KEIKO_ADMIN_TOKEN for /admin/*")
+    if len(set(args.model)) != len(args.model):
+        raise KeikoError(f"--model names a model twice: {' '.join(args.model)}")
+    serving = load_model(args.model[0]).config.serving  # the first model's settings are the process's
     port = args.port or serving.port
+    grpc_port = None if args.no_grpc else args.grpc_port or serving.grpc_port
     replicas = args.replicas or serving.replicas
+    last = port + replicas - 1
+    where = f"http://{args.host}:{port}" + (f"..{last}" if replicas > 1 else "")
+    grpc = ""
+    if grpc_port:
+        grpc = f", gRPC {args.host}:{grpc_port}" + (f"..{grpc_port + replicas - 1}" if replicas > 1 else "")
+    if len(args.model) == 1:
+        print(f"serving {args.model[0]}: {replicas} replica(s) on {where}{grpc}", flush=True)
+    else:
+        print(f"serving {', '.join(args.model)} in each of {replicas} replica(s) on {where}{grpc}", flush=True)
+        for model in args.model:
+            urls = ",".join(f"http://{args.host}:{p}/models/{model}" for p in range(port, last + 1))
+            print(f"  {model}: its rollouts need KEIKO_SERVING_URLS_{model.upper()}={urls}", flush=True)
     if replicas > 1:
-        print(f"serving {args.model}: {replicas} replicas on http://{args.host}:{port}..{port + replicas - 1}")
-        return _serve_replicas(args, port, replicas)
+        return _serve_replicas(args, port, grpc_port, replicas)
 
     import uvicorn
 
     from keiko.serving.app import create_app
+    from keiko.serving.http_write import OneWriteHttpToolsProtocol
 
-    print(f"serving {args.model} on http://{args.host}:{port}", flush=True)
     uvicorn.run(
-        create_app(args.model),
+        create_app(args.model, grpc_port=grpc_port, grpc_address=args.host),
         host=args.host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=OneWriteHttpToolsProtocol,
         log_level="warning",
         access_log=False,
     )
@@ -347,8 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=cmd_models)
 
     serve = sub.add_parser("serve", help="run a model server, or several replicas of it")
-    serve.add_argument("--model", required=True)
+    serve.add_argument(
+        "--model", required=True, action="append", help="a model to host; repeat it to host several in each replica"
+    )
     serve.add_argument("--port", type=_positive, help="first replica's port (default: serving.port of model.yaml)")
+    serve.add_argument(
+        "--grpc-port", type=_positive, help="first replica's gRPC port (default: serving.grpc_port of model.yaml)"
+    )
+    serve.add_argument("--no-grpc", action="store_true", help="serve no gRPC")
     serve.add_argument(
         "--replicas", type=_positive, help="replicas on consecutive ports (default: serving.replicas of model.yaml)"
     )

@@ -149,6 +149,9 @@ class PredictionLog(_Strict):
 
 class Serving(_Strict):
     port: int = Field(ge=1024, le=65535)
+    grpc_port: int | None = Field(
+        default=None, ge=1024, le=65535, description="the inference protocol over gRPC, first replica's; none: off"
+    )
     replicas: int = Field(default=1, ge=1)
     p95_latency_ms: float = Field(default=10.0, gt=0, description="gate_serving: p95 of single-row /predict calls")
     skew_tolerance: float = Field(default=1e-6, gt=0, description="gate_serving: |served - offline| per row")

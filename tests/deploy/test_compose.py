@@ -381,6 +381,8 @@ def test_model_servers_run_the_kubernetes_command_and_are_reachable(compose):
         assert service.get("read_only", False) == security.get("readOnlyRootFilesystem", False), name
         container_port = int(serve_arguments(service)["--port"])
         assert container_port in published_ports(service).values(), f"{name}: {container_port} is not published"
+        grpc_port = int(serve_arguments(service)["--grpc-port"])
+        assert grpc_port in published_ports(service).values(), f"{name}: gRPC {grpc_port} is not published"
         host_ports += list(published_ports(service))
     assert len(host_ports) == len(set(host_ports)), f"two services publish the same host port: {host_ports}"
 

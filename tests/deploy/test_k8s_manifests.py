@@ -137,8 +137,8 @@ def test_the_deployment_rolls_without_losing_capacity(manifests):
 def test_probes_hit_readyz_and_healthz_on_the_named_port(manifests):
     pod = manifests["Deployment"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    port = manifests["serving"].port
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": port}
+    port, grpc = manifests["serving"].port, manifests["serving"].grpc_port
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": port, "grpc": grpc}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     command = container["command"]
@@ -146,6 +146,7 @@ def test_probes_hit_readyz_and_healthz_on_the_named_port(manifests):
     # reachable from the kubelet and the Service (the CLI's default host is loopback), one process per pod
     assert command[command.index("--host") + 1] == "0.0.0.0"
     assert command[command.index("--port") + 1] == str(port)
+    assert command[command.index("--grpc-port") + 1] == str(grpc)
     assert command[command.index("--replicas") + 1] == "1"
 
 
@@ -194,8 +195,11 @@ def test_service_and_pdb_select_the_deployments_pods(manifests):
     assert selector.items() <= pod_labels.items()
     service = manifests["Service"]["spec"]
     assert service["type"] == "ClusterIP" and service["selector"] == selector
-    port = manifests["serving"].port
-    assert service["ports"] == [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]
+    port, grpc = manifests["serving"].port, manifests["serving"].grpc_port
+    assert service["ports"] == [
+        {"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"},
+        {"name": "grpc", "port": grpc, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"},
+    ]
     pdb = manifests["PodDisruptionBudget"]["spec"]
     assert pdb["selector"]["matchLabels"] == selector and pdb["minAvailable"] == 1
 

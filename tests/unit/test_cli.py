@@ -98,7 +98,7 @@ def started(monkeypatch):
 
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda _app, *, host, **_kw: calls.append(("uvicorn", host)))
-    monkeypatch.setattr(keiko.cli, "_serve_replicas", lambda _args, _port, n: calls.append(("replicas", n)) or 0)
+    monkeypatch.setattr(keiko.cli, "_serve_replicas", lambda _a, _port, _grpc, n: calls.append(("replicas", n)) or 0)
     return calls
 
 

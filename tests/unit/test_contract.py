@@ -58,6 +58,8 @@ NOT_RUN_ARTIFACTS = {
         "the remote logo GE's pages load, which data_docs replaces"
     ),
     ("gates/data_docs.py", "*.html"): "the pages of a Data Docs site GE built",
+    ("serving/inference_protocol.py", "/versions/{version}"): "the inference protocol's URL path of a model version",
+    ("serving/openapi.py", "/openapi.json"): "the URL path of the model server's OpenAPI document",
 }
 
 

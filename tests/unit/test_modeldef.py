@@ -78,6 +78,7 @@ def test_models_serve_on_ports_no_other_model_uses():
     taken: dict[int, str] = {}
     for name in model_names():
         serving = load_model(name).config.serving
-        for port in range(serving.port, serving.port + serving.replicas):
-            assert port not in taken, f"{name} and {taken[port]} both serve on port {port}"
-            taken[port] = name
+        for first in (serving.port, serving.grpc_port):  # REST, and the inference protocol's gRPC
+            for port in range(first, first + serving.replicas) if first else ():
+                assert port not in taken, f"{name} and {taken[port]} both serve on port {port}"
+                taken[port] = name

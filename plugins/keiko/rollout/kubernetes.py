@@ -10,7 +10,7 @@ template goes back to the previous ReplicaSet's, as `kubectl rollout undo` does.
 
 A canary (`split`) is the same kind of change: the patch pins KEIKO_MODEL_VERSION to the stable version and adds
 KEIKO_CANARY_VERSION, _WEIGHT and _SALT (with annotations keiko.io/canary-version and keiko.io/canary-weight), so
-every new pod loads both versions before it is ready (keiko.serving.app `ModelServer.load_initial`) and splits the
+every new pod loads both versions before it is ready (`ModelServer.load_initial`) and splits the
 users itself. `run` ends any canary in the same patch that names its version (`$patch: delete` of the canary env,
 null annotations): promoting is run(canary), reverting run(stable). A weight change is one more pod rollout.
 """
@@ -35,7 +35,7 @@ CONTAINER = "model-server"
 VERSION_ENV = "KEIKO_MODEL_VERSION"
 VERSION_ANNOTATION = "keiko.io/model-version"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
-# A canary's env (read by keiko.serving.app at start) and annotations: set by `split`, removed by `run`.
+# A canary's env (read by keiko.serving.model_server at start) and annotations: set by `split`, removed by `run`.
 CANARY_VERSION_ENV = "KEIKO_CANARY_VERSION"
 CANARY_WEIGHT_ENV = "KEIKO_CANARY_WEIGHT"
 CANARY_SALT_ENV = "KEIKO_CANARY_SALT"

@@ -46,8 +46,14 @@ class LocalRollout(Rollout):
         status = server.version()
         # Two models configured on the same ports would otherwise load each other's versions.
         if status.get("model") != self.model:
+            hosted = status.get("models") or {}  # a process hosting several answers for each under /models/<model>
+            where = (
+                f" (it hosts {', '.join(hosted)}: {server.base_url}/models/{self.model})"
+                if self.model in hosted
+                else ""
+            )
             raise KeikoError(
-                f"{server.base_url} serves model {status.get('model')!r}, not {self.model!r}: "
+                f"{server.base_url} serves model {status.get('model')!r}, not {self.model!r}{where}: "
                 "check serving.port in model.yaml and KEIKO_SERVING_URLS_*"
             )
         return status

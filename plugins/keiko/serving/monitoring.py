@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from keiko.contract import VariantCounts
 
 if TYPE_CHECKING:
-    from keiko.serving.app import ModelServer
+    from keiko.serving.model_server import ModelServer
 
 
 class ServerCollector(Collector):
@@ -48,7 +48,8 @@ class ServerCollector(Collector):
                 unseen.add_metric([model, str(version), field, kind], count)
         refused = CounterMetricFamily(
             "keiko_serving_refused_requests",
-            "/predict requests answered without scoring: body_too_large and too_many_rows (413), invalid_request (422)",
+            "Requests answered without scoring: body_too_large and too_many_rows (413), invalid_request "
+            "(422; 400 in the inference protocol)",
             labels=["model", "reason"],
         )
         for reason, count in self.server.refused.items():
@@ -86,31 +87,34 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5
 
 
 class RequestMetrics:
-    """/predict's requests by variant and HTTP status, and their latency by variant: what a canary's analysis
-    compares (`variant` is stable or canary, `unrouted` for a request refused before it was routed)."""
+    """A model's requests by protocol, variant and status, and their latency by variant: what a canary's analysis
+    compares (`variant` is stable or canary, `unrouted` for a request refused before it was routed; `protocol` is
+    predict (keiko's /predict), v2_rest or v2_grpc (the Open Inference Protocol); a gRPC status is counted as the
+    HTTP status it maps to)."""
 
     def __init__(self, model: str, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "keiko_serving_requests",
-            "/predict requests by variant and HTTP status",
-            ["model", "variant", "status"],
+            "Requests by protocol, variant and HTTP status",
+            ["model", "protocol", "variant", "status"],
             registry=registry,
         )
         self.latency = Histogram(
             "keiko_serving_request_seconds",
-            "/predict latency in the server by variant, seconds",
+            "Latency in the server by variant, seconds",
             ["model", "variant"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.model = model
-        self._children: dict[tuple[int, str], tuple[Counter, Histogram]] = {}
+        self._children: dict[tuple[int, str, str], tuple[Counter, Histogram]] = {}
 
-    def observe(self, status: int, seconds: float, variant: str) -> None:
-        children = self._children.get((status, variant))
-        if children is None:  # labels() looks the child up under a lock: once per status and variant, not per request
-            children = self._children[(status, variant)] = (
-                self.requests.labels(self.model, variant, str(status)),
+    def observe(self, status: int, seconds: float, variant: str, protocol: str) -> None:
+        key = (status, variant, protocol)
+        children = self._children.get(key)
+        if children is None:  # labels() looks the child up under a lock: once per label set, not per request
+            children = self._children[key] = (
+                self.requests.labels(self.model, protocol, variant, str(status)),
                 self.latency.labels(self.model, variant),
             )
         children[0].inc()
@@ -122,6 +126,30 @@ def metrics_registry(server: ModelServer) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServerCollector(server))
     return registry
+
+
+class ProcessCollector(Collector):
+    """Every hosted model's metrics as one exposition (GET /metrics of a process hosting several): a metric family
+    is one block in Prometheus' text format, so each family's samples are merged across the models' registries."""
+
+    def __init__(self, registries: list[CollectorRegistry]) -> None:
+        self.registries = registries
+
+    @classmethod
+    def registry(cls, registries: list[CollectorRegistry]) -> CollectorRegistry:
+        merged = CollectorRegistry(auto_describe=False)
+        merged.register(cls(registries))
+        return merged
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for registry in self.registries:
+            for family in registry.collect():
+                merged = families.get(family.name)
+                if merged is None:
+                    merged = families[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+                merged.samples.extend(family.samples)
+        yield from families.values()
 
 
 def exposition(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:

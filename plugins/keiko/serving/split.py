@@ -1,8 +1,8 @@
 """Which variant of a model answers a request: the traffic split of a canary or an A/B experiment.
 
-The split happens inside each model server, which holds both versions (keiko.serving.app): no extra network hop
-on the hot path, and the same locally and on Kubernetes. A user's place in the split is a salted hash of their
-user id, a number in [0, 1) that every replica computes alike; the user is on the canary when it is below the
+The split happens inside each model server, which holds both versions (keiko.serving.model_server): no extra
+network hop on the hot path, and the same locally and on Kubernetes. A user's place in the split is a salted hash
+of their user id, a number in [0, 1) that every replica computes alike; the user is on the canary when it is below the
 canary's weight. So a user keeps one variant across requests and replicas, a new salt (a new rollout) draws the
 users afresh, and raising the weight only moves users from stable to canary, never back.
 """

@@ -9,16 +9,25 @@ from collections.abc import Mapping
 from typing import Annotated, Any, NotRequired
 
 import msgspec
-from pydantic import ConfigDict, Field, TypeAdapter, with_config
+from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, with_config
 from typing_extensions import TypedDict
 
 from keiko.errors import ModelConfigError
 from keiko.modeldef import Serving
 
+
+def _iso_text(value: Any) -> Any:
+    if not isinstance(value, str | dt.datetime):
+        raise ValueError("a timestamp is an ISO 8601 string, such as 2026-11-21T09:30:00")
+    return value
+
+
+# Numbers are strict: a JSON number, never true, "3" or (for an int) 3.0; a timestamp is text, never a number. Lax
+# parsing would score a floor_price of false as 0.0 and an event_time of 0 as 1970 (both found by schemathesis).
 _TYPES: dict[str, Any] = {
-    "int": Annotated[int, Field(ge=-(2**63), le=2**63 - 1)],  # int64 columns, as in the warehouse
-    "float": Annotated[float, Field(allow_inf_nan=False)],
-    "timestamp": dt.datetime,
+    "int": Annotated[int, Field(ge=-(2**63), le=2**63 - 1, strict=True)],  # int64 columns, as in the warehouse
+    "float": Annotated[float, Field(allow_inf_nan=False, strict=True)],
+    "timestamp": Annotated[dt.datetime, BeforeValidator(_iso_text)],
 }
 GOT_MAX_CHARS = 80  # of a refused value echoed in an error: a 1 MB string is not sent back
 REQUEST_ID_MAX_CHARS = 128

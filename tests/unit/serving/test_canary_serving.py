@@ -107,7 +107,8 @@ def test_metrics_count_each_variants_requests_on_each_replica(canary, one_row):
     texts = [client.metrics() for client in clients]
     for text, expected in zip(texts, sent, strict=True):
         for variant in ("canary", "stable"):
-            line = f'keiko_serving_requests_total{{model="ctr",status="200",variant="{variant}"}} {expected[variant]}.0'
+            labels = f'model="ctr",protocol="predict",status="200",variant="{variant}"'
+            line = f"keiko_serving_requests_total{{{labels}}} {expected[variant]}.0"
             assert line in text, line
         counted = variant_counts(text)
         assert {v: counted[v].requests for v in ("canary", "stable")} == dict(expected)

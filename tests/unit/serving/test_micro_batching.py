@@ -3,7 +3,7 @@
 import asyncio
 from types import SimpleNamespace
 
-from keiko.serving.app import MicroBatcher
+from keiko.serving.model_server import MicroBatcher
 from keiko.serving.unseen import UnseenValues
 
 

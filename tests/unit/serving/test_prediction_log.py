@@ -137,8 +137,9 @@ def test_a_server_logs_every_answered_row_and_writes_them_at_shutdown(run_home, 
         assert refused.status_code == 422 and "request_id" in refused.text
         metrics = httpx.get(f"{url}/metrics").text
         assert 'keiko_prediction_log_rows_total{model="ctr",outcome="logged"} 4.0' in metrics
-        assert 'keiko_serving_requests_total{model="ctr",status="200",variant="stable"} 4.0' in metrics
-        assert 'keiko_serving_requests_total{model="ctr",status="422",variant="unrouted"} 1.0' in metrics
+        requests = 'keiko_serving_requests_total{model="ctr",protocol="predict",status="%s",variant="%s"} %s'
+        assert requests % (200, "stable", "4.0") in metrics
+        assert requests % (422, "unrouted", "1.0") in metrics
         assert 'keiko_serving_request_seconds_count{model="ctr",variant="stable"} 4.0' in metrics
     # The server has stopped (uvicorn's shutdown, as on SIGTERM): what it held is in the warehouse.
     rows = read_log(run_home / "served")  # conftest.use_home: the log of this test's servers

@@ -12,7 +12,8 @@ from starlette.testclient import TestClient
 from conftest import DS
 from keiko.modeldef import load_model
 from keiko.rollout import json_rows
-from keiko.serving.app import ROW_PATH_MAX_ROWS, create_app
+from keiko.serving.app import create_app
+from keiko.serving.model_server import ROW_PATH_MAX_ROWS
 from keiko.serving.row_scorer import RowScorer
 from keiko.serving.validation import request_adapter
 
