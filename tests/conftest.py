@@ -434,7 +434,7 @@ def airflow_and_servers(env: dict[str, str], model: str, replicas: int = 1):
     served = (Path(env["KEIKO_HOME"]) / "served" / "predictions").as_uri()  # as use_home: not the shared warehouse
     env = {"KEIKO_PREDICTION_LOG_URL": served, **env, f"KEIKO_SERVING_URLS_{model.upper()}": ",".join(urls)}
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
-    serve = [sys.executable, "-m", "keiko", "serve", "--model", model, "--replicas", "1", "--port"]
+    serve = [sys.executable, "-m", "keiko", "serve", "--model", model, "--no-grpc", "--replicas", "1", "--port"]
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT}
     servers = [subprocess.Popen([*serve, url.rsplit(":", 1)[1]], env=env, **quiet) for url in urls]
     try:

@@ -203,7 +203,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise KeikoError(f"--model names a model twice: {' '.join(args.model)}")
     serving = load_model(args.model[0]).config.serving  # the first model's settings are the process's
     port = args.port or serving.port
-    grpc_port = None if args.no_grpc else args.grpc_port or serving.grpc_port
+    grpc_port = None if args.no_grpc or serving.grpc_port is None else args.grpc_port or serving.grpc_port
+    if args.port and not args.grpc_port and grpc_port is not None:  # moved with --port: two servers never share it
+        grpc_port = args.port + serving.grpc_port - serving.port
     replicas = args.replicas or serving.replicas
     last = port + replicas - 1
     where = f"http://{args.host}:{port}" + (f"..{last}" if replicas > 1 else "")
@@ -372,7 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=_positive, help="first replica's port (default: serving.port of model.yaml)")
     serve.add_argument(
-        "--grpc-port", type=_positive, help="first replica's gRPC port (default: serving.grpc_port of model.yaml)"
+        "--grpc-port",
+        type=_positive,
+        help="first replica's gRPC port (default: serving.grpc_port of model.yaml; with --port, as far from it as "
+        "grpc_port is from serving.port)",
     )
     serve.add_argument("--no-grpc", action="store_true", help="serve no gRPC")
     serve.add_argument(

@@ -72,7 +72,19 @@ class Traffic:
 
 
 def serve(port: int, env: dict) -> subprocess.Popen:
-    command = [sys.executable, "-m", "keiko", "serve", "--model", "ctr", "--replicas", "2", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "keiko",
+        "serve",
+        "--model",
+        "ctr",
+        "--no-grpc",
+        "--replicas",
+        "2",
+        "--port",
+        str(port),
+    ]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -91,14 +91,17 @@ def test_other_commands_exit_through_the_interpreter(keiko_home):
 
 @pytest.fixture
 def started(monkeypatch):
-    """What `keiko serve` would have started, recorded instead of run: ("uvicorn", host) or ("replicas", n)."""
+    """What `keiko serve` would have started, recorded instead of run: ("uvicorn", host), ("replicas", n) and
+    ("grpc", the gRPC port the app was made with)."""
     import uvicorn
 
     import keiko.cli
+    import keiko.serving.app
 
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda _app, *, host, **_kw: calls.append(("uvicorn", host)))
     monkeypatch.setattr(keiko.cli, "_serve_replicas", lambda _a, _port, _grpc, n: calls.append(("replicas", n)) or 0)
+    monkeypatch.setattr(keiko.serving.app, "create_app", lambda models, **kw: calls.append(("grpc", kw["grpc_port"])))
     return calls
 
 
@@ -122,4 +125,20 @@ def test_serve_beyond_loopback_with_a_token_and_on_loopback_without_one_starts(k
     monkeypatch.delenv("KEIKO_ADMIN_TOKEN")
     assert main(["serve", "--model", "ctr", "--replicas", "1"]) == 0
     assert main(["serve", "--model", "ctr", "--host", "localhost"]) == 0
-    assert started == [("uvicorn", "0.0.0.0"), ("uvicorn", "127.0.0.1"), ("replicas", 2)]
+    assert [call for call in started if call[0] != "grpc"] == [
+        ("uvicorn", "0.0.0.0"), ("uvicorn", "127.0.0.1"), ("replicas", 2)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flags", "grpc_port"),
+    [
+        ([], 8621),  # serving.grpc_port
+        (["--port", "9000"], 9020),  # moved with --port, as far from it as in model.yaml
+        (["--port", "9000", "--grpc-port", "9500"], 9500),
+        (["--no-grpc"], None),
+    ],
+)
+def test_serve_puts_grpc_where_the_flags_say(flags, grpc_port, keiko_home, started):
+    assert main(["serve", "--model", "ctr", "--replicas", "1", *flags]) == 0
+    assert ("grpc", grpc_port) in started

@@ -56,6 +56,8 @@ REFUSALS = ("body_too_large", "too_many_rows", "invalid_request")  # /metrics: k
 class VersionNotServed(KeikoError):
     """A request named a version this server does not serve (neither the stable one nor the canary)."""
 
+    status = 404  # as the inference protocol answers it
+
 
 @dataclass(frozen=True)
 class Answer:

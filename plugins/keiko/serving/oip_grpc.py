@@ -34,7 +34,9 @@ from keiko.serving.protos import METHODS, SERVICE, message
 
 log = logging.getLogger("keiko.serving")
 ModelInferRequest, ModelInferResponse = METHODS["ModelInfer"]
-ModelMetadataResponse = METHODS["ModelMetadata"][1]
+ServerLiveResponse, ServerReadyResponse, ServerMetadataResponse, ModelReadyResponse, ModelMetadataResponse = (
+    METHODS[name][1] for name in ("ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata")
+)
 TensorMetadata = message("ModelMetadataResponse.TensorMetadata")
 PROTOCOL = "v2_grpc"  # /metrics' protocol label
 # The code of each refusal, by the HTTP status REST answers it with (which /metrics counts for gRPC too).
@@ -90,17 +92,17 @@ class InferenceService:
         return group, group.version(version) if version else None
 
     async def ServerLive(self, request, context):
-        return METHODS["ServerLive"][1](live=True)
+        return ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context):
-        return METHODS["ServerReady"][1](ready=all(s.current is not None for s in self.host.servers.values()))
+        return ServerReadyResponse(ready=all(s.current is not None for s in self.host.servers.values()))
 
     async def ServerMetadata(self, request, context):
-        return METHODS["ServerMetadata"][1](name=SERVER_NAME, version=keiko.__version__)
+        return ServerMetadataResponse(name=SERVER_NAME, version=keiko.__version__)
 
     async def ModelReady(self, request, context):
         try:
-            return METHODS["ModelReady"][1](ready=self._group(request.name, request.version)[0].ready())
+            return ModelReadyResponse(ready=self._group(request.name, request.version)[0].ready())
         except (ProtocolError, VersionNotServed) as exc:
             await abort(context, exc)
 
@@ -130,9 +132,8 @@ class InferenceService:
         except (ProtocolError, VersionNotServed) as exc:
             if group is not None:
                 group.refuse(exc)
-            status = getattr(exc, "status", 404)
-            observe(servers or (group.servers if group else ()), status, started)
-            await context.abort(CODES[status], str(exc))
+            observe(servers or (group.servers if group else ()), exc.status, started)
+            await abort(context, exc)
         except Exception:
             log.exception("scoring failed")
             observe(servers, 500, started)
@@ -156,7 +157,7 @@ def observe(servers: Sequence[ModelServer], status: int, started: float) -> None
 
 
 async def abort(context: grpc.aio.ServicerContext, exc: ProtocolError | VersionNotServed) -> None:
-    await context.abort(CODES[getattr(exc, "status", 404)], str(exc))
+    await context.abort(CODES[exc.status], str(exc))
 
 
 async def start_grpc(host: Host, port: int, address: str = "127.0.0.1") -> tuple[grpc.aio.Server, int]:

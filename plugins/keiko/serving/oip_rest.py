@@ -183,7 +183,7 @@ class InferEndpoint:
             status = 200
             answer, extra = encode_response(group, servers, answers, request)
         except (ProtocolError, VersionNotServed) as exc:
-            status = getattr(exc, "status", 404)
+            status = exc.status
             answer, extra = error_body(str(exc)), []
             if group is not None:
                 group.refuse(exc)
@@ -208,8 +208,8 @@ def oip_routes(host: Host) -> list[BaseRoute]:
             group.version(version)
         return group
 
-    def refused(exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=getattr(exc, "status", 404))
+    def refused(exc: ProtocolError | VersionNotServed) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
     async def live(_: Request) -> JSONResponse:
         return JSONResponse({"live": True})
