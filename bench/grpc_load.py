@@ -31,7 +31,6 @@ What h2load cannot do, and what is done instead:
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import re
 import shutil
@@ -42,6 +41,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from mlserver_peer import oip_value
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 HEADERS = ("content-type: application/grpc", "te: trailers")
@@ -61,10 +62,9 @@ _STATUS = re.compile(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx
 
 
 def _element(value: Any, kind: str) -> Any:
-    if kind in ("str", "timestamp"):
-        text = value.isoformat() if isinstance(value, dt.datetime | dt.date) else str(value)
-        return text.encode()
-    return value
+    """A row's value as a gRPC tensor holds it: what the REST body holds (mlserver_peer.oip_value), text as bytes."""
+    value = oip_value(value, kind)
+    return str(value).encode() if kind in ("str", "timestamp") else value
 
 
 def infer_request(

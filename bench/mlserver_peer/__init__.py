@@ -226,7 +226,7 @@ def command(
     return argv, _child_env(env, workdir)
 
 
-def _oip_value(value: Any, kind: str) -> Any:
+def oip_value(value: Any, kind: str) -> Any:
     """A row's value as OIP JSON holds it: timestamps as ISO 8601 strings (keiko's /predict JSON takes the same)."""
     if kind == "timestamp" and isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
@@ -246,7 +246,7 @@ def oip_body(
     fields = {**schema, **(extra or {})}
     inputs = [
         {"name": name, "shape": [len(rows)], "datatype": DATATYPES[kind],
-         "data": [_oip_value(row[name], kind) for row in rows]}
+         "data": [oip_value(row[name], kind) for row in rows]}
         for name, kind in fields.items()
     ]  # fmt: skip
     return {"inputs": inputs, "outputs": [{"name": model_name}]}

@@ -20,7 +20,6 @@ model's prediction log (keiko.serving.prediction_log), off the request path; the
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
@@ -44,7 +43,7 @@ from keiko.registry import open_registry
 from keiko.serving.auth import VARIANT_HEADER, asked_variant, bearer_token_matches
 from keiko.serving.inference_protocol import GROUP_SEPARATOR, ModelGroup, ModelNotFound
 from keiko.serving.limits import BodyTooLarge, read_body
-from keiko.serving.model_server import Answer, Canary, ModelServer, encode_predictions
+from keiko.serving.model_server import Answer, Canary, ModelServer, answer_all, encode_predictions
 from keiko.serving.monitoring import ProcessCollector, exposition
 from keiko.serving.prediction_log import PredictionLog
 from keiko.serving.split import TrafficSplit
@@ -108,10 +107,6 @@ class Host:
             self._groups[name] = group  # only names of hosted models get here: a bounded set
         return group
 
-    def max_body_bytes(self, group: ModelGroup | None) -> int:
-        servers = group.servers if group is not None else self.servers.values()
-        return min(server.limits.max_body_bytes for server in servers)
-
     def asked(self, headers: Mapping[bytes, bytes]) -> str | None:
         """The variant a request's X-Keiko-Variant asks for. Header bytes are latin-1 (ASGI), never decoded as
         UTF-8: a stray byte is a header that asks nothing."""
@@ -138,7 +133,7 @@ class PredictEndpoint:
             await respond(send, 404, error_body(str(exc)))
             return
         try:
-            body = await read_body(scope, receive, self.host.max_body_bytes(group))
+            body = await read_body(scope, receive, group.max_body_bytes)
         except BodyTooLarge as exc:
             group.refuse(exc)
             status, answer, variants = 413, exc.response(), [UNROUTED] * len(group.servers)
@@ -172,10 +167,7 @@ class PredictEndpoint:
             requests.append(request)
         asked = self.host.asked(dict(scope["headers"])) if any(s.canary for s in servers) else None
         try:
-            if len(servers) == 1:
-                answers = [await servers[0].answer(requests[0], asked)]
-            else:
-                answers = await asyncio.gather(*(s.answer(r, asked) for s, r in zip(servers, requests, strict=True)))
+            answers = await answer_all(servers, requests, asked)
         except Exception:
             log.exception("scoring failed")
             return 500, error_body("scoring failed"), [UNROUTED] * len(servers)

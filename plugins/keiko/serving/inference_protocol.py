@@ -17,7 +17,6 @@ turns them into /predict's rows, so every protocol goes through the same validat
 
 from __future__ import annotations
 
-import asyncio
 import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,7 +27,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from keiko.serving.limits import BodyTooLarge
-from keiko.serving.model_server import Answer, ModelServer, PredictRequest, VersionNotServed
+from keiko.serving.model_server import Answer, ModelServer, PredictRequest, VersionNotServed, answer_all
 from keiko.serving.prediction_log import IDENTIFIERS
 from keiko.serving.validation import GOT_MAX_CHARS
 
@@ -147,6 +146,10 @@ class ModelGroup:
     def max_rows(self) -> int:
         return min(server.limits.max_rows for server in self.servers)
 
+    @property
+    def max_body_bytes(self) -> int:
+        return min(server.limits.max_body_bytes for server in self.servers)
+
     def ready(self) -> bool:
         return all(server.current is not None for server in self.servers)
 
@@ -161,8 +164,8 @@ class ModelGroup:
 
     def refuse(self, exc: Exception) -> None:
         """Count a refused request on the models it named (keiko_serving_refused_requests_total)."""
-        if isinstance(exc, ProtocolError) and exc.status not in (400, 413):
-            return  # no such model, not ready: nothing wrong with the request itself
+        if getattr(exc, "status", 413) not in (400, 413):  # BodyTooLarge: 413
+            return  # no such model or version, not ready: nothing wrong with the request itself
         reason = {BodyTooLarge: "body_too_large", TooManyRows: "too_many_rows"}.get(type(exc), "invalid_request")
         for server in self.servers:
             server.refused[reason] += 1
@@ -193,6 +196,8 @@ class ModelGroup:
         for name in requested:
             if name not in by_name:
                 raise ProtocolError(f"unknown output '{name}': {self.name} outputs {', '.join(by_name)}")
+            if by_name[name] in chosen:
+                raise ProtocolError(f"output '{name}' is asked for twice")
             chosen.append(by_name[name])
         return chosen
 
@@ -211,10 +216,7 @@ class ModelGroup:
         for server in servers:
             if server.current is None:
                 raise NotReady(f"{server.name}: {server.last_error or 'loading'}")
-        requests = [validated(server, rows, request_id) for server in servers]
-        if len(servers) == 1:  # the common case, without a task per model
-            return [await servers[0].answer(requests[0], asked, version)]
-        return list(await asyncio.gather(*(s.answer(r, asked) for s, r in zip(servers, requests, strict=True))))
+        return await answer_all(servers, [validated(server, rows, request_id) for server in servers], asked, version)
 
 
 def validated(server: ModelServer, rows: list[dict[str, Any]], request_id: str | None) -> PredictRequest:

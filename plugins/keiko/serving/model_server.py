@@ -22,7 +22,7 @@ import gc
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -313,6 +313,16 @@ def freeze_heap() -> None:
 @functools.cache  # registered once, however many loads
 def _unfreeze_at_exit() -> None:
     atexit.register(gc.unfreeze)
+
+
+async def answer_all(
+    servers: Sequence[ModelServer], requests: Sequence[PredictRequest], asked: str | None, version: int | None = None
+) -> list[Answer]:
+    """Each server's answer to its request (several models asked on the same rows), scored concurrently so that
+    micro-batching models batch together; one server without a task of its own (the common case)."""
+    if len(servers) == 1:
+        return [await servers[0].answer(requests[0], asked, version)]
+    return list(await asyncio.gather(*(s.answer(r, asked) for s, r in zip(servers, requests, strict=True))))
 
 
 def encode_predictions(version: int, predictions: list[float], variant: str = STABLE) -> bytes:

@@ -170,7 +170,7 @@ class InferEndpoint:
             group = self.host.group(name)
             version = group.version(version_text) if version_text else None
             headers = dict(scope["headers"])
-            body = await read_body(scope, receive, self.host.max_body_bytes(group))
+            body = await read_body(scope, receive, group.max_body_bytes)
             length = headers.get(HEADER_LENGTH, b"")
             head = int(length) if length.isdigit() else None  # the binary extension: JSON, then the tensors
             request = decode_request(body, head)

@@ -99,6 +99,8 @@ def test_a_group_names_hosted_models_and_takes_the_union_of_their_inputs():
     assert [s.name for s in group.outputs(["cvr"])] == ["cvr"]
     with pytest.raises(ProtocolError, match="unknown output 'ads'"):
         group.outputs(["ads"])
+    with pytest.raises(ProtocolError, match="output 'cvr' is asked for twice"):
+        group.outputs(["cvr", "cvr"])
     with pytest.raises(ModelNotFound, match="model ads is not served here"):
         ModelGroup.resolve("ctr+ads", hosted)
     with pytest.raises(ModelNotFound, match="names a model twice"):
