@@ -343,13 +343,17 @@ class DeployResult(StepResult):
     production_moved: bool = False  # the alias moved (keiko.assets: the production Asset's event)
 
 
+# A canary's (or A/B experiment's) state: running and awaiting approval go on; the others are ends.
+RolloutState = Literal["running", "awaiting approval", "promoted", "reverted", "kept stable"]
+
+
 class CanaryResult(StepResult):
     """One analysis of a canary (or A/B experiment) step: `state` running means check again after
     `next_check_seconds`; awaiting approval hands the decision to a person (approve_promotion, then promote);
     promoted, reverted and kept stable are ends."""
 
     TASK: ClassVar[str] = "canary"
-    state: Literal["running", "awaiting approval", "promoted", "reverted", "kept stable"]
+    state: RolloutState
     version: int
     stable_version: int
     step: int
@@ -671,7 +675,7 @@ class CanaryRecord(Record):
     stable_version: int
     salt: str
     run_id: str | None
-    state: Literal["running", "awaiting approval", "promoted", "reverted", "kept stable"]
+    state: RolloutState
     step: int
     weight: float
     started_at: str

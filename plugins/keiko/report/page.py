@@ -33,6 +33,7 @@ from keiko.contract import (
     GateResult,
     ProductionChange,
     RawGateResult,
+    RolloutState,
     RunLayout,
     StepResult,
 )
@@ -443,7 +444,10 @@ def deploy_section(files: RunFiles) -> dict[str, Any]:
     return {"missing": missing, "changes": changes, "rollback_note": rollback_note}
 
 
-ROLLOUT_STATES = {"running": "incomplete", "promoted": "passed", "reverted": "failed", "kept stable": "absent"}
+ROLLOUT_STATES: dict[RolloutState, str] = {
+    "running": "incomplete", "awaiting approval": "incomplete", "promoted": "passed", "reverted": "failed",
+    "kept stable": "absent",
+}  # fmt: skip
 STRATEGIES = {"canary": "canary", "ab": "A/B experiment"}
 
 

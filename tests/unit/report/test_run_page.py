@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import typing
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from keiko.contract import (
     CanaryVerdict,
     ProductionChange,
     RolloutEvent,
+    RolloutState,
     RunLayout,
 )
 from keiko.pipeline import TASK_IDS
@@ -357,6 +359,14 @@ def test_a_canary_run_shows_its_rollout_events_and_verdicts_in_time_order():
     positions = [timeline.index(row) for row in rows]
     assert positions == sorted(positions), timeline
     assert "<not enough data>" not in page.html and "&lt;not enough data&gt;" in page.html  # escaped
+
+
+@pytest.mark.parametrize("state", typing.get_args(RolloutState))
+def test_a_rollout_in_any_state_has_its_section(state):
+    """A canary awaiting a person's decision once made the page fail to render ("run page not updated")."""
+    run = recorded({task: "success" for task in (*UP_TO_REGISTER, "deploy", "gate_serving", "canary")}, {})
+    page = Page(render(page_data(RunFiles("ctr", DS, run, canary=canary_run(state=state)))))
+    assert f"state {state} " in page.text["rollout"]
 
 
 def test_the_rollout_is_read_from_this_runs_deploy_only(keiko_home):
