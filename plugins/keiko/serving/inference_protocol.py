@@ -162,9 +162,9 @@ class ModelGroup:
         self.single.served_version(int(text))
         return int(text)
 
-    def refuse(self, exc: Exception) -> None:
+    def refuse(self, exc: ProtocolError | VersionNotServed | BodyTooLarge) -> None:
         """Count a refused request on the models it named (keiko_serving_refused_requests_total)."""
-        if getattr(exc, "status", 413) not in (400, 413):  # BodyTooLarge: 413
+        if exc.status not in (400, 413):
             return  # no such model or version, not ready: nothing wrong with the request itself
         reason = {BodyTooLarge: "body_too_large", TooManyRows: "too_many_rows"}.get(type(exc), "invalid_request")
         for server in self.servers:

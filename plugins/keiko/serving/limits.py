@@ -19,6 +19,8 @@ import msgspec
 
 
 class BodyTooLarge(Exception):
+    status = 413
+
     def __init__(self, limit: int, declared: int | None) -> None:
         self.limit, self.declared = limit, declared
         size = f"{declared:,} bytes" if declared is not None else f"more than {limit:,} bytes"

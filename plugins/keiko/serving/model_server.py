@@ -322,7 +322,7 @@ async def answer_all(
     micro-batching models batch together; one server without a task of its own (the common case)."""
     if len(servers) == 1:
         return [await servers[0].answer(requests[0], asked, version)]
-    return list(await asyncio.gather(*(s.answer(r, asked) for s, r in zip(servers, requests, strict=True))))
+    return list(await asyncio.gather(*(s.answer(r, asked, version) for s, r in zip(servers, requests, strict=True))))
 
 
 def encode_predictions(version: int, predictions: list[float], variant: str = STABLE) -> bytes:
