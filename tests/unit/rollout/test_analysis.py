@@ -205,3 +205,39 @@ def test_the_verdict_reads_as_a_table():
     breach = format_verdict(judged(step_data(canary=counts(4000, errors=40))))
     assert breach.splitlines()[-1] == "verdict: BREACH: breach: error rate (5xx)"
     assert "breach" in next(line for line in breach.splitlines() if line.startswith("error rate (5xx)"))
+
+
+def test_a_bad_canary_is_judged_online_only_once_the_step_has_its_sample():
+    # 800 of the 1,000 canary outcomes the step asks: calibration has its positives and is plainly off, yet a test
+    # at every look would revert equal canaries far more often than alpha says; it waits for the step's sample.
+    verdict = judged(step_data(canary_truth=0.5, labelled_canary=800))
+    assert verdict.verdict == "hold", format_verdict(verdict)
+    calibration = next(c for c in verdict.checks if c.check == "calibration")
+    assert calibration.verdict == "not enough data" and calibration.canary > 1.5
+    assert calibration.detail.endswith("judged once the step has its sample")
+    assert "800 of 1,000 canary outcomes" in verdict.summary
+    assert judged(step_data(canary_truth=0.5)).verdict == "breach"  # with its sample: reverted
+
+
+def test_looking_often_reverts_no_more_equal_canaries_than_looking_once():
+    # Equal versions, a step judged at 8 looks as its outcomes arrive: the steps breached at any look are exactly
+    # those breached at the look with the step's sample (alpha's share), not more for looking often.
+    step = STEP.model_copy(update={"min_requests": 1, "min_outcomes": 1200})  # its sample at the last look
+    any_look, at_sample = set(), set()
+    for seed in range(60):
+        full = step_data(rows_per_variant=1200, seed=seed)
+        rows = len(full.variant)
+        for look in range(1, 9):
+            n = rows * look // 8
+            data = StepData(
+                counts={v: counts(n // 2) for v in ("stable", "canary")},
+                variant=full.variant[:n],
+                score=full.score[:n],
+                labelled=full.labelled[:n],
+                user_id=full.user_id[:n],
+                outcome=full.outcome[:n],
+            )
+            if judged(data, step=step).verdict == "breach":
+                any_look.add(seed)
+                at_sample.update({seed} if look == 8 else set())
+    assert any_look == at_sample, (sorted(any_look), sorted(at_sample))
