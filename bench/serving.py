@@ -5,16 +5,17 @@ What it measures, in one run on this machine, the servers interleaved (`--rounds
 * servers, each as two single-process replicas on two ports (one process per core, as `keiko serve --replicas 2`
   runs them; on Kubernetes, pods with one CPU behind the Service):
   - `keiko`: `keiko serve` with the production ctr model (hashed LR: per-row weight lookups), POST /predict;
-  - `keiko-two-writes`: the same app under plain uvicorn (`--http httptools`): a response's head and body as two
-    socket writes, which keiko.serving.http_write makes one: what that change gains;
+  - `keiko-uvicorn`: the same app under plain uvicorn (`--http httptools`): an ASGI cycle a request and a
+    response's head and body as two socket writes, where keiko.serving.http_protocol answers /predict without
+    ASGI in one write: what that protocol gains;
   - `keiko-v2-rest`, `keiko-v2-grpc`: `keiko serve` answering the Open Inference Protocol, over REST (JSON
     tensors) and over gRPC (h2load, bench/grpc_load.py);
   - `mlserver`: MLServer 1.7.1 with keiko's own model and feature code as its custom runtime, tuned
     (bench/mlserver_peer: its own virtualenv, never the project's), over its OIP REST;
   - `ctr-unlogged`: `keiko serve` with model.yaml's `serving.prediction_log.enabled: false` (a copy of
     include/ with that one change): what the prediction log costs;
-  - `ceiling`: a bare ASGI app answering a fixed body under keiko's own uvicorn setup (one write a response):
-    the most any Python server does here;
+  - `ceiling`: a bare ASGI app answering a fixed body under keiko's own uvicorn setup (its protocol, which
+    answers any other app through ASGI, in one write): the most an ASGI server does here;
   and once each: `naive` (FastAPI + pydantic + pandas + scikit-learn per request, bench/baseline_servers.py),
   `ctr-uncounted` (counting of values training never saw off), `keiko-8-rows` (requests of 8 rows),
   `keiko-ctr+cvr` (one process hosting both models, each request asking both: /models/ctr+cvr/predict),
@@ -103,7 +104,8 @@ class Server:
 
 SERVERS = {
     "keiko": Server("ctr: keiko serve, POST /predict", "ctr", "keiko", rounds=True),
-    "keiko-two-writes": Server("ctr: the same, head and body as two writes", "ctr", "keiko-two-writes", rounds=True),
+    "keiko-uvicorn": Server("ctr: the same app under plain uvicorn (ASGI, two writes)", "ctr", "keiko-uvicorn",
+                            rounds=True),
     "ctr-unlogged": Server("ctr: keiko serve, prediction log off", "ctr", "keiko-unlogged", rounds=True),
     "keiko-v2-rest": Server("ctr: keiko serve, inference protocol REST", "ctr", "keiko", "v2-rest", rounds=True),
     "keiko-v2-grpc": Server("ctr: keiko serve, inference protocol gRPC", "ctr", "keiko", "v2-grpc", rounds=True),
@@ -226,18 +228,18 @@ def commands(kind: str, home: Path, artifacts: dict[str, Path]) -> Command:
         workdir.mkdir(exist_ok=True)
         return mlserver_peer.command("ctr", artifacts["ctr"], port, workdir, grpc_port=grpc)
 
-    one_write = ("--http", "keiko.serving.http_write:OneWriteHttpToolsProtocol")  # what `keiko serve` runs
+    protocol = ("--http", "keiko.serving.http_protocol:KeikoHttpProtocol")  # what `keiko serve` runs
     return {
         "keiko": keiko_serve("ctr"),
         "keiko-unlogged": keiko_serve("ctr"),  # with KEIKO_PROJECT_DIR at unlogged_project(): see main()
-        "keiko-two-writes": uvicorn_app("baseline_servers:keiko_app", "--factory", "--http", "httptools"),
+        "keiko-uvicorn": uvicorn_app("baseline_servers:keiko_app", "--factory", "--http", "httptools"),
         "keiko-ctr+cvr": keiko_serve("ctr", "cvr"),
         "keiko-cvr": keiko_serve("cvr"),
         "mlserver": mlserver,
         "naive": uvicorn_app("baseline_servers:naive_app", "--factory", "--http", "httptools"),
-        "ceiling": uvicorn_app("baseline_servers:ceiling", *one_write),
-        "unbatched": uvicorn_app("baseline_servers:unbatched_app", "--factory", *one_write),
-        "uncounted": uvicorn_app("baseline_servers:uncounted_app", "--factory", *one_write),
+        "ceiling": uvicorn_app("baseline_servers:ceiling", *protocol),
+        "unbatched": uvicorn_app("baseline_servers:unbatched_app", "--factory", *protocol),
+        "uncounted": uvicorn_app("baseline_servers:uncounted_app", "--factory", *protocol),
     }[kind]
 
 
@@ -404,7 +406,7 @@ def report(results: dict[str, dict], args: argparse.Namespace, info: dict[str, s
     keiko = results["keiko"]
     vs_mlserver, mlserver_rounds = paired(results, "keiko", "mlserver")
     vs_ceiling, ceiling_rounds = paired(results, "keiko", "ceiling")
-    one_write, write_rounds = paired(results, "keiko", "keiko-two-writes")
+    protocol, protocol_rounds = paired(results, "keiko", "keiko-uvicorn")
     logged, log_rounds = paired(results, "keiko", "ctr-unlogged")
     rest, rest_rounds = paired(results, "keiko-v2-rest", "keiko")
     grpc, grpc_rounds = paired(results, "keiko-v2-grpc", "keiko")
@@ -444,8 +446,8 @@ def report(results: dict[str, dict], args: argparse.Namespace, info: dict[str, s
         f"{verdict(keiko['p95'] <= TARGET_P95_MS)} ({keiko['p95']:.2f} ms).",
         f"- keiko /predict >= {TARGET_SPEEDUP:g}x the naive baseline: {verdict(speedup >= TARGET_SPEEDUP)} "
         f"({speedup:.1f}x).",
-        f"- one write a response (keiko.serving.http_write) against uvicorn's two: {one_write - 1:+.1%} req/s "
-        f"(rounds {write_rounds}).",
+        f"- keiko's protocol (keiko.serving.http_protocol: /predict without an ASGI cycle, one write) against plain "
+        f"uvicorn: {protocol - 1:+.1%} req/s (rounds {protocol_rounds}).",
         f"- the inference protocol against /predict, same server: REST {rest:.0%} of /predict's req/s (rounds "
         f"{rest_rounds}), gRPC {grpc:.0%} (rounds {grpc_rounds}; one row repeated, h2load).",
         f"- 8 rows a request: {eight['rows']:,.0f} rows/s, {eight['rows'] / keiko['rps']:.1f}x the rows of "
@@ -513,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{name}'s log:\n{log.read_text()[-3000:]}", flush=True)
                     raise
                 result = measure(name, server, ports, pids, loads[name], args)
-                logged = server.kind.startswith("keiko") and server.kind != "keiko-two-writes"
+                logged = server.kind.startswith("keiko") and server.kind != "keiko-uvicorn"
                 result.update(prediction_log_counts([f"http://127.0.0.1:{p}" for p, _ in ports]) if logged else {})
             measured.setdefault(name, []).append(result)
         results = {name: median_result(runs) for name, runs in measured.items()}

@@ -225,14 +225,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from keiko.serving.app import create_app
-    from keiko.serving.http_write import OneWriteHttpToolsProtocol
+    from keiko.serving.http_protocol import KeikoHttpProtocol
 
     uvicorn.run(
         create_app(args.model, grpc_port=grpc_port, grpc_address=args.host),
         host=args.host,
         port=port,
         loop="uvloop",
-        http=OneWriteHttpToolsProtocol,
+        http=KeikoHttpProtocol,
         log_level="warning",
         access_log=False,
     )

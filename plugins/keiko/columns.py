@@ -70,6 +70,20 @@ def from_rows(rows: Sequence[Mapping[str, Any]], schema: Mapping[str, str]) -> C
     return columns
 
 
+_SCALARS = {
+    "int": np.int64,
+    "float": np.float64,
+    "str": lambda value: value,
+    "timestamp": lambda value: np.datetime64(_epoch_us(value), "us"),
+}
+
+
+def scalar(kind: str, value: Any) -> Any:
+    """The element from_rows' column of `kind` holds for `value`: the same dtype, as a numpy scalar (a row's
+    derived features computed on scalars cost a fraction of one-element arrays)."""
+    return _SCALARS[kind](value)
+
+
 def example_row(schema: Mapping[str, str]) -> dict[str, Any]:
     """A valid request row of any schema (for warm-ups)."""
     return {name: _EXAMPLE_VALUES[kind] for name, kind in schema.items()}

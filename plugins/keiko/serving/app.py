@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -43,7 +44,7 @@ from keiko.registry import open_registry
 from keiko.serving.auth import VARIANT_HEADER, asked_variant, bearer_token_matches
 from keiko.serving.inference_protocol import GROUP_SEPARATOR, ModelGroup, ModelNotFound
 from keiko.serving.limits import BodyTooLarge, read_body
-from keiko.serving.model_server import Answer, Canary, ModelServer, answer_all, encode_predictions
+from keiko.serving.model_server import Answer, Canary, ModelServer, PredictRequest, answer_all, encode_predictions
 from keiko.serving.monitoring import ProcessCollector, exposition
 from keiko.serving.prediction_log import PredictionLog
 from keiko.serving.split import TrafficSplit
@@ -118,9 +119,22 @@ class Host:
         )
 
 
+Reply = tuple[int, bytes, list[str]]  # status, body, each model's variant (for /metrics)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A /predict request parsed and routed whose answer needs the event loop (a micro-batch, several models)."""
+
+    group: ModelGroup
+    requests: list[PredictRequest]
+    asked: str | None
+
+
 class PredictEndpoint:
     """POST /predict (the sole model), /models/<model>/predict and /models/<a>+<b>/predict as bare ASGI: the
-    framework's Request/Response objects cost more than scoring."""
+    framework's Request/Response objects cost more than scoring. keiko.serving.http_protocol answers the same
+    requests without ASGI through `group`, `answer_now`, `finish` and `observe`."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
@@ -128,7 +142,7 @@ class PredictEndpoint:
     async def __call__(self, scope: dict, receive: Any, send: Any, name: str | None) -> None:
         started = time.perf_counter()
         try:
-            group = self.host.group(name) if name is not None else self._sole_group()
+            group = self.group(name)
         except ModelNotFound as exc:
             await respond(send, 404, error_body(str(exc)))
             return
@@ -136,14 +150,18 @@ class PredictEndpoint:
             body = await read_body(scope, receive, group.max_body_bytes)
         except BodyTooLarge as exc:
             group.refuse(exc)
-            status, answer, variants = 413, exc.response(), [UNROUTED] * len(group.servers)
+            reply = 413, exc.response(), [UNROUTED] * len(group.servers)
         else:
-            status, answer, variants = await self.answer(scope, body, group)
-        await respond(send, status, answer)
-        for server, variant in zip(group.servers, variants, strict=True):
-            server.request_metrics.observe(status, time.perf_counter() - started, variant, PREDICT)
+            reply = self.answer_now(scope["headers"], body, group)
+            if isinstance(reply, Pending):
+                reply = await self.finish(reply)
+        await respond(send, reply[0], reply[1])
+        self.observe(group, reply, started)
 
-    def _sole_group(self) -> ModelGroup:
+    def group(self, name: str | None) -> ModelGroup:
+        """The model or group a /predict path names (None: the sole model's); ModelNotFound else."""
+        if name is not None:
+            return self.host.group(name)
         sole = self.host.sole
         if sole is None:
             names = list(self.host.servers)
@@ -153,8 +171,8 @@ class PredictEndpoint:
             )
         return self.host.group(sole.name)
 
-    async def answer(self, scope: dict, body: bytes, group: ModelGroup) -> tuple[int, bytes, list[str]]:
-        """(status, body, each model's variant) of a /predict body."""
+    def answer_now(self, headers: Sequence[tuple[bytes, bytes]], body: bytes, group: ModelGroup) -> Reply | Pending:
+        """The reply to a /predict body, or what `finish` completes when the answer needs the event loop."""
         servers = group.servers
         requests = []
         for server in servers:
@@ -165,16 +183,39 @@ class PredictEndpoint:
                     detail = msgspec.json.encode({"model": server.name, **msgspec.json.decode(detail)})
                 return status, detail, [UNROUTED] * len(servers)
             requests.append(request)
-        asked = self.host.asked(dict(scope["headers"])) if any(s.canary for s in servers) else None
+        asked = self.host.asked(dict(headers)) if any(s.canary for s in servers) else None
+        if group.single is None:
+            return Pending(group, requests, asked)
         try:
-            answers = await answer_all(servers, requests, asked)
+            answer = group.single.answer_now(requests[0], asked)
         except Exception:
             log.exception("scoring failed")
-            return 500, error_body("scoring failed"), [UNROUTED] * len(servers)
+            return 500, error_body("scoring failed"), [UNROUTED]
+        if answer is None:
+            return Pending(group, requests, asked)
+        return self.reply(group, [answer])
+
+    async def finish(self, pending: Pending) -> Reply:
+        group = pending.group
+        try:
+            answers = await answer_all(group.servers, pending.requests, pending.asked)
+        except Exception:
+            log.exception("scoring failed")
+            return 500, error_body("scoring failed"), [UNROUTED] * len(group.servers)
+        return self.reply(group, answers)
+
+    @staticmethod
+    def reply(group: ModelGroup, answers: Sequence[Answer]) -> Reply:
         if group.single is not None:
             a = answers[0]
             return 200, encode_predictions(a.version, a.predictions, a.variant), [a.variant]
         return 200, encode_group(group, answers), [a.variant for a in answers]
+
+    @staticmethod
+    def observe(group: ModelGroup, reply: Reply, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        for server, variant in zip(group.servers, reply[2], strict=True):
+            server.request_metrics.observe(reply[0], elapsed, variant, PREDICT)
 
 
 def encode_group(group: ModelGroup, answers: Sequence[Answer]) -> bytes:
@@ -204,15 +245,23 @@ class ModelServerApp(Starlette):
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
-            if path == "/predict":
-                return await self.predict(scope, receive, send, None)
-            if path.startswith("/models/") and path.endswith("/predict"):
-                name = path[len("/models/") : -len("/predict")]
-                if name and "/" not in name:
-                    return await self.predict(scope, receive, send, name)
-            elif path.startswith("/v2/models/") and path.endswith("/infer"):
+            hot, name = predict_target(path)
+            if hot:
+                return await self.predict(scope, receive, send, name)
+            if path.startswith("/v2/models/") and path.endswith("/infer"):
                 return await self.infer(scope, receive, send, path)
         await super().__call__(scope, receive, send)
+
+
+def predict_target(path: str) -> tuple[bool, str | None]:
+    """Whether `path` is a /predict path, and the model or group it names (None: the sole model's /predict)."""
+    if path == "/predict":
+        return True, None
+    if path.startswith("/models/") and path.endswith("/predict"):
+        name = path[len("/models/") : -len("/predict")]
+        if name and "/" not in name:
+            return True, name
+    return False, None
 
 
 async def hot_path(_: Request) -> Response:

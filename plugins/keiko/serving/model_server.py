@@ -158,13 +158,34 @@ class ModelServer:
         """Route `request` (to `version` if it names one, else by its user; `asked`: a forced variant), score it
         and log it. Any protocol's answer comes from here."""
         loaded, variant = self.served_version(version) if version is not None else self.route(request, asked)
+        answer = self._answer_now(request, loaded, variant)
+        if answer is None:
+            predictions = await self.batcher.score(loaded, request["rows"])
+            self.answered(request, loaded.version, predictions, variant)
+            answer = Answer(loaded.version, variant, predictions)
+        return answer
+
+    @property
+    def answers_small_requests_now(self) -> bool:
+        """Every version it serves has a row scorer: a request of up to ROW_PATH_MAX_ROWS rows never waits for
+        a micro-batch."""
+        current, canary = self.current, self.canary
+        return (
+            current is not None
+            and current.row_scorer is not None
+            and (canary is None or canary.model.row_scorer is not None)
+        )
+
+    def answer_now(self, request: PredictRequest, asked: str | None = None) -> Answer | None:
+        """answer() without the event loop: None when the request's rows wait for a micro-batch."""
+        return self._answer_now(request, *self.route(request, asked))
+
+    def _answer_now(self, request: PredictRequest, loaded: LoadedModel, variant: str) -> Answer | None:
         rows = request["rows"]
-        if loaded.scores_row_by_row(len(rows)):  # no batching: nothing to share between requests
-            predictions = self.score(loaded, rows)
-        elif self.micro_batching:
-            predictions = await self.batcher.score(loaded, rows)
-        else:
-            predictions = self.score(loaded, rows)
+        # The row path shares nothing between requests; large requests share a vectorised call when batching.
+        if self.micro_batching and not loaded.scores_row_by_row(len(rows)):
+            return None
+        predictions = self.score(loaded, rows)
         self.answered(request, loaded.version, predictions, variant)
         return Answer(loaded.version, variant, predictions)
 

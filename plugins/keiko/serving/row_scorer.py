@@ -1,12 +1,14 @@
-"""Per-row scoring for hashed logistic regression without numpy in the steady state.
+"""Per-row scoring for hashed logistic regression without numpy arrays in the steady state.
 
 Scoring one auction through the vectorised feature code costs ~5 ms of numpy and pandas set-up on
 one-element arrays. A hashed LR's score is bias + one weight per slot, and a slot's weight depends
 only on the values of the slot's input columns, so each slot keeps a cache from those values to its
 weight. A miss computes the weight with the model's own feature code (the same hashing as training),
 so a cached weight is exactly the one the vectorised path looks up; only the feature module's
-`derived()` runs per request, on one-element columns, because derived values (hour of a timestamp, a
-price bucket) are functions of continuous inputs that do not repeat.
+`derived()` runs per request, because derived values (hour of a timestamp, a price bucket) are functions of
+continuous inputs that do not repeat. It runs on the row's values as numpy scalars of its columns' dtypes
+(keiko.columns.scalar): the same definition and the same ufuncs as on a column, at a fraction of one-element
+arrays' cost; a derived() that needs arrays (indexing, len) gets one-element columns instead.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from keiko.columns import example_row, from_rows
+from keiko.columns import example_row, from_rows, scalar
 from keiko.hashing import hash_values, slot_index
 
 if TYPE_CHECKING:
@@ -30,14 +32,19 @@ SLOT_CACHE_SIZE = 1 << 18  # distinct value tuples per slot; a miss costs ~100 u
 
 
 class _LazyRow(Mapping):
-    """One row as one-element columns, each built (exactly as from_rows builds it) on first read."""
+    """One row as its columns would hold it, each value built on first read: numpy scalars of the columns'
+    dtypes, or (`arrays`) one-element columns exactly as from_rows builds them."""
 
-    def __init__(self, row: Mapping[str, Any], schema: Mapping[str, str]) -> None:
-        self.row, self.schema, self.built = row, schema, {}
+    def __init__(self, row: Mapping[str, Any], schema: Mapping[str, str], arrays: bool) -> None:
+        self.row, self.schema, self.arrays, self.built = row, schema, arrays, {}
 
     def __getitem__(self, name: str) -> Any:
         if name not in self.built:
-            self.built[name] = from_rows([self.row], {name: self.schema[name]})[name]
+            kind = self.schema[name]
+            if self.arrays:
+                self.built[name] = from_rows([self.row], {name: kind})[name]
+            else:
+                self.built[name] = scalar(kind, self.row[name])
         return self.built[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -54,8 +61,9 @@ class RowScorer:
         self.schema: dict[str, str] = features.INPUT_SCHEMA
         self.derived: Callable[[Mapping[str, Any]], dict] = features.derived
         self.bias = model.bias
-        example = self.derived(_LazyRow(example_row(self.schema), self.schema))
+        example = self.derived(_LazyRow(example_row(self.schema), self.schema, arrays=True))
         self.derived_dtypes = {name: values.dtype for name, values in example.items()}
+        self.arrays = not _takes_scalars(self.derived, self.schema, example)
         bits = int(model.feature_params["hash_bits"])
         # itemgetter: a C call per slot picking the slot's values from the row (a scalar for one column).
         self.slots = [
@@ -80,9 +88,22 @@ class RowScorer:
 
     def score(self, row: Mapping[str, Any]) -> float:
         values = dict(row)
-        for name, column in self.derived(_LazyRow(row, self.schema)).items():
-            values[name] = column[0].item()
+        for name, value in self.derived(_LazyRow(row, self.schema, self.arrays)).items():
+            values[name] = value.item()  # a numpy scalar, or a one-element column
         z = self.bias
         for key_of, weight in self.slots:
             z += weight(key_of(values))
         return 1.0 / (1.0 + math.exp(-z))
+
+
+def _takes_scalars(derived: Callable[[Mapping[str, Any]], dict], schema: Mapping[str, str], example: dict) -> bool:
+    """Whether `derived` computes on a row's scalars what it computes on one-element columns (example: its
+    output for the example row's columns)."""
+    try:
+        found = derived(_LazyRow(example_row(schema), schema, arrays=False))
+    except (TypeError, IndexError, AttributeError, ValueError):
+        return False
+    return found.keys() == example.keys() and all(
+        np.ndim(found[name]) == 0 and np.asarray(found[name]).dtype == column.dtype and found[name] == column[0]
+        for name, column in example.items()
+    )

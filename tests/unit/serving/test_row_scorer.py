@@ -66,6 +66,7 @@ def test_row_scores_equal_the_golden_offline_predictions_also_from_the_cache(app
     expected = golden["expected_prediction"].to_numpy()
     assert len(rows) == len(expected) == 500
 
+    assert scorer.__self__.arrays is False  # ctr's derived() runs on the row's scalars
     first = [scorer(row) for row in rows]
     misses = [weight.cache_info().misses for _, weight in scorer.__self__.slots]
     second = [scorer(row) for row in rows]
@@ -87,6 +88,19 @@ def test_row_scores_equal_the_vectorised_path_for_values_never_seen(app, golden)
         np.testing.assert_allclose(row_by_row, vectorised, rtol=0, atol=1e-12, err_msg=f"pass {pass_}")
     for row, score in zip(rows, vectorised, strict=True):  # and each row alone through the vectorised path
         assert abs(server.score_vectorised(loaded, [row])[0] - score) <= 1e-12
+
+
+def test_a_derived_that_needs_arrays_gets_one_element_columns_and_the_same_scores(app, golden):
+    def needs_arrays(columns):
+        assert len(columns["event_time"]) == 1  # a numpy scalar has no len()
+        return FEATURES.derived(columns)
+
+    module = types.ModuleType("needs_arrays")
+    module.INPUT_SCHEMA, module.SLOTS, module.derived = FEATURES.INPUT_SCHEMA, FEATURES.SLOTS, needs_arrays
+    scorer = RowScorer(module, app.state.server.current.model)
+    assert scorer.arrays is True
+    rows = parsed(request_rows(golden))
+    np.testing.assert_allclose([scorer.score(row) for row in rows], golden["expected_prediction"], rtol=0, atol=1e-12)
 
 
 def test_a_tz_aware_event_time_scores_as_the_same_instant_in_naive_utc(app, golden):
