@@ -7,9 +7,11 @@ import json
 import socket
 from typing import ClassVar
 
+import pyarrow.parquet as pq
 import pytest
 
-from conftest import serve_in_thread
+from conftest import DS, serve_in_thread
+from keiko.rollout import json_rows
 from keiko.serving.app import create_app
 from keiko.serving.http_protocol import KeikoHttpProtocol
 from keiko.serving.http_write import OneWriteHttpToolsProtocol
@@ -34,25 +36,20 @@ class CountingProtocol(KeikoHttpProtocol):
 
 
 @pytest.fixture
-def servers(run_home, golden_rows):
+def servers(run_home):
     """ctr v1 under keiko's protocol and under the one-write protocol alone (every request through ASGI)."""
-    urls = {}
-    with serve_in_thread(app := create_app("ctr", load_production=False), http=CountingProtocol) as fast:
-        app.state.server.load(1)
-        asgi_app = create_app("ctr", load_production=False)
-        with serve_in_thread(other := asgi_app, http=OneWriteHttpToolsProtocol) as asgi:
-            other.state.server.load(1)
-            urls = {"fast": fast, "asgi": asgi}
-            yield urls, app
+    fast_app, asgi_app = create_app("ctr", load_production=False), create_app("ctr", load_production=False)
+    with (
+        serve_in_thread(fast_app, http=CountingProtocol) as fast,
+        serve_in_thread(asgi_app, http=OneWriteHttpToolsProtocol) as asgi,
+    ):
+        fast_app.state.server.load(1)
+        asgi_app.state.server.load(1)
+        yield {"fast": fast, "asgi": asgi}, fast_app
 
 
 @pytest.fixture
 def golden_rows(run_home):
-    import pyarrow.parquet as pq
-
-    from conftest import DS
-    from keiko.rollout import json_rows
-
     golden = pq.read_table(run_home / "artifacts" / "ctr" / DS / "golden.parquet")
     return json_rows(golden.drop_columns(["impression_id", "expected_prediction"]))
 
