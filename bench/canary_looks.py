@@ -60,11 +60,11 @@ def breached(full: StepData, looks: int, analysis: CanaryAnalysis) -> tuple[bool
         )  # fmt: skip
         verdict = judge(part, STEP, analysis, number=1, held_minutes=1, max_hold_minutes=60, at="").verdict
         tested = checks(part, STEP, analysis, judge_online=True)
-        if any(c.verdict == "breach" for c in tested if c.check in ONLINE):
-            every_look = True if every_look is None else every_look
-        if verdict != "hold":
-            keiko = verdict == "breach" if keiko is None else keiko
-            every_look = verdict == "breach" if every_look is None else every_look
+        online_breach = any(c.verdict == "breach" for c in tested if c.check in ONLINE)
+        if every_look is None and (online_breach or verdict != "hold"):
+            every_look = online_breach or verdict == "breach"
+        if keiko is None and verdict != "hold":
+            keiko = verdict == "breach"
         if keiko is not None and every_look is not None:
             break
     return bool(keiko), bool(every_look)

@@ -178,6 +178,8 @@ class ModelServer:
 
     def answer_now(self, request: PredictRequest, asked: str | None = None) -> Answer | None:
         """answer() without the event loop: None when the request's rows wait for a micro-batch."""
+        if self.micro_batching and not self.answers_small_requests_now:
+            return None  # every request waits for a batch (CatBoost): not routed twice, here and in answer()
         return self._answer_now(request, *self.route(request, asked))
 
     def _answer_now(self, request: PredictRequest, loaded: LoadedModel, variant: str) -> Answer | None:
