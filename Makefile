@@ -11,12 +11,13 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 
 DEMO_DATE ?= 2026-11-21
-DEMO_DAYS ?= 14
+DEMO_DAYS ?= 21
 DEMO_ROWS ?= 300000
 PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 
-.PHONY: install chromium demo canary test test-fast lint lock protos bench bench-serving serve airflow backfill backfill-cancel clean \
+.PHONY: install chromium demo canary test test-fast lint lock protos bench bench-serving bench-batch serve airflow backfill backfill-cancel \
+	clean batch-store batch-store-down \
 	stack-packages stack stack-down stack-status
 
 # --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on CI machines) every process would otherwise
@@ -47,7 +48,7 @@ $(BOOTSTRAP_TABLE_DIR)/LICENSE: | $(BIN)/activate
 
 install: $(BIN)/activate $(BOOTSTRAP_TABLE_DIR)/LICENSE
 
-demo: install
+demo: install stack-packages
 	DEMO_DATE=$(DEMO_DATE) DEMO_DAYS=$(DEMO_DAYS) DEMO_ROWS=$(DEMO_ROWS) scripts/demo.sh
 
 # Two pytest-xdist workers, a test module each at a time (module fixtures such as the Airflow standalone are
@@ -81,6 +82,14 @@ lint: install
 # `keiko traffic` living days through the replicas meanwhile (README, "A canary, step by step").
 canary: install
 	DEMO_DATE=$(DEMO_DATE) scripts/canary.sh
+
+# The batch store of batch models (user_value) on this machine: redis-server on KEIKO_BATCH_STORE_URL's port (6390),
+# data under $(KEIKO_HOME)/batch-store. `make demo` starts it; `make batch-store-down` stops it.
+batch-store: stack-packages
+	scripts/batch_store.sh up
+
+batch-store-down:
+	scripts/batch_store.sh down
 
 serve: install
 	$(BIN)/keiko serve --model $(or $(MODEL),ctr) $(if $(PORT),--port $(PORT)) $(if $(REPLICAS),--replicas $(REPLICAS))
@@ -121,6 +130,11 @@ bench-serving: install
 		|| { apt-get update -qq && apt-get install -y -qq wrk nghttp2-client; }
 	$(BIN)/python bench/serving.py
 
+# Batch pre-inference: scoring 1M keys into Redis, and lookups next to online scoring (bench/RESULTS.md, "Batch
+# serving"); bench/batch_store.py times the store alone.
+bench-batch: install stack-packages
+	$(BIN)/python bench/batch_serving.py
+
 # The inference protocol's proto (KServe's, in plugins/keiko/serving/protos) compiled into the descriptor set keiko
 # loads; tests/unit/serving/test_protos.py fails until it is current.
 protos: install
@@ -132,4 +146,5 @@ lock: install
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.txt
 
 clean:
+	scripts/batch_store.sh down
 	rm -rf $(KEIKO_HOME)

@@ -247,7 +247,7 @@ def scoring_benchmark(run: PipelineRun, ds: dt.date) -> dict[str, Any]:
 
     layout = run_layout(run.home, ds)
     model = load_model_bytes(layout.store.read_bytes(run.result(ds, "train")["model_uri"]))
-    features, _ = feature_arrays(layout.store.read_table(layout.split("test")))
+    features, _ = feature_arrays(layout.store.read_table(layout.split("test")), "impression_id")
     n_batch = min(BATCH_ROWS, len(features[model.slots[0]]))
     n_single = min(SINGLE_ROWS, n_batch)
     batch = {slot: np.ascontiguousarray(features[slot][:n_batch]) for slot in model.slots}

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# `make demo`: synthesise the warehouse, start two model-server replicas per model, run keiko_ctr and
-# keiko_cvr for the last day with `airflow dags test` (each deploy rolls its replicas one at a time),
-# print what came out, and stop the servers. Safe to run again: the second run compares each
-# candidate against the model the first one deployed.
+# `make demo`: synthesise the warehouse, start the batch store (Redis) and each model's server replicas, run
+# keiko_ctr, keiko_cvr and keiko_user_value for the last day with `airflow dags test` (ctr's and cvr's deploys roll
+# their replicas one at a time; user_value's scores every active user into the batch store and moves its pointer),
+# print what came out, look a user up, live a day of traffic through the online models and monitor it, and stop
+# the servers (the batch store keeps running: `scripts/batch_store.sh down`). Safe to run again: the second run
+# compares each candidate against the model the first one deployed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="$PWD/.venv/bin"
-MODELS=(ctr cvr)
-DEMO_DATE="${DEMO_DATE:-2026-11-21}" DEMO_DAYS="${DEMO_DAYS:-14}" DEMO_ROWS="${DEMO_ROWS:-300000}"
+MODELS=(ctr cvr user_value)
+ONLINE=(ctr cvr)  # served per request: live traffic and the monitor below
+DEMO_DATE="${DEMO_DATE:-2026-11-21}" DEMO_DAYS="${DEMO_DAYS:-21}" DEMO_ROWS="${DEMO_ROWS:-300000}"
 export KEIKO_HOME="${KEIKO_HOME:-$PWD/.keiko}"
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$KEIKO_HOME/airflow}"
 export AIRFLOW__CORE__DAGS_FOLDER="$PWD/dags" AIRFLOW__CORE__PLUGINS_FOLDER="$PWD/plugins"
@@ -18,7 +21,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "synthetic warehouse: $DEMO_DAYS days x $DEMO_ROWS rows ending $DEMO_DATE"
 # The generator's code is part of the stamp: a changed generator writes the warehouse again.
-generator="$(cat plugins/keiko/synth.py plugins/keiko/faults.py | sha256sum | cut -c1-12)"
+generator="$(cat plugins/keiko/synth.py plugins/keiko/synth_users.py plugins/keiko/faults.py | sha256sum | cut -c1-12)"
 stamp="$KEIKO_HOME/warehouse/.synth-$DEMO_DATE-$DEMO_DAYS-$DEMO_ROWS-$generator"
 if [[ -f "$stamp" ]]; then
   echo "already written (deterministic: same arguments, same bytes)"
@@ -30,6 +33,9 @@ fi
 step "airflow metadata database ($AIRFLOW_HOME)"
 "$BIN/airflow" db migrate > "$LOGS/airflow-db-migrate.log" 2>&1 || { cat "$LOGS/airflow-db-migrate.log"; exit 1; }
 echo "ready"
+
+step "batch store for batch models"
+scripts/batch_store.sh up
 
 server_pids=()
 trap 'kill "${server_pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
@@ -75,11 +81,26 @@ for model in "${MODELS[@]}"; do
   "$BIN/keiko" summary --model "$model" --ds "$DEMO_DATE"
 done
 
+step "user_value from the batch store: what Redis holds, a scored user, and one the batch lacks (the fallback)"
+url="$("$BIN/python" -c "
+from keiko.config import settings; from keiko.modeldef import load_model
+serving = load_model('user_value').config.serving
+print(settings().serving_urls('user_value', serving.port, serving.replicas)[0])")"
+redis=(redis-cli -u "${KEIKO_BATCH_STORE_URL:-redis://127.0.0.1:6390/0}")
+version="$("${redis[@]}" GET 'keiko:batch:{user_value}:pointer')"
+echo "pointer: v${version:-none}; keys: $("${redis[@]}" --scan --pattern 'keiko:batch:{user_value}:*' | tr '\n' ' ')"
+user="$("${redis[@]}" HRANDFIELD "keiko:batch:{user_value}:v$version")"
+for id in ${user:-1} 999999999; do
+  echo "POST $url/predict {\"rows\": [{\"user_id\": $id}]} -> $(curl -s -X POST "$url/predict" \
+    -d "{\"rows\": [{\"user_id\": $id}]}")"
+done
+curl -s "$url/metrics" | grep '^keiko_batch_lookups_total'
+
 # The served side: a day of live traffic after the training days through the replicas that now serve, then
 # each model's monitor for that day under `airflow dags test` (the run whose sensors and lag judge it), and
 # what it found: online logloss next to the version's offline figure and the live traffic's Bayes-optimal one.
 LIVE_DATE="$(date -u -d "$DEMO_DATE + 1 day" +%F)"
-for model in "${MODELS[@]}"; do
+for model in "${ONLINE[@]}"; do
   step "keiko traffic --model $model --day $LIVE_DATE (the day's impressions through the replicas, then its outcomes)"
   "$BIN/keiko" traffic --model "$model" --day "$LIVE_DATE" --rows-per-request 100
 done
@@ -102,7 +123,7 @@ while True:
         break
     time.sleep(1)
 PY
-for model in "${MODELS[@]}"; do
+for model in "${ONLINE[@]}"; do
   lag="$("$BIN/python" -c "from keiko.modeldef import load_model; print(load_model('$model').config.monitor_lag_days)")"
   run_date="$(date -u -d "$LIVE_DATE + $lag day" +%F)"
   step "airflow dags test keiko_monitor_$model $run_date: judges $LIVE_DATE (log: $LOGS/dags-test-monitor-$model.log)"

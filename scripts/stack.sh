@@ -80,6 +80,8 @@ stack_env() {
   export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://$pg/airflow"
   export AIRFLOW__CELERY__RESULT_BACKEND="db+postgresql://$pg/airflow"
   export AIRFLOW__CELERY__BROKER_URL="redis://:@127.0.0.1:$REDIS_PORT/0"  # no password, as compose's
+  # Batch models' scores in the same Redis, database 1 (Celery has 0), as compose does.
+  export KEIKO_BATCH_STORE_URL="${KEIKO_BATCH_STORE_URL:-redis://127.0.0.1:$REDIS_PORT/1}"
   # Loopback only: the login is a fixed local one.
   export AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT="$API_PORT"
   export AIRFLOW__API__BASE_URL="${AIRFLOW__API__BASE_URL:-http://127.0.0.1:$API_PORT}"

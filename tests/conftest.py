@@ -164,7 +164,7 @@ def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # Test tiers: the fixtures that put a test in one (pytest resolves fixtures transitively); the others are
 # marked in their modules. `fast` is every test in none of them.
-FIXTURE_TIERS = {"pipeline_home": "pipeline", "moto_endpoint": "aws"}
+FIXTURE_TIERS = {"pipeline_home": "pipeline", "moto_endpoint": "aws", "redis_server": "server"}
 HEAVY_TIERS = ("pipeline", "aws", "server", "browser", "slow")
 
 
@@ -386,6 +386,53 @@ def moto_endpoint():
     yield f"http://127.0.0.1:{port}"
     server.stop()
     patch.undo()
+
+
+def start_redis_server(directory: Path) -> tuple[subprocess.Popen, str]:
+    """A redis-server (no persistence) on a free loopback port, its files in `directory`, answering PING;
+    (the process, its URL). Fails, never skips, if redis-server is not installed."""
+    import redis
+
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail("redis-server is not installed: `make stack-packages` installs it")
+    log = directory / "redis-server.log"
+    for _attempt in range(3):  # a free port may be taken by another process before redis-server binds it
+        port = free_port()
+        with log.open("w") as output:  # a file, not a pipe nobody reads: a full pipe would block the server
+            process = subprocess.Popen(
+                [executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+                 "--dir", str(directory), "--daemonize", "no"],
+                stdout=output, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+        deadline = time.monotonic() + 30
+        try:
+            while process.poll() is None:
+                try:
+                    if client.ping():
+                        return process, f"redis://127.0.0.1:{port}/0"
+                except redis.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    process.kill()
+                    pytest.fail(f"redis-server on port {port} did not answer PING within 30 s: {log.read_text()}")
+                time.sleep(0.02)
+        finally:
+            client.close()
+        if "in use" not in log.read_text():
+            break
+    pytest.fail(f"redis-server exited {process.returncode}: {log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A redis-server of this test session on a free loopback port (no persistence); its URL."""
+    directory = Path(tempfile.mkdtemp(prefix="redis-", dir=_SESSION_DIR))
+    process, url = start_redis_server(directory)
+    yield url
+    process.kill()
+    process.wait(timeout=10)
 
 
 AWS_CONN_ID = "keiko_aws"

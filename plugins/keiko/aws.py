@@ -21,3 +21,33 @@ def s3_filesystem(conn_id: str) -> Any:
     from airflow.providers.amazon.aws.fs.s3 import get_fs
 
     return get_fs(conn_id or None)
+
+
+def ready_dynamodb_table(
+    client: Any, table: str, keys: dict[str, str], *, user: str, error: type[Exception]
+) -> dict[str, Any]:
+    """`table`'s description once it serves reads and writes, created (PAY_PER_REQUEST) when missing with `keys`
+    (attribute -> HASH or RANGE, all strings); `error` naming `user` (the registry, the batch store) when it has
+    other keys or a status nothing can use."""
+    try:
+        description = client.describe_table(TableName=table)["Table"]
+    except client.exceptions.ResourceNotFoundException:
+        try:
+            description = client.create_table(
+                TableName=table,
+                AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name in keys],
+                KeySchema=[{"AttributeName": name, "KeyType": kind} for name, kind in keys.items()],
+                BillingMode="PAY_PER_REQUEST",
+            )["TableDescription"]
+        except client.exceptions.ResourceInUseException:  # another process created it since we looked: use theirs
+            description = client.describe_table(TableName=table)["Table"]
+    found = {key["AttributeName"]: key["KeyType"] for key in description["KeySchema"]}
+    if found != keys:
+        wanted = " and ".join(f"{name} ({kind})" for name, kind in keys.items())
+        raise error(f"DynamoDB table {table} has keys {found}, {user} needs {wanted}")
+    status = description["TableStatus"]
+    if status == "CREATING":
+        client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 300})
+    elif status not in ("ACTIVE", "UPDATING"):  # UPDATING tables serve reads and writes
+        raise error(f"DynamoDB table {table} is {status}: {user} cannot use it")
+    return description

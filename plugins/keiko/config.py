@@ -54,6 +54,12 @@ SETTINGS = (
         "the model registry: a SQLAlchemy URL, or `dynamodb://<table>`",
     ),
     Setting(
+        "KEIKO_BATCH_STORE_URL",
+        "`redis://127.0.0.1:6390/0`",
+        "`dynamodb://keiko-batch-scores`",
+        "batch models' key-value store: a Redis URL, or `dynamodb://<table>`",
+    ),
+    Setting(
         "KEIKO_AWS_CONN_ID",
         "empty: boto's chain (env, IRSA)",
         "`aws_default`",
@@ -137,6 +143,7 @@ class Settings:
     lease_seconds: float = 60.0
     lease_wait_seconds: float = 120.0
     prediction_log_url: str = ""
+    batch_store_url: str = "redis://127.0.0.1:6390/0"
 
     @property
     def models_dir(self) -> Path:
@@ -208,6 +215,7 @@ def settings() -> Settings:
         kubernetes_configmap=env("KEIKO_K8S_CONFIGMAP") or "keiko-config",
         lease_seconds=_seconds("KEIKO_LEASE_SECONDS", 60.0),
         lease_wait_seconds=_seconds("KEIKO_LEASE_WAIT_SECONDS", 120.0),
+        batch_store_url=env("KEIKO_BATCH_STORE_URL") or "redis://127.0.0.1:6390/0",
         prediction_log_url=(env("KEIKO_PREDICTION_LOG_URL") or (warehouse_dir / PREDICTIONS_TABLE).as_uri()).rstrip(
             "/"
         ),

@@ -39,6 +39,8 @@ TRAINING_LOG = "training_log.json"
 EVALUATION = "evaluation.json"
 GOLDEN = "golden.parquet"
 BLESSING = "blessing.json"
+BATCH_KEYS_SQL = "batch_keys.sql"  # a batch model's key-set SQL as rendered for the run
+BATCH_SCORES = "batch.parquet"  # the batch it scored: (key, score) of every key written to the batch store
 DEPLOY_RECORD = "deploy.json"
 ROLLBACK_RECORD = "rollback.json"  # the rollback task's production change
 CANARY_RECORD = "canary.json"  # a canary's or an A/B experiment's steps, verdicts and end (CanaryRecord)
@@ -129,6 +131,14 @@ class RunLayout:
     @property
     def blessing(self) -> str:
         return self.uri(BLESSING)
+
+    @property
+    def batch_keys_sql(self) -> str:
+        return self.uri(BATCH_KEYS_SQL)
+
+    @property
+    def batch_scores(self) -> str:
+        return self.uri(BATCH_SCORES)
 
     @property
     def deploy_record(self) -> str:
@@ -334,6 +344,25 @@ class RegisterResult(StepResult):
     artifact_sha256: str
 
 
+class BatchScoreResult(StepResult):
+    """batch_score: the registered version's scores of the run's key set, written to the batch store under the
+    version beside the serving one (the pointer does not move: deploy moves it)."""
+
+    TASK: ClassVar[str] = "batch_score"
+    version: int
+    keys: int  # rows of the key set
+    written: int  # keys the store acknowledged
+    unscored: int  # keys whose score was not a probability (not written: they fall back)
+    chunks: int
+    keys_per_second: float
+    scores_uri: str
+    scores_sha256: str
+    store: str  # which store, in words
+    prior: float  # the fallback score of a missing or expired key: training's label rate
+    scored_at: float  # epoch seconds
+    expires_at: float  # epoch seconds: the batch's TTL
+
+
 class DeployResult(StepResult):
     TASK: ClassVar[str] = "deploy"
     version: int
@@ -457,6 +486,15 @@ class EvaluationGateResult(GateResult):
     blessed: bool
 
 
+class BatchGateResult(GateResult):
+    TASK: ClassVar[str] = "gate_batch"
+    version: int
+    coverage: float  # keys in the store / keys in the set
+    compared_with: int | None  # the serving batch's version whose scores this one's are judged against
+    score_kl: float | None
+    p95_lookup_ms: float
+
+
 class ServingGateResult(GateResult):
     TASK: ClassVar[str] = "gate_serving"
     version: int
@@ -475,6 +513,7 @@ class JoinOutcomesResult(StepResult):
     outcomes: int  # positives in the population: clicks (ctr), conversions (cvr)
     versions: dict[str, int]  # answered rows per serving version: its share of the traffic
     bayes_optimal_logloss: float | None  # the world's own probabilities on the answered rows (synthetic only)
+    fallbacks: int = 0  # answered rows a batch model answered with its fallback (variant `fallback`)
 
 
 class VersionOnline(Record):
@@ -505,6 +544,7 @@ class VolumeGateResult(GateResult):
     TASK: ClassVar[str] = "gate_volume"
     day: str
     answered_share: float
+    fallback_share: float | None = None  # a batch model's answered rows that fell back: missing or expired keys
     training_rows: dict[str, int]  # the runs' training rows (extracted) by day: the trend's points
     offline_logloss: dict[str, float]  # the runs' test logloss by day
     rows_daily_change: float | None  # fitted daily change of training rows (-0.03: 3 % fewer a day)
@@ -523,6 +563,8 @@ RESULTS: dict[str, type[StepResult]] = {
         EvaluateResult,
         EvaluationGateResult,
         RegisterResult,
+        BatchScoreResult,
+        BatchGateResult,
         DeployResult,
         ServingGateResult,
         CanaryResult,

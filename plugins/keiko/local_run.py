@@ -35,6 +35,7 @@ from keiko.pipeline import (
     ALL_SUCCESS,
     MODEL_DAG,
     MONITOR_DAG,
+    NONE_FAILED_MIN_ONE_SUCCESS,
     ONE_FAILED,
     REPEATED,
     Step,
@@ -77,6 +78,8 @@ def not_run_state(trigger_rule: str, upstream_states: Sequence[str]) -> str | No
         return UPSTREAM_FAILED if failed else SKIPPED if skipped else None
     if trigger_rule == ONE_FAILED:
         return None if failed else SKIPPED
+    if trigger_rule == NONE_FAILED_MIN_ONE_SUCCESS:
+        return UPSTREAM_FAILED if failed else None if SUCCESS in upstream_states else SKIPPED
     if trigger_rule == ALL_DONE_MIN_ONE_SUCCESS:
         # Airflow does not count a skipped upstream as done for this rule: one skip skips the task.
         return SKIPPED if skipped else None if SUCCESS in upstream_states else UPSTREAM_FAILED

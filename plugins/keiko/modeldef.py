@@ -127,6 +127,17 @@ class PodSettings(_Strict):
         )
 
 
+# A warehouse table or column name keiko may put in SQL: one that DuckDB and Athena both read unquoted
+# (Glue's names are lowercase, at most 255 characters). keiko quotes them all the same.
+IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,254}")
+
+
+def _identifier(value: str) -> str:
+    if not IDENTIFIER.fullmatch(value):  # fullmatch: "$" would accept a trailing newline
+        raise ValueError(f"{value!r} is not a table or column name (lowercase letters, digits and _, from a letter)")
+    return value
+
+
 class PredictionLog(_Strict):
     """How a model server writes the rows it answered (keiko.serving.prediction_log). The defaults: a file every
     5 s, or sooner at 50,000 rows (~9 s of a replica's full load here); at most 200,000 rows held unwritten
@@ -147,8 +158,37 @@ class PredictionLog(_Strict):
         return self
 
 
+class BatchServing(_Strict):
+    """serving.mode batch: after the blessing, batch_score scores every key of the run's key set (keys_sql) into the
+    batch store (keiko.batch_store); deploy moves the store's pointer to the new version; the model servers answer
+    from the store."""
+
+    key: str = Field(description="the key set's column, the request field looked up, the store's key")
+    key_type: Literal["int", "str"] = Field(default="int", description="the request field's type")
+    keys_sql: str = Field(default="batch_keys.sql", description="include/sql/<model>/: the key set with its inputs")
+    chunk_rows: int = Field(default=10_000, ge=1, le=1_000_000, description="keys scored and written at a time")
+    ttl_hours: float = Field(default=72, gt=0, description="a batch's keys expire this long after it was written")
+    fallback: Literal["prior", "online"] = Field(
+        default="prior",
+        description="the answer for a missing or expired key: prior, training's label rate; online, the row scored "
+        "by the batch's version from the feature inputs the request sends with the key (the prior without them)",
+    )
+    min_coverage: float = Field(default=0.999, gt=0, le=1, description="gate_batch: keys stored / keys in the set")
+    max_score_kl: float = Field(default=0.05, gt=0, description="gate_batch: the scores' KL from the serving batch's")
+    p95_lookup_ms: float = Field(default=50, gt=0, description="gate_batch: p95 of one-key lookups in the store")
+    max_fallback_share: float = Field(
+        default=0.05, gt=0, le=1, description="the monitor's gate_volume: answers that fell back / answers, at most"
+    )
+
+    _key = field_validator("key")(_identifier)
+
+
 class Serving(_Strict):
     port: int = Field(ge=1024, le=65535)
+    mode: Literal["online", "batch"] = Field(
+        default="online", description="online: scored per request; batch: scored by batch_score, served from a store"
+    )
+    batch: BatchServing | None = None
     grpc_port: int | None = Field(
         default=None, ge=1024, le=65535, description="the inference protocol over gRPC, first replica's; none: off"
     )
@@ -167,6 +207,12 @@ class Serving(_Strict):
     )
     prediction_log: PredictionLog = Field(default_factory=PredictionLog)
 
+    @model_validator(mode="after")
+    def _batch_settings(self) -> Serving:
+        if (self.mode == "batch") != (self.batch is not None):
+            raise ValueError("serving.batch is set exactly when serving.mode is batch")
+        return self
+
 
 class Band(_Strict):
     min: float
@@ -177,17 +223,6 @@ class Band(_Strict):
         if not self.min <= self.max:
             raise ValueError(f"min {self.min} > max {self.max}")
         return self
-
-
-# A warehouse table or column name keiko may put in SQL: one that DuckDB and Athena both read unquoted
-# (Glue's names are lowercase, at most 255 characters). keiko quotes them all the same.
-IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,254}")
-
-
-def _identifier(value: str) -> str:
-    if not IDENTIFIER.fullmatch(value):  # fullmatch: "$" would accept a trailing newline
-        raise ValueError(f"{value!r} is not a table or column name (lowercase letters, digits and _, from a letter)")
-    return value
 
 
 class SourceColumn(_Strict):
@@ -217,6 +252,16 @@ class Reference(_Strict):
     max_delay_hours: float = Field(gt=0, description="this event's time minus the referenced event's, at most")
 
     _names = field_validator("column", "table")(_identifier)
+
+
+class Truth(_Strict):
+    """Where the synthetic warehouse keeps each row's true probability: `column` of `table`, keyed by the model's
+    row_id, in the partition of the day the row describes (its `dt` minus the model's label_horizon_days)."""
+
+    column: str
+    table: str = "truth"
+
+    _names = field_validator("column", "table")(_identifier)  # evaluate puts them in SQL
 
 
 class SourceTable(_Strict):
@@ -481,8 +526,17 @@ class ModelConfig(_Strict):
     label: str = Field(min_length=1, description="label column produced by extract.sql")
     features: str = Field(default="features.py", description="feature module in the model folder")
     feature_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of transform()")
-    truth_column: str | None = Field(
-        default=None, description="column of the synthetic warehouse's hidden `truth` table (Bayes-optimal logloss)"
+    label_horizon_days: int = Field(
+        default=0,
+        ge=0,
+        description="a row is dated when its label closes, this many days after the day it describes: the window's "
+        "first days hold no rows",
+    )
+    row_id: str = Field(
+        default="impression_id", description="extract.sql's row identifier: a row's key through splits and truth"
+    )
+    truth: Truth | None = Field(
+        default=None, description="the synthetic warehouse's hidden probabilities of the rows (Bayes-optimal logloss)"
     )
     slices: list[str] = Field(default_factory=list, description="raw columns to report per-value metrics for")
     algorithm: Algorithm
@@ -507,12 +561,9 @@ class ModelConfig(_Strict):
     @property
     def monitor_lag_days(self) -> int:
         """The monitor's run for day ds judges day ds - this (keiko.dag_factory renders it into --ds)."""
-        return self.monitor.lag_days(self.attribution_hours)
+        return self.monitor.lag_days(self.attribution_hours + 24 * self.label_horizon_days)
 
-    @field_validator("truth_column")
-    @classmethod
-    def _truth_column(cls, value: str | None) -> str | None:
-        return None if value is None else _identifier(value)  # evaluate puts it in SQL
+    _row_id = field_validator("row_id")(_identifier)
 
     @field_validator("sources")
     @classmethod
@@ -525,6 +576,15 @@ class ModelConfig(_Strict):
                 if reference.column not in value[reference.table].columns:
                     raise ValueError(f"{name}.{reference.column} references {reference.table}, without that column")
         return value
+
+    @model_validator(mode="after")
+    def _batch_deploys_whole(self) -> ModelConfig:
+        if self.serving.mode == "batch" and self.deploy.strategy != "rolling":
+            raise ValueError(
+                f"deploy.strategy {self.deploy.strategy}: a batch model (serving.mode batch) deploys by switching "
+                "its whole batch; use rolling"
+            )
+        return self
 
     @field_validator("pods")
     @classmethod
@@ -562,6 +622,20 @@ class ModelDefinition:
     @property
     def sql_path(self) -> Path:
         return self.directory.parents[1] / "sql" / self.name / "extract.sql"
+
+    @property
+    def request_schema(self) -> dict[str, str]:
+        """The fields of a /predict row: the feature module's inputs; a batch model's key alone."""
+        batch = self.config.serving.batch
+        return self.features.INPUT_SCHEMA if batch is None else {batch.key: batch.key_type}
+
+    @property
+    def batch_keys_sql_path(self) -> Path:
+        """A batch model's key-set SQL (serving.batch.keys_sql, beside extract.sql)."""
+        batch = self.config.serving.batch
+        if batch is None:
+            raise KeikoError(f"{self.name} is served online: it has no batch key set")
+        return self.sql_path.with_name(batch.keys_sql)
 
     @property
     def monitor_sql_path(self) -> Path:

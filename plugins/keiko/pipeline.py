@@ -16,6 +16,8 @@ GATE_PREFIX = "gate_"
 ALL_SUCCESS = "all_success"
 ONE_FAILED = "one_failed"  # a step that runs only when one before it failed (rollback)
 ALL_DONE_MIN_ONE_SUCCESS = "all_done_min_one_success"
+# Runs when no upstream step failed and one succeeded: deploy after register and an online model's skipped batch steps.
+NONE_FAILED_MIN_ONE_SUCCESS = "none_failed_min_one_success"
 MODEL_DAG, MONITOR_DAG = "model", "monitor"  # which of a model's DAGs a step belongs to
 # Steps whose command is called again while its result says `running`, after `next_check_seconds`: Airflow defers
 # between the calls (keiko.operators.stage.RepeatingStageOperator), `keiko run` sleeps.
@@ -116,11 +118,27 @@ PIPELINE = (
         trigger_rule=ALL_DONE_MIN_ONE_SUCCESS,
     ),
     Step(
+        "batch_score",
+        "a batch model (serving.mode batch): scores the run's key set with the registered version into the batch "
+        "store, beside the serving batch (skipped for online models)",
+        "see the task log (chunks, keys/s); a failed batch leaves the serving one untouched: clear the task to "
+        "score again",
+    ),
+    Step(
+        "gate_batch",
+        "a batch model's batch: coverage of the key set, scores against the serving batch's, store latency",
+        "the batch is incomplete, its scores moved, or the store is slow: the table says which; the pointer did "
+        "not move, the serving batch keeps answering",
+    ),
+    Step(
         "deploy",
-        "puts a registered version into production through the production path (keiko.rollout.production)",
+        "puts a registered version into production through the production path (keiko.rollout.production); a "
+        "batch model's by moving the batch store's pointer to its batch",
         "the servers did not confirm the version (those moved were put back), or another change of production "
         "held the model's lease past the wait: the alias did not move. (Skipped is no failure: the version is "
         "rejected or history, or the run asked deploy=skip)",
+        after=("gate_batch", "register"),
+        trigger_rule=NONE_FAILED_MIN_ONE_SUCCESS,
     ),
     Step(
         "gate_serving",

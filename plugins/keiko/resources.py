@@ -14,6 +14,7 @@ from keiko.config import Settings, settings
 from keiko.storage import ArtifactStore, open_store
 
 if TYPE_CHECKING:  # imported where used: not every step needs SQLAlchemy or DuckDB
+    from keiko.batch_store import BatchStore
     from keiko.registry import Registry
     from keiko.warehouse import Warehouse
 
@@ -31,6 +32,12 @@ class Resources:
         from keiko.registry import open_registry
 
         return open_registry(self.settings.registry_url)
+
+    @cached_property
+    def batch_store(self) -> BatchStore:
+        from keiko.batch_store import open_batch_store
+
+        return open_batch_store(self.settings.batch_store_url)
 
     @cached_property
     def warehouse(self) -> Warehouse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from keiko.contract import Blessing, EvaluateResult, Evaluation, ExtractResult, RegisterResult
+from keiko.contract import BatchScoreResult, Blessing, EvaluateResult, Evaluation, ExtractResult, RegisterResult
 from keiko.errors import KeikoError
 from keiko.rollout import json_rows
 from keiko.serving.client import ModelServerClient
@@ -13,7 +13,7 @@ from keiko.stages.context import StageContext
 
 def sample_rows(ctx: StageContext, n: int = 3) -> list[dict]:
     raw = ctx.store.read_table(
-        ctx.layout.raw, columns=list(ctx.model.features.INPUT_SCHEMA), filters=[("dt", "=", ctx.ds.isoformat())]
+        ctx.layout.raw, columns=list(ctx.model.request_schema), filters=[("dt", "=", ctx.ds.isoformat())]
     )
     return json_rows(raw.slice(0, n))
 
@@ -51,6 +51,12 @@ def print_summary(model: str, ds: dt.date) -> None:
         f"registered v{registered.version} ({registered.status})"
         + ("" if registered.created else ", an existing version: same window and artifact")
     )
+    scored = ctx.layout.find(ctx.layout.step_result("batch_score"), BatchScoreResult)
+    if scored is not None:
+        print(
+            f"batch     v{scored.version}: {scored.written:,} of {scored.keys:,} keys into {scored.store} "
+            f"({scored.keys_per_second:,.0f} keys/s), fallback prior {scored.prior:.4f}"
+        )
     print(f"deployed  production alias -> v{ctx.registry.alias(model, 'production')}")
 
     serving = ctx.model.config.serving

@@ -5,7 +5,8 @@ of a day come from (seed, day), so a day's partition is byte-identical however m
 written around it. The click probability is a logistic model of main effects and two crosses,
 so the hashed-cross logistic regression can approach it, and the true probability of every
 impression is written to a separate `truth` table (never read by a model) to compute the
-Bayes-optimal logloss of any day.
+Bayes-optimal logloss of any day. The users of user-level models, with tables of their own, are
+keiko.synth_users'.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import pyarrow.parquet as pq
 
 from keiko.atomic import write_atomically
 
-TABLES = ("impressions", "clicks", "conversions", "truth")
+USER_TABLES = ("user_profiles", "user_purchases", "user_truth")  # keiko.synth_users
+TABLES = ("impressions", "clicks", "conversions", "truth", *USER_TABLES)
 OS_NAMES = np.array(["android", "ios"])
 COUNTRIES = np.array(["JP", "US", "KR", "TW", "TH", "ID", "GB", "DE", "FR", "BR"])
 COUNTRY_SHARE = np.array([0.35, 0.2, 0.1, 0.07, 0.06, 0.06, 0.05, 0.04, 0.04, 0.03])
@@ -266,14 +268,18 @@ def write_warehouse(
 ) -> list[dt.date]:
     """Write `days` days ending `end_date`; `faults` names the keiko.faults to inject into some days."""
     from keiko.faults import FAULTS
+    from keiko.synth_users import UserDays, UserWorld, population
 
     world = World.from_seed(seed)
+    users = UserDays(UserWorld.from_seed(seed, population(rows_per_day)), seed)
     dates = [end_date - dt.timedelta(days=offset) for offset in range(days - 1, -1, -1)]
     faults = faults or {}
     for index, day in enumerate(dates, start=1):
         tables: dict[str, pa.Table] | None = generate_day(world, day, daily_rows(day, rows_per_day, seed), seed)
-        for fault in faults.get(day, ()):
+        for fault in faults.get(day, ()):  # faults of the DSP log; a missing day misses the user tables too
             tables = FAULTS[fault](tables, np.random.default_rng([seed, day.toordinal(), 2]))
+        if tables is not None:
+            tables = {**tables, **users.tables(day)}
         injected = f" [injected: {', '.join(faults[day])}]" if faults.get(day) else ""
         if tables is None:
             for name in TABLES:
@@ -285,6 +291,8 @@ def write_warehouse(
         n_clicks = len(np.unique(tables["clicks"]["impression_id"].to_numpy()))
         progress(
             f"[{index}/{len(dates)}] {day}: {rows:,} impressions, {n_clicks:,} clicked "
-            f"({n_clicks / max(rows, 1):.2%}), {tables['conversions'].num_rows:,} conversions{injected}"
+            f"({n_clicks / max(rows, 1):.2%}), {tables['conversions'].num_rows:,} conversions; "
+            f"{tables['user_profiles'].num_rows:,} active users, {tables['user_purchases'].num_rows:,} purchases"
+            f"{injected}"
         )
     return dates

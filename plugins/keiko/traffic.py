@@ -207,6 +207,11 @@ def live_day(
 
     config = settings()
     definition = load_model(model)
+    if definition.config.serving.batch is not None:
+        raise KeikoError(
+            f"{model} is a batch model (serving.mode batch): keiko traffic sends a day's impressions to online models "
+            "(ctr, cvr); a batch model answers its keys from the batch store"
+        )
     if rate is not None and not rate > 0:
         raise KeikoError(f"--rate {rate}: expected a positive number of requests a second")
     new = [Shift.parse(text, day) for text in shifts]

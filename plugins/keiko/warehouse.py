@@ -30,11 +30,11 @@ def data_window(ds: dt.date, window_days: int) -> tuple[dt.date, dt.date]:
     return ds - dt.timedelta(days=window_days - 1), ds
 
 
-def render_sql(path: Path, *, ds: dt.date, window_days: int, model: str) -> str:
-    """A model's extract SQL for the run of day `ds`."""
+def render_sql(path: Path, *, ds: dt.date, window_days: int, model: str, what: str = "extract") -> str:
+    """A model's SQL of a run (`what`: extract, or a batch model's keys) for the run of day `ds`."""
     start, end = data_window(ds, window_days)
     return _render(
-        path, "extract", ds=ds.isoformat(), window_start=start.isoformat(), window_end=end.isoformat(), model=model
+        path, what, ds=ds.isoformat(), window_start=start.isoformat(), window_end=end.isoformat(), model=model
     )
 
 

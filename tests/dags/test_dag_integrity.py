@@ -66,7 +66,8 @@ def test_the_monitor_dag_waits_deferred_for_each_source_then_judges_the_attribut
             "--ds",
             judged.isoformat(),
         ]
-    assert config.monitor_lag_days == {"ctr": 0, "cvr": 3}[model]  # clicks within 1 h, conversions within 72 h
+    # clicks within 1 h, conversions within 72 h, purchases within the 7 days after a user's day
+    assert config.monitor_lag_days == {"ctr": 0, "cvr": 3, "user_value": 7}[model]
 
 
 @pytest.mark.parametrize("model", model_names())
@@ -81,8 +82,8 @@ def test_dag_shape_and_policy(dagbag, model):
         chain.append(nxt)
     assert [t.task_id for t in chain] == [
         "wait_for_data", "extract", "gate_raw", "features", "gate_features", "train", "gate_training",
-        "evaluate", "gate_evaluation", "register", "deploy", "gate_serving", "canary", "approve_promotion", "promote",
-        "rollback",
+        "evaluate", "gate_evaluation", "register", "batch_score", "gate_batch", "deploy", "gate_serving", "canary",
+        "approve_promotion", "promote", "rollback",
     ]  # fmt: skip
     assert len(dag.tasks) == len(chain)
     # The data first, deferred: its timeout is model.yaml's, and a timeout is final (no retries).
@@ -102,6 +103,10 @@ def test_dag_shape_and_policy(dagbag, model):
     register = dag.get_task("register")
     assert register.trigger_rule == "all_done_min_one_success"
     assert {t.task_id for t in register.upstream_list} == {"evaluate", "gate_evaluation"}
+    # deploy runs after register once a batch model's batch passed its gate, or an online model skipped both steps.
+    deploy = dag.get_task("deploy")
+    assert deploy.trigger_rule == "none_failed_min_one_success"
+    assert {t.task_id for t in deploy.upstream_list} == {"gate_batch", "register"}
     # rollback reverts production after a failed gate_serving: a visible task, not a side effect of the check.
     rollback = dag.get_task("rollback")
     assert rollback.trigger_rule == "one_failed" and rollback.is_teardown  # gate_serving decides the run's state

@@ -22,7 +22,7 @@ def declared_columns() -> dict[str, str]:
 def test_every_model_s_log_columns_are_declared_with_their_types():
     declared = declared_columns()
     for name in model_names():
-        schema = log_schema(load_model(name).features.INPUT_SCHEMA)
+        schema = log_schema(load_model(name).request_schema)  # what the server logs (app.open_prediction_log)
         assert {f.name: ATHENA[f.type] for f in schema} == {f.name: declared[f.name] for f in schema}, name
 
 

@@ -58,7 +58,7 @@ def test_dag_retrains_registers_deploys_and_the_server_answers(environment, tmp_
     rows = raw[raw["dt"] == DS].head(20).drop(columns=["dt", "clicked", "impression_id", "user_id"])
     rows["event_time"] = rows["event_time"].map(lambda t: t.isoformat())
     answer = httpx.post(f"{url}/predict", json={"rows": rows.to_dict("records")}).json()
-    features, _ = feature_arrays(pq.read_table(day / "test.parquet").slice(0, 20))
+    features, _ = feature_arrays(pq.read_table(day / "test.parquet").slice(0, 20), "impression_id")
     offline = load_model_bytes((day / "model.npz").read_bytes()).predict(features)
     assert answer["model_version"] == 1
     np.testing.assert_allclose(answer["predictions"], offline, rtol=0, atol=1e-12)

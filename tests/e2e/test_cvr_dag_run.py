@@ -59,7 +59,7 @@ def test_cvr_dag_trains_catboost_registers_and_deploys_to_both_replicas(environm
     raw = pq.read_table(day / "raw.parquet").to_pandas()
     rows = raw[raw["dt"] == DS].head(20).drop(columns=["dt", "converted", "impression_id", "user_id"])
     rows["event_time"] = rows["event_time"].map(lambda t: t.isoformat())
-    features, _ = feature_arrays(pq.read_table(day / "test.parquet").slice(0, 20))
+    features, _ = feature_arrays(pq.read_table(day / "test.parquet").slice(0, 20), "impression_id")
     offline = load_model_bytes((day / "model.cbm").read_bytes()).predict(features)
     for url in urls:
         answer = httpx.post(f"{url}/predict", json={"rows": rows.to_dict("records")}).json()

@@ -34,8 +34,8 @@ SCHEDULE = "15 2 * * *"
 PORT = 8621  # ctr serves on 8601-8602, cvr on 8611-8612: each model its own ports
 EXPECTED_CHAIN = [
     "extract", "gate_raw", "features", "gate_features", "train", "gate_training",
-    "evaluate", "gate_evaluation", "register", "deploy", "gate_serving", "canary", "approve_promotion", "promote",
-    "rollback",
+    "evaluate", "gate_evaluation", "register", "batch_score", "gate_batch", "deploy", "gate_serving", "canary",
+    "approve_promotion", "promote", "rollback",
 ]  # fmt: skip
 
 # (pattern, replacement): one line each, as a person edits the copied model.yaml. Keyed on the field,

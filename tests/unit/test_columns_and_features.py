@@ -40,6 +40,11 @@ ROWS = [
         "floor_price": 2.5,
     },
 ]
+# user_value's inputs, daily profile snapshots: batch_score reads them from the warehouse, never from requests.
+PROFILE_ROWS = [
+    {"os": "ios", "country": "JP", "sessions_today": 3, "sessions_7d": 9, "active_days_7d": 4, "purchases_28d": 1},
+    {"os": "android", "country": "BR", "sessions_today": 1, "sessions_7d": 1, "active_days_7d": 1, "purchases_28d": 0},
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +57,10 @@ def test_rows_and_warehouse_table_give_the_same_features(name):
     """Strings arrive as Categoricals from the warehouse and as object arrays from requests: same features."""
     model = load_model(name)
     schema, params = model.features.INPUT_SCHEMA, model.config.feature_params
-    table = pa.Table.from_pylist(ROWS)
+    rows = ROWS if set(schema) <= set(ROWS[0]) else PROFILE_ROWS
+    table = pa.Table.from_pylist(rows)
     from_table = model.features.transform(from_arrow(table, schema), **params)
-    from_request = model.features.transform(from_rows(ROWS, schema), **params)
+    from_request = model.features.transform(from_rows(rows, schema), **params)
     assert list(from_table) == list(from_request) == model.features.FEATURE_COLUMNS
     for column in from_table:
         np.testing.assert_array_equal(from_table[column], from_request[column], err_msg=column)

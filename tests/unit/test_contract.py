@@ -45,6 +45,8 @@ NOT_RUN_ARTIFACTS = {
     ("config.py", "DuckDB warehouse: `<table>/dt=<day>/*.parquet`"): "the setting's description",
     ("operators/pod.py", "/airflow/xcom/return.json"): "where KubernetesPodOperator's XCom sidecar reads",
     ("modeldef.py", "monitor.sql"): "the model's monitor SQL template in include/sql/<model>/",
+    ("modeldef.py", "batch_keys.sql"): "a batch model's key-set SQL template in include/sql/<model>/",
+    ("modeldef.py", "extract.sql's row identifier: a row's key through splits and truth"): "the field's description",
     (
         "pipeline.py",
         "renders include/sql/<model>/monitor.sql for the day: each answer the servers logged, with its outcome",

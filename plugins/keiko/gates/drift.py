@@ -35,7 +35,7 @@ def version_validations(
     """The version's two suites on its served rows, and its unseen shares for the result."""
     import great_expectations.expectations as gxe
 
-    config, schema = ctx.model.config.monitor, ctx.model.features.INPUT_SCHEMA
+    config, schema = ctx.model.config.monitor, ctx.model.request_schema  # what the servers logged of a request
     metrics = ctx.registry.get(ctx.model.name, version).metrics
     profile = ctx.store.read_json(metrics["profile_uri"])["columns"] if metrics.get("profile_uri") else {}
     if metrics.get("prediction_profile"):

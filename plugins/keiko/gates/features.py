@@ -40,7 +40,7 @@ def run(ctx: StageContext) -> FeaturesGateResult:
     config, module = ctx.model.config.gates.features, ctx.model.features
     ctx.store.delete(ctx.layout.plot(DRIFT_PLOT))  # an earlier run's chart must not pass for this run's
     features = ctx.result(FeaturesResult)
-    expected_columns = [*module.FEATURE_COLUMNS, "label", "impression_id"]
+    expected_columns = [*module.FEATURE_COLUMNS, "label", ctx.model.config.row_id]
     validations = []
     for split in SPLITS:
         frame = ctx.store.read_table(features.splits[split].uri).to_pandas()

@@ -141,6 +141,7 @@ def build(
 
     if daily is not None:
         start, end = ctx.window
+        start += dt.timedelta(days=ctx.model.config.label_horizon_days)  # the first days' labels close in the window
         window_days = [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
         reference = reference_volume(history, daily)
         validations.append(

@@ -1,4 +1,5 @@
 """gate_serving: the live replicas answer the golden set exactly as the offline candidate did, fast enough.
+A batch model's replicas answer keys of its batch exactly as batch_score scored them (through the store).
 
 Each golden row (sampled from the test day by evaluate, with the candidate's offline prediction) is
 sent as its own single-auction /predict request to every replica. |served - offline| above the
@@ -15,7 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from keiko.contract import DeployResult, EvaluateResult, ServingGateResult
+from keiko.contract import BatchScoreResult, DeployResult, EvaluateResult, ServingGateResult
 from keiko.gates.runner import Validation, report, run_validations
 from keiko.rollout import SmokeTest
 from keiko.serving.client import ModelServerClient
@@ -47,7 +48,13 @@ def run(ctx: StageContext) -> ServingGateResult:
     serving = ctx.model.config.serving
     deployed = ctx.result(DeployResult)
     golden = ctx.store.read_table(ctx.result(EvaluateResult).golden_uri)
-    known = SmokeTest.from_golden(golden, limit=golden.num_rows)
+    if serving.batch is None:
+        known, index = SmokeTest.from_golden(golden, limit=golden.num_rows), ctx.model.config.row_id
+        ids = golden[index].to_numpy()
+    else:  # a batch model answers from its batch: as many of its keys as the golden set has rows
+        scores = ctx.store.read_table(ctx.result(BatchScoreResult).scores_uri)
+        known, index = SmokeTest.from_batch(scores, serving.batch.key, limit=golden.num_rows), serving.batch.key
+        ids = np.asarray([row[index] for row in known.rows])
     rows, expected = known.rows, np.asarray(known.expected)
     urls = deployed.servers
     variant = CANARY if deployed.strategy != "rolling" else None  # the deployed version serves as the canary
@@ -59,14 +66,14 @@ def run(ctx: StageContext) -> ServingGateResult:
     validations = []
     for index, url in enumerate(urls, start=1):
         served, facts = probe(url, rows, deployed.version, variant)
-        served["impression_id"] = golden["impression_id"].to_numpy()
+        served[index] = ids
         served["abs_error"] = (served["served"] - expected).abs()
         validations.append(
             Validation(
                 f"replica{index}_answers",
                 served,
                 [gxe.ExpectColumnValuesToBeBetween(column="abs_error", min_value=0, max_value=serving.skew_tolerance)],
-                index_column="impression_id",
+                index_column=index,
             )
         )
         validations.append(

@@ -42,7 +42,7 @@ def run(ctx: StageContext) -> TrainingGateResult:
     losses = [epoch["valid_logloss"] for epoch in log["epochs"]]
     data = ctx.store.read_verified(trained.model_uri, trained.model_sha256)
     model, load_mb = load_cost(data)
-    valid, _ = feature_arrays(ctx.store.read_table(ctx.layout.split("valid")))
+    valid, _ = feature_arrays(ctx.store.read_table(ctx.layout.split("valid")), ctx.model.config.row_id)
     predictions = model.predict(valid)
     ctx.log(f"gate_training {ctx.model.name}: {len(losses)} epochs, artifact {len(data) / 1e6:.1f} MB")
 

@@ -3,6 +3,8 @@ across runs.
 
 - answered share: the day's population with a logged answer (model.yaml monitor.answered_share); fewer means
   the prediction log dropped rows or some traffic went past keiko's servers.
+- fallback share (batch models): the answers that fell back to the prior (keys the batch lacked, or an expired
+  batch) / the answers (model.yaml serving.batch.max_fallback_share);
 - trend: a least-squares line through log(training rows) and log(offline test logloss) of the model's last
   monitor.trend.runs runs in the registry (one per day, any status). gate_raw's volume band compares a day with
   a trailing median, which a slow decline drags down with it: -3 % a day for ten days stays inside a +-30 %
@@ -58,6 +60,17 @@ def run(ctx: StageContext) -> VolumeGateResult:
             ],
         )
     ]
+    batch = ctx.model.config.serving.batch
+    fallback_share = None
+    if batch is not None:  # a batch model: the answers its batch could not give
+        fallback_share = joined.fallbacks / max(joined.answered, 1)
+        validations.append(
+            Validation(
+                "fallback",
+                pd.DataFrame([{"fallback_share": fallback_share}]),
+                [gxe.ExpectColumnValuesToBeBetween(column="fallback_share", max_value=batch.max_fallback_share)],
+            )
+        )
     runs = last_runs(ctx.registry.list(ctx.model.name), joined.day, config.trend.runs)
     rows = {v.ds: int(v.metrics["raw_rows"]) for v in runs}
     losses = {v.ds: float(v.metrics["test"]["logloss"]) for v in runs}
@@ -86,7 +99,8 @@ def run(ctx: StageContext) -> VolumeGateResult:
             "trend not judged"
         )
     outcomes = run_validations(ctx, "volume", validations)
-    summary = f"answered share {share:.2%}" + (
+    fallen = f", fallback share {fallback_share:.2%}" if fallback_share is not None else ""
+    summary = f"answered share {share:.2%}{fallen}" + (
         f", training rows {rows_change:+.2%}/day and offline logloss {loss_change:+.2%}/day over {len(runs)} runs"
         if rows_change is not None and loss_change is not None
         else ""
@@ -98,6 +112,7 @@ def run(ctx: StageContext) -> VolumeGateResult:
         summary,
         day=joined.day,
         answered_share=share,
+        fallback_share=fallback_share,
         training_rows=rows,
         offline_logloss=losses,
         rows_daily_change=rows_change,

@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from botocore.exceptions import ClientError
 
-from keiko.aws import aws_client
+from keiko.aws import aws_client, ready_dynamodb_table
 from keiko.errors import RegistryError
 from keiko.registry import (
     UNCONDITIONAL,
@@ -260,46 +260,10 @@ class DynamoDBRegistry(Registry):
         if self._table_ready:
             return
         with self._table_lock:
-            if self._table_ready:
-                return
-            try:
-                table = self.client.describe_table(TableName=self.table)["Table"]
-            except self.client.exceptions.ResourceNotFoundException:
-                table = self._create_table()
-            self._check_key_schema(table)
-            status = table["TableStatus"]
-            if status == "CREATING":
-                self.client.get_waiter("table_exists").wait(
-                    TableName=self.table, WaiterConfig={"Delay": 1, "MaxAttempts": 300}
-                )
-            elif status not in ("ACTIVE", "UPDATING"):  # UPDATING tables serve reads and writes
-                raise RegistryError(f"DynamoDB table {self.table} is {status}: the registry cannot use it")
-            self._table_ready = True
-
-    def _create_table(self) -> dict[str, Any]:
-        try:
-            return self.client.create_table(
-                TableName=self.table,
-                AttributeDefinitions=[
-                    {"AttributeName": "pk", "AttributeType": "S"},
-                    {"AttributeName": "sk", "AttributeType": "S"},
-                ],
-                KeySchema=[
-                    {"AttributeName": "pk", "KeyType": "HASH"},
-                    {"AttributeName": "sk", "KeyType": "RANGE"},
-                ],
-                BillingMode="PAY_PER_REQUEST",
-            )["TableDescription"]
-        except self.client.exceptions.ResourceInUseException:
-            # Another process created it since we looked: use theirs.
-            return self.client.describe_table(TableName=self.table)["Table"]
-
-    def _check_key_schema(self, table: dict[str, Any]) -> None:
-        schema = {key["AttributeName"]: key["KeyType"] for key in table["KeySchema"]}
-        if schema != {"pk": "HASH", "sk": "RANGE"}:
-            raise RegistryError(
-                f"DynamoDB table {self.table} has keys {schema}, the registry needs pk (HASH) and sk (RANGE)"
-            )
+            if not self._table_ready:
+                keys = {"pk": "HASH", "sk": "RANGE"}
+                ready_dynamodb_table(self.client, self.table, keys, user="the registry", error=RegistryError)
+                self._table_ready = True
 
     # --- reads and writes ---
 

@@ -60,6 +60,12 @@ class SmokeTest:
         head = golden.slice(0, limit)
         return cls(json_rows(head.drop_columns([GOLDEN_EXPECTED])), head[GOLDEN_EXPECTED].to_pylist())
 
+    @classmethod
+    def from_batch(cls, scores: pa.Table, key: str, limit: int = SMOKE_ROWS) -> SmokeTest:
+        """A batch model's known answers: keys of its batch (batch_score's table: key, score) and their scores."""
+        head = scores.slice(0, limit)
+        return cls([{key: value} for value in head[key].to_pylist()], head["score"].to_pylist())
+
     def check(self, answer: dict[str, Any], version: int) -> None:
         """Raise KeikoError unless `answer` (a /predict response) is `version`'s known answers."""
         if answer.get("model_version") != version:
@@ -84,6 +90,10 @@ class Rollout(ABC):
         self.log = log
         self.guard = guard
         self.events: list[RolloutEvent] = []
+
+    def serving_where(self, servers: int) -> str:
+        """Where a version serves once `run` succeeded, in words for the change's message ("on ...")."""
+        return f"{servers} replica(s)"
 
     def _record(self, replica: str, event: str, version: int | None, detail: str = "") -> None:
         self.events.append(RolloutEvent(replica=replica, event=event, version=version, detail=detail))

@@ -91,8 +91,20 @@ def open_backend(
     log: Callable[[str], None],
     guard: Callable[[], None],
 ) -> Rollout:
-    """The rollout backend KEIKO_DEPLOY_BACKEND names."""
+    """The rollout backend KEIKO_DEPLOY_BACKEND names; a batch model's is its batch store's pointer, wherever its
+    servers run."""
     config = resources.settings
+    if model.config.serving.batch is not None:
+        from keiko.rollout.batch import BatchRollout
+
+        return BatchRollout(
+            model=model.name,
+            key=model.config.serving.batch.key,
+            store=resources.batch_store,
+            artifacts=resources.store,
+            log=log,
+            guard=guard,
+        )
     if config.deploy_backend == "kubernetes":
         from keiko.rollout.kubernetes import KubernetesRollout
 
@@ -231,11 +243,11 @@ class ProductionPath:
         except KeikoError as exc:
             raise fail(f"replicas serve v{change.version} but the production alias did not move: {exc}",
                        rolled_back=False) from None  # fmt: skip
-        moved, replicas = f"{version_name(current)} -> v{change.version}", len(self.urls)
+        moved, where = f"{version_name(current)} -> v{change.version}", backend.serving_where(len(self.urls))
         if change.action == "rollback":
-            message = f"rolled back {name}: production {moved} on {replicas} replica(s)"
+            message = f"rolled back {name}: production {moved} on {where}"
         else:
-            message = f"all {replicas} replica(s) serve v{change.version}; production alias moved {moved}"
+            message = f"v{change.version} serves on {where}; production alias moved {moved}"
         return record(True, message, rolled_back=False, alias_moved=True)
 
     def _lost(self, exc: LeaseLost) -> str:

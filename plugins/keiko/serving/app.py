@@ -38,13 +38,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from typing_extensions import TypedDict
 
+from keiko.batch_store import open_batch_store
 from keiko.config import settings
 from keiko.modeldef import ModelDefinition, load_model
 from keiko.registry import open_registry
 from keiko.serving.auth import VARIANT_HEADER, asked_variant, bearer_token_matches
+from keiko.serving.batch_server import BatchModelServer
 from keiko.serving.inference_protocol import GROUP_SEPARATOR, ModelGroup, ModelNotFound
 from keiko.serving.limits import BodyTooLarge, read_body
-from keiko.serving.model_server import Answer, Canary, ModelServer, PredictRequest, answer_all, encode_predictions
+from keiko.serving.model_server import (
+    Answer,
+    Canary,
+    ModelServer,
+    PredictRequest,
+    ServingRefusal,
+    answer_all,
+    encode_predictions,
+)
 from keiko.serving.monitoring import ProcessCollector, exposition
 from keiko.serving.prediction_log import PredictionLog
 from keiko.serving.split import TrafficSplit
@@ -199,6 +209,8 @@ class PredictEndpoint:
         group = pending.group
         try:
             answers = await answer_all(group.servers, pending.requests, pending.asked)
+        except ServingRefusal as exc:
+            return exc.status, error_body(str(exc)), [UNROUTED] * len(group.servers)
         except Exception:
             log.exception("scoring failed")
             return 500, error_body("scoring failed"), [UNROUTED] * len(group.servers)
@@ -208,7 +220,7 @@ class PredictEndpoint:
     def reply(group: ModelGroup, answers: Sequence[Answer]) -> Reply:
         if group.single is not None:
             a = answers[0]
-            return 200, encode_predictions(a.version, a.predictions, a.variant), [a.variant]
+            return 200, encode_predictions(a.version, a.predictions, a.variant, a.detail), [a.variant]
         return 200, encode_group(group, answers), [a.variant for a in answers]
 
     @staticmethod
@@ -277,6 +289,8 @@ def describe_canary(canary: Canary | None) -> dict[str, Any] | None:
 
 def describe(server: ModelServer) -> dict[str, Any]:
     """GET /version of a model."""
+    if isinstance(server, BatchModelServer):
+        return server.describe()
     loaded = server.current
     return {
         "model": server.name,
@@ -293,7 +307,7 @@ def open_prediction_log(definition: ModelDefinition, url: str, aws_conn_id: str)
     if not config.enabled:
         return None
     store = ArtifactStore(url, aws_conn_id=aws_conn_id)
-    return PredictionLog(model=definition.name, inputs=definition.features.INPUT_SCHEMA, config=config, store=store)
+    return PredictionLog(model=definition.name, inputs=definition.request_schema, config=config, store=store)
 
 
 def model_routes(server: ModelServer, token: str) -> list[BaseRoute]:
@@ -303,9 +317,9 @@ def model_routes(server: ModelServer, token: str) -> list[BaseRoute]:
         return JSONResponse(describe(server))
 
     async def readyz(_: Request) -> JSONResponse:
-        if server.current is None:
+        if not server.ready:
             return JSONResponse({"ready": False, "reason": server.last_error or "loading"}, status_code=503)
-        return JSONResponse({"ready": True, "version": server.current.version})
+        return JSONResponse({"ready": True, "version": server.version})
 
     async def metrics(request: Request) -> Response:
         body, content_type = exposition(server.metrics_registry, request.headers.get("accept", ""))
@@ -390,10 +404,10 @@ def process_routes(host: Host) -> list[BaseRoute]:
         return JSONResponse({"status": "ok"})
 
     async def readyz(_: Request) -> JSONResponse:
-        waiting = {s.name: s.last_error or "loading" for s in host.servers.values() if s.current is None}
+        waiting = {s.name: s.last_error or "loading" for s in host.servers.values() if not s.ready}
         if waiting:
             return JSONResponse({"ready": False, "waiting": waiting}, status_code=503)
-        return JSONResponse({"ready": True, "versions": {s.name: s.current.version for s in host.servers.values()}})
+        return JSONResponse({"ready": True, "versions": {s.name: s.version for s in host.servers.values()}})
 
     async def version(_: Request) -> JSONResponse:
         return JSONResponse({"model": None, "models": {name: describe(s) for name, s in host.servers.items()}})
@@ -431,7 +445,12 @@ def create_app(
     for name in names:
         definition = load_model(name)
         log_ = open_prediction_log(definition, config.prediction_log_url, config.aws_conn_id)
-        servers[name] = ModelServer(definition, registry, store, log_)
+        if definition.config.serving.batch is not None:
+            servers[name] = BatchModelServer(
+                definition, registry, store, open_batch_store(config.batch_store_url), log_
+            )
+        else:
+            servers[name] = ModelServer(definition, registry, store, log_)
     token = admin_token if admin_token is not None else os.environ.get("KEIKO_ADMIN_TOKEN", "")
     host = Host(servers, token)
     for name in names[1:]:

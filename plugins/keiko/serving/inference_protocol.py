@@ -151,7 +151,7 @@ class ModelGroup:
         return min(server.limits.max_body_bytes for server in self.servers)
 
     def ready(self) -> bool:
-        return all(server.current is not None for server in self.servers)
+        return all(server.ready for server in self.servers)
 
     def version(self, text: str) -> int:
         """The version a request names (the path's /versions/{v}, gRPC's model_version): one this model serves."""
@@ -174,8 +174,8 @@ class ModelGroup:
         """The model's (or group's) metadata: its inputs with their datatypes, one output per model."""
         single = self.single
         versions = []
-        if single is not None and single.current is not None:
-            versions = [str(single.current.version)]
+        if single is not None and single.version is not None:
+            versions = [str(single.version)]
             if single.canary is not None:
                 versions.append(str(single.canary.model.version))
         return {
@@ -214,7 +214,7 @@ class ModelGroup:
     ) -> list[Answer]:
         """Each model's answer on `rows`, after each model validated them as /predict would."""
         for server in servers:
-            if server.current is None:
+            if not server.ready:
                 raise NotReady(f"{server.name}: {server.last_error or 'loading'}")
         return await answer_all(servers, [validated(server, rows, request_id) for server in servers], asked, version)
 

@@ -53,7 +53,13 @@ ROW_PATH_MAX_ROWS = 64
 REFUSALS = ("body_too_large", "too_many_rows", "invalid_request")  # /metrics: keiko_serving_refused_requests
 
 
-class VersionNotServed(KeikoError):
+class ServingRefusal(KeikoError):
+    """A request this server cannot answer, for a reason the client is told: answered `status` with the message."""
+
+    status = 500
+
+
+class VersionNotServed(ServingRefusal):
     """A request named a version this server does not serve (neither the stable one nor the canary)."""
 
     status = 404  # as the inference protocol answers it
@@ -64,6 +70,7 @@ class Answer:
     version: int
     variant: str
     predictions: list[float]
+    detail: Mapping[str, Any] | None = None  # more of the answer, in its JSON (a batch model's fallbacks)
 
 
 @dataclass(frozen=True)
@@ -105,7 +112,7 @@ class ModelServer:
         self.registry = registry
         self.store = store
         self.prediction_log = prediction_log
-        self.schema = definition.features.INPUT_SCHEMA
+        self.schema = definition.request_schema
         self.limits = definition.config.serving
         self.adapter = request_adapter(self.schema, self.limits, IDENTIFIERS)
         self.current: LoadedModel | None = None
@@ -121,6 +128,15 @@ class ModelServer:
     @property
     def name(self) -> str:
         return self.definition.name
+
+    @property
+    def version(self) -> int | None:
+        """The version serving now; None: none yet (not ready)."""
+        return None if self.current is None else self.current.version
+
+    @property
+    def ready(self) -> bool:
+        return self.version is not None
 
     def score_vectorised(self, loaded: LoadedModel, rows: list[dict[str, Any]]) -> list[float]:
         features = self.definition.features.transform(from_rows(rows, self.schema), **loaded.model.feature_params)
@@ -198,8 +214,9 @@ class ModelServer:
 
     def parse(self, body: bytes) -> tuple[PredictRequest | None, tuple[int, bytes] | None]:
         """A /predict body: (request, None) when it is valid and a model is loaded; else (None, the error response)."""
-        if self.current is None:
-            return None, (503, msgspec.json.encode({"error": f"{self.name}: no model loaded"}))
+        if not self.ready:
+            why = self.last_error or "no model loaded"
+            return None, (503, msgspec.json.encode({"error": f"{self.name}: {why}"}))
         rows_sent = too_many_rows(body, self.limits.max_rows)
         if rows_sent is not None:
             self.refused["too_many_rows"] += 1
@@ -348,9 +365,12 @@ async def answer_all(
     return list(await asyncio.gather(*(s.answer(r, asked, version) for s, r in zip(servers, requests, strict=True))))
 
 
-def encode_predictions(version: int, predictions: list[float], variant: str = STABLE) -> bytes:
+def encode_predictions(
+    version: int, predictions: list[float], variant: str = STABLE, detail: Mapping[str, Any] | None = None
+) -> bytes:
     """/predict's answer."""
-    return msgspec.json.encode({"model_version": version, "variant": variant, "predictions": predictions})
+    answer = {"model_version": version, "variant": variant, "predictions": predictions}
+    return msgspec.json.encode(answer if detail is None else {**answer, **detail})
 
 
 class MicroBatcher:

@@ -31,8 +31,8 @@ class ServerCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         model = self.server.definition.name
         serving = GaugeMetricFamily("keiko_serving_version", "The model version serving now", labels=["model"])
-        if self.server.current is not None:
-            serving.add_metric([model], self.server.current.version)
+        if self.server.version is not None:
+            serving.add_metric([model], self.server.version)
         rows = CounterMetricFamily(
             "keiko_serving_rows", "Rows scored, by the version that scored them", labels=["model", "version"]
         )

@@ -95,7 +95,7 @@ class InferenceService:
         return ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context):
-        return ServerReadyResponse(ready=all(s.current is not None for s in self.host.servers.values()))
+        return ServerReadyResponse(ready=all(s.ready for s in self.host.servers.values()))
 
     async def ServerMetadata(self, request, context):
         return ServerMetadataResponse(name=SERVER_NAME, version=keiko.__version__)

@@ -37,7 +37,7 @@ from keiko.serving.inference_protocol import (
     raw_tensor,
 )
 from keiko.serving.limits import BodyTooLarge, read_body
-from keiko.serving.model_server import Answer, ModelServer, VersionNotServed
+from keiko.serving.model_server import Answer, ModelServer, ServingRefusal
 
 log = logging.getLogger("keiko.serving")
 PROTOCOL = "v2_rest"  # /metrics' protocol label
@@ -182,7 +182,7 @@ class InferEndpoint:
             variants = [a.variant for a in answers]
             status = 200
             answer, extra = encode_response(group, servers, answers, request)
-        except (ProtocolError, VersionNotServed) as exc:
+        except (ProtocolError, ServingRefusal) as exc:
             status = exc.status
             answer, extra = error_body(str(exc)), []
             if group is not None:
@@ -208,14 +208,14 @@ def oip_routes(host: Host) -> list[BaseRoute]:
             group.version(version)
         return group
 
-    def refused(exc: ProtocolError | VersionNotServed) -> JSONResponse:
+    def refused(exc: ProtocolError | ServingRefusal) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
     async def live(_: Request) -> JSONResponse:
         return JSONResponse({"live": True})
 
     async def ready(_: Request) -> JSONResponse:
-        ready = all(server.current is not None for server in host.servers.values())
+        ready = all(server.ready for server in host.servers.values())
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     async def server_metadata(_: Request) -> JSONResponse:
@@ -224,13 +224,13 @@ def oip_routes(host: Host) -> list[BaseRoute]:
     async def model_metadata(request: Request) -> JSONResponse:
         try:
             return JSONResponse(group_of(request).metadata())
-        except (ProtocolError, VersionNotServed) as exc:
+        except (ProtocolError, ServingRefusal) as exc:
             return refused(exc)
 
     async def model_ready(request: Request) -> JSONResponse:
         try:
             group = group_of(request)
-        except (ProtocolError, VersionNotServed) as exc:
+        except (ProtocolError, ServingRefusal) as exc:
             return refused(exc)
         ready = group.ready()
         return JSONResponse({"name": group.name, "ready": ready}, status_code=200 if ready else 503)

@@ -13,7 +13,8 @@ import hashlib
 from dataclasses import dataclass
 
 STABLE, CANARY = "stable", "canary"
-VARIANTS = (STABLE, CANARY)
+VARIANTS = (STABLE, CANARY)  # of a split; a batch model's answers are BATCH, or FALLBACK when its batch lacked the key
+BATCH, FALLBACK = "batch", "fallback"
 _SCALE = float(1 << 64)
 
 

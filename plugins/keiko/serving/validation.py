@@ -46,19 +46,28 @@ def string_limits(schema: Mapping[str, str], limits: Serving) -> dict[str, int]:
 
 
 def request_adapter(
-    schema: Mapping[str, str], limits: Serving, identifiers: Mapping[str, str] | None = None
+    schema: Mapping[str, str],
+    limits: Serving,
+    identifiers: Mapping[str, str] | None = None,
+    optional: Mapping[str, str] | None = None,
 ) -> TypeAdapter:
     """Validates {"request_id"?: str, "rows": [...]} JSON bytes in one pass (pydantic-core), errors located by
     row and field. Each row holds the schema's fields, and may hold `identifiers` (the prediction log's
-    impression and user ids), kept for the log; other fields are ignored."""
-    lengths = string_limits(schema, limits)
+    impression and user ids), kept for the log, and `optional` fields, checked as the schema's when present (a
+    batch model's feature inputs, for its online fallback); other fields are ignored."""
+    optional = {name: kind for name, kind in (optional or {}).items() if name not in schema}
+    lengths = string_limits({**schema, **optional}, limits)
+
+    def checked(name: str, kind: str) -> Any:
+        return Annotated[str, Field(max_length=lengths[name])] if kind == "str" else _TYPES[kind]
+
     fields: dict[str, Any] = {
-        name: NotRequired[_TYPES[kind]] for name, kind in (identifiers or {}).items() if name not in schema
+        name: NotRequired[_TYPES[kind]]
+        for name, kind in (identifiers or {}).items()
+        if name not in schema and name not in optional
     }
-    fields.update(
-        (name, Annotated[str, Field(max_length=lengths[name])] if kind == "str" else _TYPES[kind])
-        for name, kind in schema.items()
-    )
+    fields.update((name, NotRequired[checked(name, kind)]) for name, kind in optional.items())
+    fields.update((name, checked(name, kind)) for name, kind in schema.items())
     row = with_config(ConfigDict(extra="ignore"))(TypedDict("Row", fields))
     # max_length backs up too_many_rows() for the bodies it leaves to this parse (NaN literals, ...).
     rows = Annotated[list[row], Field(min_length=1, max_length=limits.max_rows)]

@@ -7,6 +7,8 @@ gate_evaluation's job.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -41,15 +43,17 @@ def slice_metrics(
     return out
 
 
-def true_probabilities(ctx: StageContext, ids: np.ndarray) -> np.ndarray | None:
-    """The generator's hidden probability of each test row (synthetic warehouse only), else None."""
-    column = ctx.model.config.truth_column
-    if column is None or "truth" not in ctx.warehouse.tables():
+def true_probabilities(ctx: StageContext, ids: np.ndarray, day: dt.date) -> np.ndarray | None:
+    """The generator's hidden probability of each row of `day` (by row_id; synthetic warehouse only), else None."""
+    config = ctx.model.config
+    if config.truth is None or config.truth.table not in ctx.warehouse.tables():
         return None
+    key, column = config.row_id, config.truth.column
     truth = ctx.warehouse.query(
-        f"SELECT impression_id, {quote_identifier(column)} FROM truth WHERE dt = '{ctx.ds.isoformat()}'"
+        f"SELECT {quote_identifier(key)}, {quote_identifier(column)} FROM {quote_identifier(config.truth.table)} "
+        f"WHERE dt = '{day.isoformat()}'"
     )
-    position = pd.Index(truth.column("impression_id").to_numpy()).get_indexer(ids)
+    position = pd.Index(truth.column(key).to_numpy()).get_indexer(ids)
     if (position < 0).any():
         return None
     return truth.column(column).to_numpy()[position]
@@ -90,7 +94,7 @@ def golden_set(ctx: StageContext, raw_test: pa.Table, predictions: np.ndarray) -
     """
     rng = np.random.default_rng(ctx.ds.toordinal())
     picked = np.sort(rng.choice(raw_test.num_rows, min(GOLDEN_ROWS, raw_test.num_rows), replace=False))
-    columns = ["impression_id", *ctx.model.features.INPUT_SCHEMA]
+    columns = [ctx.model.config.row_id, *ctx.model.features.INPUT_SCHEMA]
     return raw_test.select(columns).take(picked).append_column(GOLDEN_EXPECTED, pa.array(predictions[picked]))
 
 
@@ -110,8 +114,8 @@ def run(ctx: StageContext) -> EvaluateResult:
     config = ctx.model.config
     trained = ctx.result(TrainResult)
     test_table = ctx.store.read_table(ctx.layout.split("test"))
-    features, y = feature_arrays(test_table)
-    ids = test_table.column("impression_id").to_numpy()
+    features, y = feature_arrays(test_table, config.row_id)
+    ids = test_table.column(config.row_id).to_numpy()
     ctx.log(f"evaluate {ctx.model.name}: {len(y):,} test rows of {ctx.ds}")
 
     candidate_model = load_model_bytes(ctx.store.read_verified(trained.model_uri, trained.model_sha256))
@@ -130,7 +134,8 @@ def run(ctx: StageContext) -> EvaluateResult:
         )
         ctx.log(f"production v{production.version}: logloss {production.logloss:.5f}, AUC {production.auc:.4f}")
 
-    p_true = true_probabilities(ctx, ids)
+    # A row describes the day its label horizon started (user_value: 7 days before it is dated).
+    p_true = true_probabilities(ctx, ids, ctx.ds - dt.timedelta(days=config.label_horizon_days))
     truth = against_truth(y, p_true, p_candidate) if p_true is not None else {}
     bayes = truth.get("bayes_optimal_logloss")
     evaluation = Evaluation(

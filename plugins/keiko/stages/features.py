@@ -27,11 +27,11 @@ def split_masks(days: pa.ChunkedArray | pa.Array, ds: dt.date) -> dict[str, np.n
 
 
 def build_feature_table(
-    features: dict[str, np.ndarray], label: np.ndarray, ids: np.ndarray, mask: np.ndarray
+    features: dict[str, np.ndarray], label: np.ndarray, ids: np.ndarray, mask: np.ndarray, row_id: str
 ) -> pa.Table:
     columns = {slot: pa.array(values[mask]) for slot, values in sorted(features.items())}
     columns["label"] = pa.array(label[mask].astype(np.int8))
-    columns["impression_id"] = pa.array(ids[mask])
+    columns[row_id] = pa.array(ids[mask])
     return pa.table(columns)
 
 
@@ -39,7 +39,7 @@ def run(ctx: StageContext) -> FeaturesResult:
     config, module = ctx.model.config, ctx.model.features
     raw = ctx.store.read_table(ctx.layout.raw)
     ctx.log(f"features {ctx.model.name}: {raw.num_rows:,} raw rows, feature module {config.features}")
-    missing = [c for c in [*module.INPUT_SCHEMA, config.label, "dt", "impression_id"] if c not in raw.column_names]
+    missing = [c for c in [*module.INPUT_SCHEMA, config.label, "dt", config.row_id] if c not in raw.column_names]
     if missing:
         raise MissingDataError(f"{RAW} lacks columns {missing} needed by {config.features}")
 
@@ -47,7 +47,7 @@ def run(ctx: StageContext) -> FeaturesResult:
     features = module.transform(columns, **config.feature_params)
     ctx.log(f"computed {len(features)} feature slots")
     label = np.asarray(raw.column(config.label), dtype=np.int8)
-    ids = np.asarray(raw.column("impression_id"))
+    ids = np.asarray(raw.column(config.row_id))
     masks = split_masks(raw.column("dt"), ctx.ds)
 
     splits: dict[str, Split] = {}
@@ -58,7 +58,7 @@ def run(ctx: StageContext) -> FeaturesResult:
                 f"the {split} split is empty for ds={ctx.ds} (window {ctx.window[0]}..{ctx.window[1]})"
             )
         uri = ctx.layout.split(split)
-        sha256 = ctx.store.write_table(uri, build_feature_table(features, label, ids, masks[split]))
+        sha256 = ctx.store.write_table(uri, build_feature_table(features, label, ids, masks[split], config.row_id))
         rate = float(label[masks[split]].mean())
         splits[split] = Split(uri=uri, sha256=sha256, rows=n, label_rate=rate)
         ctx.log(f"{split}: {n:,} rows, label rate {rate:.4%}")

@@ -15,6 +15,8 @@ from keiko.config import PREDICTIONS_TABLE
 from keiko.contract import JoinOutcomesResult
 from keiko.errors import KeikoError, MissingDataError
 from keiko.metrics import logloss
+from keiko.serving.prediction_log import IDENTIFIERS
+from keiko.serving.split import FALLBACK
 from keiko.stages.context import StageContext
 from keiko.stages.evaluate import true_probabilities
 from keiko.warehouse import render_monitor_sql
@@ -40,8 +42,7 @@ def check_prediction_log_is_in_the_warehouse(ctx: StageContext) -> None:
 
 
 def run(ctx: StageContext) -> JoinOutcomesResult:
-    module = ctx.model.features
-    inputs = list(module.INPUT_SCHEMA)
+    inputs = [field for field in ctx.model.request_schema if field not in IDENTIFIERS]  # logged beside them
     sql = render_monitor_sql(ctx.model.monitor_sql_path, day=ctx.ds, model=ctx.model.name, inputs=inputs)
     ctx.store.write_bytes(ctx.layout.monitor_sql, sql.encode())
     check_prediction_log_is_in_the_warehouse(ctx)
@@ -60,7 +61,7 @@ def run(ctx: StageContext) -> JoinOutcomesResult:
     bayes = None
     if (
         answered.num_rows
-        and (p_true := true_probabilities(ctx, answered.column("impression_id").to_numpy())) is not None
+        and (p_true := true_probabilities(ctx, answered.column(ctx.model.config.row_id).to_numpy(), ctx.ds)) is not None
     ):
         bayes = logloss(answered.column(OUTCOME).to_numpy(), p_true)
     sha256 = ctx.store.write_table(ctx.layout.online, table)
@@ -69,7 +70,12 @@ def run(ctx: StageContext) -> JoinOutcomesResult:
         f"join_outcomes {ctx.model.name} {ctx.ds}: {table.num_rows:,} in the population, {answered.num_rows:,} "
         f"answered ({answered.num_rows / table.num_rows:.2%}; by version: {shares}), {outcomes:,} outcomes"
     )
+    fallbacks = int(pc.sum(pc.equal(answered.column("variant"), FALLBACK)).as_py() or 0)
+    if ctx.model.config.serving.batch is not None:
+        share = fallbacks / max(answered.num_rows, 1)
+        ctx.log(f"{fallbacks:,} of the answers fell back ({share:.2%}): keys the batch lacked, or it had expired")
     return JoinOutcomesResult(
+        fallbacks=fallbacks,
         day=ctx.ds.isoformat(),
         online_uri=ctx.layout.online,
         online_sha256=sha256,

@@ -9,18 +9,17 @@ from keiko.algorithms import get_algorithm
 from keiko.contract import TrainResult
 from keiko.stages.context import StageContext
 
-NON_FEATURE_COLUMNS = ("label", "impression_id")
 
-
-def feature_arrays(table: pa.Table) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    features = {name: table.column(name).to_numpy() for name in table.column_names if name not in NON_FEATURE_COLUMNS}
+def feature_arrays(table: pa.Table, row_id: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A split's feature slots and labels: every column but the label and the model's row id."""
+    features = {name: table.column(name).to_numpy() for name in table.column_names if name not in ("label", row_id)}
     return features, table.column("label").to_numpy().astype(np.float64)
 
 
 def run(ctx: StageContext) -> TrainResult:
     config = ctx.model.config
-    train, y_train = feature_arrays(ctx.store.read_table(ctx.layout.split("train")))
-    valid, y_valid = feature_arrays(ctx.store.read_table(ctx.layout.split("valid")))
+    train, y_train = feature_arrays(ctx.store.read_table(ctx.layout.split("train")), config.row_id)
+    valid, y_valid = feature_arrays(ctx.store.read_table(ctx.layout.split("valid")), config.row_id)
     ctx.log(
         f"train {ctx.model.name}: {config.algorithm.name} on {len(y_train):,} rows, "
         f"early stopping on {len(y_valid):,} valid rows, params {config.algorithm.params}"

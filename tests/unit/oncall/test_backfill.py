@@ -41,4 +41,4 @@ def test_a_failed_day_says_where_and_why(keiko_home, monkeypatch):
 def test_every_command_refuses_an_unknown_model_before_reading_airflow(command, capsys):
     assert main([command, "--model", "ctrr"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("backfill: unknown model 'ctrr'") and err.endswith("known models: ctr, cvr\n")
+    assert err.startswith("backfill: unknown model 'ctrr'") and err.endswith("known models: ctr, cvr, user_value\n")

@@ -109,7 +109,7 @@ def test_status_shows_the_running_canary_its_step_holds_verdict_and_each_server(
     monkeypatch.setenv("KEIKO_SERVING_URLS_CTR", ",".join([*replicas, closed]))
 
     table, blocks = status_text(capsys)
-    assert table[0].split()[:2] == ["model", "production"] and len(table) == 3  # the table as before: ctr, cvr
+    assert table[0].split()[:2] == ["model", "production"] and len(table) == 4  # the table as before: a row a model
     assert re.match(r"ctr\s+v1\s", table[1])
     head, servers = blocks
     assert re.fullmatch(
@@ -123,8 +123,10 @@ def test_status_shows_the_running_canary_its_step_holds_verdict_and_each_server(
 
     capsys.readouterr()
     assert main(["status", "--json"]) == 0
-    ctr, cvr = json.loads(capsys.readouterr().out)
-    assert "rollout" not in cvr  # nothing to tell: the key is absent, the rest as before
+    ctr, cvr, user_value = json.loads(capsys.readouterr().out)
+    assert (
+        "rollout" not in cvr and "rollout" not in user_value
+    )  # nothing to tell: the key is absent, the rest as before
     rollout = ctr["rollout"]
     assert (rollout["state"], rollout["step"], rollout["steps"], rollout["weight"]) == ("running", 1, 2, 0.1)
     assert (rollout["min_hold_minutes"], rollout["max_hold_minutes"]) == (1, 60)

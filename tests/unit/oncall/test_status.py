@@ -33,11 +33,12 @@ def rows(table: str) -> dict[str, list[str]]:
 
 def test_without_runs_or_production_every_model_reads_none(keiko_home, capsys):
     table = rows(status(capsys))
-    assert set(table) == {"ctr", "cvr"}
+    assert set(table) == {"ctr", "cvr", "user_value"}
     assert table["ctr"] == ["ctr", "none", "-", "-", "-", "none", "-"]
     assert json.loads(status(capsys, "--json")) == [
         {"model": "ctr", "production": None, "last_run": None},
         {"model": "cvr", "production": None, "last_run": None},
+        {"model": "user_value", "production": None, "last_run": None},
     ]
 
 

@@ -10,6 +10,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from keiko.aws import ready_dynamodb_table
 from keiko.errors import RegistryError
 from keiko.registry import ModelVersion
 from keiko.registry.dynamodb import (
@@ -141,11 +142,31 @@ def test_concurrent_first_uses_share_one_table(aws):
     assert registries[0].client.describe_table(TableName=name)["Table"]["TableStatus"] == "ACTIVE"
 
 
+class LookedBeforeItWasCreated:
+    """A client whose first describe_table found no table, as one that looked just before another created it."""
+
+    def __init__(self, client) -> None:
+        self.client, self.looked = client, False
+
+    def describe_table(self, **kwargs):
+        if not self.looked:
+            self.looked = True
+            error = {"Error": {"Code": "ResourceNotFoundException", "Message": "not yet"}}
+            raise self.client.exceptions.ResourceNotFoundException(error, "DescribeTable")
+        return self.client.describe_table(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
 def test_a_creator_that_lost_the_race_uses_the_existing_table(aws):
     first, second = DynamoDBRegistry(name := table_name()), DynamoDBRegistry(name)
     first.list("ctr")
     # `second` looked before `first` created the table: its create_table meets ResourceInUseException.
-    assert second._create_table()["TableName"] == name
+    client = LookedBeforeItWasCreated(second.client)
+    keys = {"pk": "HASH", "sk": "RANGE"}
+    assert ready_dynamodb_table(client, name, keys, user="the registry", error=RegistryError)["TableName"] == name
+    assert client.looked
 
 
 def test_a_table_with_other_keys_is_refused(aws):

@@ -94,7 +94,7 @@ def test_a_change_moves_the_servers_then_the_alias_and_records_it(world, tmp_pat
     path, servers, registry = world
     done = path.change(change(tmp_path, 2, expected=1))
     assert (servers.serving, registry.alias("ctr")) == (2, 2)
-    assert done.message == "all 1 replica(s) serve v2; production alias moved v1 -> v2"
+    assert done.message == "v2 serves on 1 replica(s); production alias moved v1 -> v2"
     assert record(tmp_path)["success"] and record(tmp_path)["requested_by"].startswith("test deploy (pid ")
     assert [e["event"] for e in record(tmp_path)["events"]] == ["ready"]
     assert registry.current_lease("ctr") is None  # released

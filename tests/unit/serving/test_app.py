@@ -35,7 +35,7 @@ def offline_predictions(home, n):
     from keiko.algorithms import load_model_bytes
 
     day = home / "artifacts" / "ctr" / DS
-    features, _ = feature_arrays(pq.read_table(day / "test.parquet").slice(0, n))
+    features, _ = feature_arrays(pq.read_table(day / "test.parquet").slice(0, n), "impression_id")
     return load_model_bytes((day / "model.npz").read_bytes()).predict(features)
 
 
