@@ -6,6 +6,8 @@ it; without one, the hooks fall back to boto's default chain (environment, web i
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Any
 
 
@@ -14,6 +16,19 @@ def aws_client(service: str, conn_id: str, *, region: str | None = None) -> Any:
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
     return AwsBaseHook(aws_conn_id=conn_id or None, client_type=service, region_name=region).get_conn()
+
+
+def dynamodb_client(conn_id: str | None, region: str | None) -> Any:
+    """A DynamoDB client through the connection `conn_id` (None: KEIKO_AWS_CONN_ID's, read now)."""
+    from keiko.config import settings
+
+    return aws_client("dynamodb", settings().aws_conn_id if conn_id is None else conn_id, region=region)
+
+
+def back_off(attempt: int) -> None:
+    """Sleep before retry `attempt` (0, 1, ...), with jitter: requests that conflicted do not meet again in
+    lockstep."""
+    time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
 
 
 def s3_filesystem(conn_id: str) -> Any:

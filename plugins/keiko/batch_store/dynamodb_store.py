@@ -37,7 +37,6 @@ import asyncio
 import dataclasses
 import json
 import math
-import random
 import threading
 import time
 from collections.abc import Sequence
@@ -47,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from keiko.aws import aws_client, ready_dynamodb_table
+from keiko.aws import back_off, dynamodb_client, ready_dynamodb_table
 from keiko.batch_store import (
     BatchManifest,
     BatchNotSealed,
@@ -102,10 +101,6 @@ def _key(pk: str) -> Item:
     return {"pk": {"S": pk}}
 
 
-def _back_off(attempt: int) -> None:
-    time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
-
-
 class DynamoDBBatchStore(BatchStore):
     """The batch store in DynamoDB table `table`, created (PAY_PER_REQUEST, TTL on `expires_at`) on first use
     if missing.
@@ -148,10 +143,7 @@ class DynamoDBBatchStore(BatchStore):
 
     @cached_property
     def client(self) -> Any:
-        from keiko.config import settings
-
-        conn_id = settings().aws_conn_id if self._aws_conn_id is None else self._aws_conn_id
-        return aws_client("dynamodb", conn_id, region=self.region)
+        return dynamodb_client(self._aws_conn_id, self.region)
 
     # --- the table ---
 
@@ -204,7 +196,7 @@ class DynamoDBBatchStore(BatchStore):
             pending = self.client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
             if not pending:
                 return
-            _back_off(attempt)
+            back_off(attempt)
         left = len(pending.get(self.table, []))
         raise KeikoError(f"DynamoDB table {self.table}: {left} items still unprocessed after {MAX_ATTEMPTS} attempts")
 
@@ -227,7 +219,7 @@ class DynamoDBBatchStore(BatchStore):
             pending = answer.get("UnprocessedKeys") or {}
             if not pending:
                 return found
-            _back_off(attempt)
+            back_off(attempt)
         raise KeikoError(f"DynamoDB table {self.table}: keys still unprocessed after {MAX_ATTEMPTS} attempts")
 
     # --- writes ---
@@ -329,7 +321,7 @@ class DynamoDBBatchStore(BatchStore):
                 )
             if not TRANSIENT_CANCELLATIONS.intersection(codes):
                 raise KeikoError(f"could not switch {model}'s batch pointer to v{version}: cancelled ({codes})")
-            _back_off(attempt)
+            back_off(attempt)
         raise KeikoError(f"could not switch {model}'s batch pointer to v{version}: {MAX_ATTEMPTS} conflicts; retry")
 
     def _moved(self, model: str, version: int | None, expected: int | None) -> PointerMoved:

@@ -28,10 +28,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import random
 import re
 import threading
-import time
 from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
@@ -39,7 +37,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from botocore.exceptions import ClientError
 
-from keiko.aws import aws_client, ready_dynamodb_table
+from keiko.aws import back_off, dynamodb_client, ready_dynamodb_table
 from keiko.errors import RegistryError
 from keiko.registry import (
     UNCONDITIONAL,
@@ -217,11 +215,6 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
 
-def _back_off(attempt: int) -> None:
-    # Jitter, so transactions that conflicted do not meet again in lockstep.
-    time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
-
-
 class DynamoDBRegistry(Registry):
     """The registry in one DynamoDB table, created (PAY_PER_REQUEST) on first use if missing.
 
@@ -249,10 +242,7 @@ class DynamoDBRegistry(Registry):
 
     @cached_property
     def client(self) -> Any:
-        from keiko.config import settings
-
-        conn_id = settings().aws_conn_id if self._aws_conn_id is None else self._aws_conn_id
-        return aws_client("dynamodb", conn_id, region=self.region)
+        return dynamodb_client(self._aws_conn_id, self.region)
 
     # --- the table ---
 
@@ -366,7 +356,7 @@ class DynamoDBRegistry(Registry):
             if version_code == CONDITION_FAILED:
                 continue  # another registration took this number: read the highest again
             if TRANSIENT_CANCELLATIONS.intersection(codes):
-                _back_off(attempt)
+                back_off(attempt)
                 continue
             raise RegistryError(f"could not register {model} v{candidate.version}: transaction cancelled ({codes})")
         raise RegistryError(f"could not allocate a version for {model} after {MAX_REGISTER_ATTEMPTS} attempts")
@@ -465,7 +455,7 @@ class DynamoDBRegistry(Registry):
                     f"{model} {alias} moved concurrently (v{current} when read, v{now_at} now): not moved to v{version}"
                 )
             if TRANSIENT_CANCELLATIONS.intersection(codes):
-                _back_off(attempt)
+                back_off(attempt)
                 continue
             raise RegistryError(f"could not move {model} {alias} to v{version}: transaction cancelled ({codes})")
         raise RegistryError(

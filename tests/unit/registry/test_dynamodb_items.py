@@ -217,7 +217,7 @@ def cancelled(stubber: Stubber, *codes: str) -> None:
 
 def test_a_registration_that_met_a_concurrent_transaction_is_retried(stubbed, monkeypatch):
     registry, stubber = stubbed
-    monkeypatch.setattr("keiko.registry.dynamodb._back_off", lambda attempt: None)
+    monkeypatch.setattr("keiko.registry.dynamodb.back_off", lambda attempt: None)
     for outcome in ("conflict", "committed"):
         stubber.add_response("get_item", {})  # the identity is new
         stubber.add_response("query", {"Items": [encode_version(VERSION)]})  # v12 is the highest
@@ -240,7 +240,7 @@ def test_a_registration_that_met_a_concurrent_transaction_is_retried(stubbed, mo
 
 def test_an_alias_move_that_met_a_concurrent_transaction_is_retried(stubbed, monkeypatch):
     registry, stubber = stubbed
-    monkeypatch.setattr("keiko.registry.dynamodb._back_off", lambda attempt: None)
+    monkeypatch.setattr("keiko.registry.dynamodb.back_off", lambda attempt: None)
     alias = {"pk": {"S": "MODEL#ctr"}, "sk": {"S": "ALIAS#production"}, "version": {"N": "11"}, "moves": {"N": "3"}}
     stubber.add_response("get_item", {"Item": encode_version(VERSION)})  # the target, registered
     for outcome in ("conflict", "committed"):
